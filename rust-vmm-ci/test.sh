@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The one test command: sets up what it needs on a fresh Debian 12
+# machine (as root, with the Rust toolchain from rustup) and runs every
+# check, stopping at the first failure.
+#
+# Usage: rust-vmm-ci/test.sh [STEP...]
+#   With no argument, runs every step below in order. With arguments,
+#   runs only the named steps (still in the order given), e.g.
+#   `rust-vmm-ci/test.sh setup clippy`. Each step is also a script of
+#   its own: rust-vmm-ci/steps/<step>.sh.
+#   --list prints the steps.
+set -euo pipefail
+
+ci_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# The steps, in the order they run: cheap checks first, so a format
+# slip fails in seconds rather than after the build. This list is the
+# one place that says which checks CI runs.
+STEPS=(
+	setup      # apt packages, cargo-llvm-cov, cargo-deny, crates
+	fmt        # cargo fmt --check
+	shellcheck # our CI scripts
+	build      # all targets, -D warnings
+	clippy     # all targets and features, -D warnings
+	doc        # rustdoc -D warnings, and the doctests
+	deny       # licences, bans, sources (offline; no advisories)
+	coverage   # unit + integration tests under cargo-llvm-cov, score check
+	guest      # #[ignore]d guest/host-kernel tests via rust-vmm-ci/guest/run-tests.sh
+)
+
+if [ "${1:-}" = "--list" ]; then
+	printf '%s\n' "${STEPS[@]}"
+	exit 0
+fi
+
+if [ "$#" -gt 0 ]; then
+	selected=("$@")
+	for step in "${selected[@]}"; do
+		[ -x "$ci_dir/steps/$step.sh" ] || {
+			echo "error: unknown step '$step' (steps: ${STEPS[*]})" >&2
+			exit 2
+		}
+	done
+else
+	selected=("${STEPS[@]}")
+fi
+
+fmt_time() {
+	printf '%dm%02ds' $(($1 / 60)) $(($1 % 60))
+}
+
+summary=()
+print_summary() {
+	echo
+	echo "==== summary ===="
+	printf '%s\n' "${summary[@]}"
+	echo "total: $(fmt_time $((SECONDS - run_start)))"
+}
+
+run_start=$SECONDS
+n=${#selected[@]}
+i=0
+for step in "${selected[@]}"; do
+	i=$((i + 1))
+	echo
+	echo "==== [$i/$n] $step ($(date -u +%H:%M:%S) UTC): rust-vmm-ci/steps/$step.sh ===="
+	start=$SECONDS
+	rc=0
+	"$ci_dir/steps/$step.sh" || rc=$?
+	took=$((SECONDS - start))
+	if [ "$rc" -ne 0 ]; then
+		summary+=("$(printf '%-11s FAILED after %s (exit %d)' "$step" "$(fmt_time "$took")" "$rc")")
+		echo "==== $step FAILED after $(fmt_time "$took") (exit $rc) ===="
+		print_summary
+		exit "$rc"
+	fi
+	summary+=("$(printf '%-11s ok  %s' "$step" "$(fmt_time "$took")")")
+	echo "==== $step ok in $(fmt_time "$took") ===="
+done
+
+print_summary
+echo "all ${n} steps passed"
