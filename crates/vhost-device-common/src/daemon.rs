@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The daemon: one thread per socket, a fresh device per connection, and a
+//! clean exit on SIGTERM or SIGINT.
+//!
+//! The listening socket is bound once and kept for the life of the process,
+//! so the socket file never disappears between frontends: QEMU can reconnect
+//! (or a new QEMU can start) at any moment. Each accepted connection gets a
+//! device built by the caller's factory, so no state leaks from one guest
+//! session into the next.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use log::{error, info, warn};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::device::{worker_epoll, DeviceBackend, VirtioDevice};
+use crate::error::{Error, Result};
+use crate::socket::{BoundSocket, SocketArgs};
+
+/// Builds the device for guest `index` (the socket's position). Called for
+/// every new connection.
+pub trait DeviceFactory<D>:
+    Fn(usize) -> std::result::Result<D, String> + Send + Sync + 'static
+{
+}
+impl<D, F: Fn(usize) -> std::result::Result<D, String> + Send + Sync + 'static> DeviceFactory<D>
+    for F
+{
+}
+
+/// Serves the sockets `sockets` names until SIGTERM or SIGINT, then removes
+/// the socket files it created and returns `Ok`.
+///
+/// Call it from the main thread before starting any other thread: it blocks
+/// the two signals so that only its own wait sees them.
+pub fn serve<D: VirtioDevice>(
+    name: &str,
+    sockets: &SocketArgs,
+    factory: impl DeviceFactory<D>,
+) -> Result<()> {
+    let signals = block_stop_signals()?;
+    let bound = sockets.bind()?;
+    let daemon = Daemon::start(name, bound, factory)?;
+    daemon.wait_for(signals.as_fd())
+}
+
+/// A running daemon: its socket threads and the means to stop them.
+pub struct Daemon {
+    stop: Arc<EventFd>,
+    finished: Arc<EventFd>,
+    threads: Vec<thread::JoinHandle<Result<()>>>,
+    connections: Vec<Arc<Mutex<Option<ShutdownHandle>>>>,
+}
+
+impl Daemon {
+    /// Starts one thread per socket.
+    pub fn start<D: VirtioDevice>(
+        name: &str,
+        sockets: Vec<BoundSocket>,
+        factory: impl DeviceFactory<D>,
+    ) -> Result<Self> {
+        let stop = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(Error::io("eventfd"))?);
+        let finished = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(Error::io("eventfd"))?);
+        let factory = Arc::new(factory);
+        let mut threads = Vec::new();
+        let mut connections = Vec::new();
+        for (index, socket) in sockets.into_iter().enumerate() {
+            let slot = Arc::new(Mutex::new(None));
+            let worker = SocketWorker {
+                name: format!("{name}-{index}"),
+                index,
+                socket,
+                stop: stop.clone(),
+                connection: slot.clone(),
+            };
+            let factory = factory.clone();
+            let finished = finished.clone();
+            let handle = thread::Builder::new()
+                .name(worker.name.clone())
+                .spawn(move || {
+                    let result = worker.run(&*factory);
+                    if let Err(e) = &result {
+                        error!("{}: {e}", worker.socket.name());
+                    }
+                    let _ = finished.write(1);
+                    result
+                })
+                .map_err(Error::io("spawn socket thread"))?;
+            threads.push(handle);
+            connections.push(slot);
+        }
+        Ok(Daemon {
+            stop,
+            finished,
+            threads,
+            connections,
+        })
+    }
+
+    /// Waits until `signals` (a signalfd) fires or every socket thread has
+    /// ended, then stops the rest.
+    pub fn wait_for(self, signals: BorrowedFd<'_>) -> Result<()> {
+        let mut ended = 0;
+        while ended < self.threads.len() {
+            let mut fds = [
+                libc::pollfd {
+                    fd: signals.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.finished.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: fds is a valid array of two pollfd for the call.
+            let ret = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if ret < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::Io {
+                    what: "poll",
+                    source: e,
+                });
+            }
+            if fds[0].revents != 0 {
+                info!("stop signal received, shutting down");
+                break;
+            }
+            if fds[1].revents != 0 {
+                ended += usize::try_from(self.finished.read().unwrap_or(0)).unwrap_or(0);
+            }
+        }
+        self.stop()
+    }
+
+    /// Stops every socket thread, closing live connections, and returns the
+    /// first error any of them had. Socket files are removed as the threads
+    /// drop their sockets.
+    pub fn stop(self) -> Result<()> {
+        let _ = self.stop.write(1);
+        for slot in &self.connections {
+            if let Some(handle) = slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+            {
+                handle.shutdown();
+            }
+        }
+        let mut first_error = None;
+        for thread in self.threads {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(Error::Daemon {
+                        socket: "socket thread".into(),
+                        reason: "panicked".into(),
+                    });
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("sockets", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct SocketWorker {
+    name: String,
+    index: usize,
+    socket: BoundSocket,
+    stop: Arc<EventFd>,
+    connection: Arc<Mutex<Option<ShutdownHandle>>>,
+}
+
+impl SocketWorker {
+    fn run<D: VirtioDevice>(
+        &self,
+        factory: &dyn Fn(usize) -> std::result::Result<D, String>,
+    ) -> Result<()> {
+        let daemon_error = |reason: String| Error::Daemon {
+            socket: self.socket.name().to_owned(),
+            reason,
+        };
+        // vhost's Listener over a duplicate: it would otherwise own (and on
+        // drop close) the socket that must outlive every connection.
+        let mut listener = Listener::from(
+            self.socket
+                .listener()
+                .try_clone()
+                .map_err(Error::io("dup listener"))?,
+        );
+        info!("{}: waiting for a frontend", self.socket.name());
+        while self.wait_readable()? {
+            let device = match factory(self.index) {
+                Ok(device) => device,
+                Err(reason) => {
+                    // Refuse this frontend cleanly rather than leave it hanging.
+                    error!(
+                        "{}: {}",
+                        self.socket.name(),
+                        Error::Device {
+                            guest: self.index,
+                            reason
+                        }
+                    );
+                    let _ = listener.accept();
+                    continue;
+                }
+            };
+            let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+            let backend = DeviceBackend::new(device, mem.clone());
+            let mut daemon = VhostUserDaemon::new(self.name.clone(), backend.clone(), mem)
+                .map_err(|e| daemon_error(e.to_string()))?;
+            for handler in daemon.get_epoll_handlers() {
+                backend
+                    .activate(worker_epoll(&*handler))
+                    .map_err(|e| daemon_error(format!("device activation: {e}")))?;
+            }
+            if let Err(e) = daemon.start(&mut listener) {
+                warn!("{}: accept failed: {e}", self.socket.name());
+                continue;
+            }
+            info!("{}: frontend connected", self.socket.name());
+            *self.lock_connection() = daemon.shutdown_handle();
+            if self.stop_requested() {
+                daemon.request_shutdown();
+            }
+            match daemon.wait() {
+                Ok(()) => info!("{}: frontend disconnected", self.socket.name()),
+                Err(e) => warn!("{}: connection ended: {e}", self.socket.name()),
+            }
+            *self.lock_connection() = None;
+            // Dropping the daemon stops and joins its vring worker.
+        }
+        Ok(())
+    }
+
+    fn lock_connection(&self) -> std::sync::MutexGuard<'_, Option<ShutdownHandle>> {
+        self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn stop_requested(&self) -> bool {
+        let mut fd = libc::pollfd {
+            fd: self.stop.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { libc::poll(&raw mut fd, 1, 0) > 0 }
+    }
+
+    /// Waits for a connection (true) or the stop event (false).
+    fn wait_readable(&self) -> Result<bool> {
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.socket.listener().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.stop.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: fds is a valid array of two pollfd for the call.
+            let ret = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if ret < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::Io {
+                    what: "poll",
+                    source: e,
+                });
+            }
+            if fds[1].revents != 0 {
+                return Ok(false);
+            }
+            if fds[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                return Err(Error::Daemon {
+                    socket: self.socket.name().to_owned(),
+                    reason: "listening socket failed".into(),
+                });
+            }
+            if fds[0].revents != 0 {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in this thread (and so in every thread it
+/// starts) and returns a signalfd that reports them.
+pub fn block_stop_signals() -> Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t for all of these calls.
+    let fd = unsafe {
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGTERM);
+        libc::sigaddset(&raw mut set, libc::SIGINT);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) != 0 {
+            return Err(Error::Io {
+                what: "block signals",
+                source: io::Error::last_os_error(),
+            });
+        }
+        libc::signalfd(-1, &raw const set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+    };
+    if fd < 0 {
+        return Err(Error::Io {
+            what: "signalfd",
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: signalfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -1,0 +1,523 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The trait a device implements, and the adapter that turns it into a
+//! vhost-user backend.
+//!
+//! A device says how many queues it has, which feature bits and config space
+//! it offers, and what to do when a queue is kicked or a host fd it
+//! registered is ready. Everything else is here, once: the transport feature
+//! bits, the EVENT_IDX disable/drain/enable/re-check loop, validation of every
+//! descriptor chain, used-ring notification, config bounds checks, and
+//! keeping guest mistakes from stopping the worker.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use log::{debug, warn};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost::vhost_user::{Backend, GpuBackend};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_bindings::bindings::virtio_config::{
+    VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1,
+};
+use virtio_bindings::bindings::virtio_ring::{
+    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+};
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use crate::chain::DescChain;
+use crate::events::EventRegistry;
+use crate::ratelimit::RateLimited;
+
+/// Guest memory as the devices see it.
+pub type GuestMem = GuestMemoryMmap<()>;
+
+/// The vring type the adapter uses.
+pub type Vring = VringRwLock<GuestMemoryAtomic<GuestMem>>;
+
+/// What a device method returns. An error is logged (rate limited) by the
+/// core and the device keeps serving: nothing a guest does may stop the
+/// worker.
+pub type DeviceResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Transport feature bits every device offers. The device adds its own.
+pub const TRANSPORT_FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
+    | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+    | (1 << VIRTIO_RING_F_EVENT_IDX)
+    | (1 << VIRTIO_F_NOTIFY_ON_EMPTY)
+    | (1 << VIRTIO_F_RING_RESET);
+
+/// Feature bit 30: the frontend may use vhost-user protocol features.
+const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
+
+/// A virtio device served over vhost-user.
+///
+/// The adapter calls these from two threads (the vhost-user message thread
+/// and the vring worker) but never at the same time: the device sits behind
+/// one mutex.
+pub trait VirtioDevice: Send + 'static {
+    /// Number of virtqueues.
+    fn num_queues(&self) -> usize;
+
+    /// Largest queue size the device accepts.
+    fn max_queue_size(&self) -> u16 {
+        256
+    }
+
+    /// Device-specific feature bits. The transport bits in
+    /// [`TRANSPORT_FEATURES`] and vhost-user's bit 30 are added by the core.
+    fn features(&self) -> u64 {
+        0
+    }
+
+    /// Extra vhost-user protocol features. MQ and REPLY_ACK are always
+    /// offered, and CONFIG whenever [`Self::config`] is not empty.
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::empty()
+    }
+
+    /// The features the driver accepted.
+    fn set_acked_features(&mut self, _features: u64) {}
+
+    /// The current config space, little-endian as the spec lays it out.
+    fn config(&self) -> &[u8] {
+        &[]
+    }
+
+    /// A config write from the driver, already known to lie in the config
+    /// space. Return false to refuse it.
+    fn write_config(&mut self, _offset: u32, _data: &[u8]) -> bool {
+        false
+    }
+
+    /// Called once per connection, before the frontend sends anything, with
+    /// the registry for host fds.
+    fn activate(&mut self, _events: EventRegistry) -> DeviceResult {
+        Ok(())
+    }
+
+    /// The driver kicked queue `index`.
+    fn process_queue(&mut self, queues: &mut Queues<'_>, index: usize) -> DeviceResult;
+
+    /// A host fd registered with `token` is ready.
+    fn handle_event(
+        &mut self,
+        _queues: &mut Queues<'_>,
+        _token: u16,
+        _events: EventSet,
+    ) -> DeviceResult {
+        Ok(())
+    }
+
+    /// Queue `index` was stopped (GET_VRING_BASE): forget the chains held
+    /// from it, they will not be completed.
+    fn queue_stopped(&mut self, _index: usize) {}
+
+    /// The frontend reset the device.
+    fn reset(&mut self) {}
+
+    /// The frontend handed over a backend-request channel.
+    fn set_backend_req_fd(&mut self, _backend: Backend) {}
+
+    /// The frontend handed over the vhost-user-gpu display socket.
+    fn set_gpu_socket(&mut self, _gpu: GpuBackend) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this device has no display socket",
+        ))
+    }
+}
+
+/// The queues of one device, as handed to it in a callback.
+pub struct Queues<'a> {
+    vrings: &'a [Vring],
+    mem: &'a GuestMem,
+    notify_on_empty: bool,
+    log: &'a RateLimited,
+}
+
+impl<'a> Queues<'a> {
+    /// Guest memory, for writing into chains the device held.
+    pub fn memory(&self) -> &'a GuestMem {
+        self.mem
+    }
+
+    /// Number of queues.
+    pub fn len(&self) -> usize {
+        self.vrings.len()
+    }
+
+    /// Whether the device has no queues.
+    pub fn is_empty(&self) -> bool {
+        self.vrings.is_empty()
+    }
+
+    /// Queue `index`, if it exists and the frontend set it up.
+    pub fn get(&mut self, index: usize) -> Option<Queue<'a>> {
+        let vring = self.vrings.get(index)?;
+        if !vring.get_ref().get_queue().ready() {
+            return None;
+        }
+        Some(Queue {
+            vring,
+            mem: self.mem,
+            index,
+            notify_on_empty: self.notify_on_empty,
+            used_added: false,
+            log: self.log,
+        })
+    }
+}
+
+/// One ready queue. Completions are signalled to the driver when the `Queue`
+/// is dropped (or on [`Queue::notify`]), once for a whole batch, and only if
+/// the driver asked for it (EVENT_IDX).
+pub struct Queue<'a> {
+    vring: &'a Vring,
+    mem: &'a GuestMem,
+    index: usize,
+    notify_on_empty: bool,
+    used_added: bool,
+    log: &'a RateLimited,
+}
+
+impl<'a> Queue<'a> {
+    /// The queue's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Guest memory.
+    pub fn memory(&self) -> &'a GuestMem {
+        self.mem
+    }
+
+    /// Pops the next valid chain. A malformed chain is logged, returned to
+    /// the driver with a used length of 0, and skipped.
+    pub fn pop(&mut self) -> Option<DescChain> {
+        loop {
+            let parsed = {
+                let mut state = self.vring.get_mut();
+                let queue = state.get_queue_mut();
+                let desc_table = GuestAddress(queue.desc_table());
+                let size = queue.size();
+                let head = queue.pop_descriptor_chain(self.mem)?.head_index();
+                DescChain::parse(self.mem, desc_table, size, head).map_err(|e| (head, e))
+            };
+            match parsed {
+                Ok(chain) => return Some(chain),
+                Err((head, error)) => {
+                    self.log.warn(|| {
+                        format!(
+                            "queue {}: dropping malformed chain {head}: {error}",
+                            self.index
+                        )
+                    });
+                    self.complete(head, 0);
+                }
+            }
+        }
+    }
+
+    /// Puts a chain in the used ring with `len` bytes written.
+    pub fn complete(&mut self, head: u16, len: u32) {
+        if let Err(e) = self.vring.add_used(head, len) {
+            self.log
+                .warn(|| format!("queue {}: cannot complete chain {head}: {e}", self.index));
+        } else {
+            self.used_added = true;
+        }
+    }
+
+    /// Handles every available chain with `f`, which returns the used length
+    /// to complete the chain now, or `None` if it kept the chain to complete
+    /// later. Runs the EVENT_IDX loop so that no kick is lost between the
+    /// last pop and re-enabling notifications. Returns the number of chains.
+    pub fn drain(&mut self, mut f: impl FnMut(DescChain, &GuestMem) -> Option<u32>) -> usize {
+        let mut count = 0;
+        loop {
+            if let Err(e) = self.vring.disable_notification() {
+                self.log
+                    .warn(|| format!("queue {}: disable notification: {e}", self.index));
+            }
+            while let Some(chain) = self.pop() {
+                count += 1;
+                let head = chain.head();
+                if let Some(len) = f(chain, self.mem) {
+                    self.complete(head, len);
+                }
+            }
+            match self.vring.enable_notification() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    self.log
+                        .warn(|| format!("queue {}: enable notification: {e}", self.index));
+                    break;
+                }
+            }
+        }
+        count
+    }
+
+    /// Signals the driver now if anything was completed and it wants to know.
+    pub fn notify(&mut self) {
+        if !self.used_added {
+            return;
+        }
+        self.used_added = false;
+        let wanted = self.notify_on_empty || self.vring.needs_notification().unwrap_or(true);
+        if wanted {
+            if let Err(e) = self.vring.signal_used_queue() {
+                debug!("queue {}: signal: {e}", self.index);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Queues<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queues")
+            .field("len", &self.vrings.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Queue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("index", &self.index).finish()
+    }
+}
+
+impl Drop for Queue<'_> {
+    fn drop(&mut self) {
+        self.notify();
+    }
+}
+
+struct Shared<D> {
+    device: Mutex<D>,
+    mem: GuestMemoryAtomic<GuestMem>,
+    num_queues: usize,
+    max_queue_size: usize,
+    features: u64,
+    protocol_features: VhostUserProtocolFeatures,
+    acked_features: AtomicU64,
+    log: RateLimited,
+}
+
+/// Adapts a [`VirtioDevice`] to `vhost-user-backend`. Clones share the device.
+pub struct DeviceBackend<D> {
+    shared: Arc<Shared<D>>,
+}
+
+impl<D> Clone for DeviceBackend<D> {
+    fn clone(&self) -> Self {
+        DeviceBackend {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<D> std::fmt::Debug for DeviceBackend<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceBackend")
+            .field("num_queues", &self.shared.num_queues)
+            .field("features", &format_args!("{:#x}", self.shared.features))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: VirtioDevice> DeviceBackend<D> {
+    /// Wraps `device`; `mem` is the guest memory the daemon maintains.
+    pub fn new(device: D, mem: GuestMemoryAtomic<GuestMem>) -> Self {
+        let mut protocol_features = device.protocol_features()
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK;
+        if !device.config().is_empty() {
+            protocol_features |= VhostUserProtocolFeatures::CONFIG;
+        }
+        let shared = Shared {
+            num_queues: device.num_queues(),
+            max_queue_size: usize::from(device.max_queue_size()),
+            features: device.features() | TRANSPORT_FEATURES | VHOST_USER_F_PROTOCOL_FEATURES,
+            protocol_features,
+            device: Mutex::new(device),
+            mem,
+            acked_features: AtomicU64::new(0),
+            log: RateLimited::default(),
+        };
+        DeviceBackend {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Locks the device. A device method that panicked poisons the lock;
+    /// the state is still the device's best, so carry on with it.
+    pub fn device(&self) -> MutexGuard<'_, D> {
+        self.shared
+            .device
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Gives the device its event registry for the worker's epoll `epoll`.
+    pub(crate) fn activate(&self, epoll: BorrowedFd<'_>) -> io::Result<()> {
+        let registry = EventRegistry::new(epoll, self.shared.num_queues)?;
+        self.device()
+            .activate(registry)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    fn with_queues(
+        &self,
+        vrings: &[Vring],
+        f: impl FnOnce(&mut D, &mut Queues<'_>) -> DeviceResult,
+    ) {
+        let guard = self.shared.mem.memory();
+        let notify_on_empty = self.shared.acked_features.load(Ordering::Relaxed)
+            & (1 << VIRTIO_F_NOTIFY_ON_EMPTY)
+            != 0;
+        let mut queues = Queues {
+            vrings,
+            mem: &guard,
+            notify_on_empty,
+            log: &self.shared.log,
+        };
+        let mut device = self.device();
+        if let Err(e) = f(&mut device, &mut queues) {
+            self.shared.log.warn(|| format!("{e}"));
+        }
+    }
+}
+
+impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
+    type Bitmap = ();
+    type Vring = Vring;
+
+    fn num_queues(&self) -> usize {
+        self.shared.num_queues
+    }
+
+    fn max_queue_size(&self) -> usize {
+        self.shared.max_queue_size
+    }
+
+    fn features(&self) -> u64 {
+        self.shared.features
+    }
+
+    fn acked_features(&self, features: u64) {
+        self.shared
+            .acked_features
+            .store(features, Ordering::Relaxed);
+        self.device().set_acked_features(features);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        self.shared.protocol_features
+    }
+
+    fn reset_device(&self) {
+        self.device().reset();
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {
+        // The handler already set it on each vring, which is where it counts.
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let device = self.device();
+        crate::config::read(device.config(), offset, size).unwrap_or_else(|| {
+            self.shared
+                .log
+                .warn(|| format!("config read {offset}+{size} is out of range"));
+            Vec::new()
+        })
+    }
+
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        let mut device = self.device();
+        let in_range = crate::config::read(
+            device.config(),
+            offset,
+            u32::try_from(buf.len()).unwrap_or(u32::MAX),
+        )
+        .is_some();
+        if in_range && device.write_config(offset, buf) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("config write {offset}+{} refused", buf.len()),
+            ))
+        }
+    }
+
+    fn update_memory(&self, _mem: GuestMemoryAtomic<GuestMem>) -> io::Result<()> {
+        // The daemon updates the GuestMemoryAtomic this adapter shares.
+        Ok(())
+    }
+
+    fn set_backend_req_fd(&self, backend: Backend) {
+        self.device().set_backend_req_fd(backend);
+    }
+
+    fn set_gpu_socket(&self, gpu_backend: GpuBackend) -> io::Result<()> {
+        self.device().set_gpu_socket(gpu_backend)
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        // Without an exit event the worker thread would outlive the
+        // connection; each connection's worker gets its own.
+        match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                warn!("cannot create the worker exit event: {e}");
+                None
+            }
+        }
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        if let Ok(index) = usize::try_from(queue_index) {
+            self.device().queue_stopped(index);
+        }
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[Vring],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        let index = usize::from(device_event);
+        if index < self.shared.num_queues {
+            self.with_queues(vrings, |device, queues| device.process_queue(queues, index));
+        } else {
+            let base = u16::try_from(self.shared.num_queues + 1).unwrap_or(u16::MAX);
+            if let Some(token) = EventRegistry::token_of(base, device_event) {
+                self.with_queues(vrings, |device, queues| {
+                    device.handle_event(queues, token, evset)
+                });
+            }
+        }
+        // Never an error: an error here ends the worker thread for good.
+        Ok(())
+    }
+}
+
+/// The raw epoll fd of a worker, borrowed for [`DeviceBackend::activate`].
+pub(crate) fn worker_epoll<T: AsRawFd>(handler: &T) -> BorrowedFd<'_> {
+    // SAFETY: the fd belongs to `handler`, which outlives the borrow.
+    unsafe { BorrowedFd::borrow_raw(handler.as_raw_fd()) }
+}

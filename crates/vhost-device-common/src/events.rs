@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Host file descriptors on the vring worker's epoll.
+//!
+//! A device that waits for the host (a CAN socket, a GPIO line, a timer)
+//! registers the fd here with a token of its own. When the fd is ready, the
+//! same worker thread that handles the queues calls
+//! [`crate::VirtioDevice::handle_event`] with that token, so host events and
+//! guest requests are handled in order, with no extra thread and no polling.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use vmm_sys_util::epoll::EventSet;
+
+/// Registers host fds on one connection's worker epoll.
+///
+/// It holds its own duplicate of the epoll fd, not the worker itself, so a
+/// device keeping it does not keep the worker alive after the frontend leaves.
+#[derive(Debug)]
+pub struct EventRegistry {
+    epoll: OwnedFd,
+    /// Epoll data values up to and including the queue count are the
+    /// worker's own; device tokens start after them.
+    base: u16,
+}
+
+impl EventRegistry {
+    /// Wraps a duplicate of the worker's epoll fd. `num_queues` is the
+    /// device's queue count.
+    pub(crate) fn new(epoll: BorrowedFd<'_>, num_queues: usize) -> io::Result<Self> {
+        let base = u16::try_from(num_queues + 1)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many queues"))?;
+        Ok(EventRegistry {
+            epoll: epoll.try_clone_to_owned()?,
+            base,
+        })
+    }
+
+    /// The largest token a device may use.
+    pub fn max_token(&self) -> u16 {
+        u16::MAX - self.base
+    }
+
+    fn data(&self, token: u16) -> io::Result<u64> {
+        token
+            .checked_add(self.base)
+            .map(u64::from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "event token too large"))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: EventSet, token: u16) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: events.bits(),
+            u64: self.data(token)?,
+        };
+        // SAFETY: both fds are valid for the duration of the call, and
+        // `event` is a properly initialised epoll_event that outlives it.
+        let ret = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &raw mut event) };
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Watches `fd` for `events`; readiness is reported with `token`.
+    pub fn register(&self, fd: &impl AsRawFd, events: EventSet, token: u16) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), events, token)
+    }
+
+    /// Changes the events watched on an fd already registered.
+    pub fn modify(&self, fd: &impl AsRawFd, events: EventSet, token: u16) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), events, token)
+    }
+
+    /// Stops watching `fd`. Call it before closing the fd.
+    pub fn unregister(&self, fd: &impl AsRawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd.as_raw_fd(), EventSet::empty(), 0)
+    }
+
+    /// Maps an epoll data value back to a device token, if it is one.
+    pub(crate) fn token_of(base: u16, data: u16) -> Option<u16> {
+        data.checked_sub(base)
+    }
+}

@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The socket flags every binary shares, and the listening sockets they name.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+
+/// Where the vhost-user frontends connect.
+///
+/// Each socket serves one guest with its own device state.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct SocketArgs {
+    #[command(flatten)]
+    pub source: SocketSource,
+
+    /// Number of guests to serve, each on its own socket with its own device
+    /// state. With N > 1, --socket-path PATH creates PATH0 … PATH{N-1}, and
+    /// --socket-fd FD uses the descriptors FD … FD+N-1.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub socket_count: u16,
+}
+
+/// The socket path or the inherited descriptor: exactly one is given.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+#[group(required = true, multiple = false)]
+pub struct SocketSource {
+    /// Unix socket to create and listen on for the vhost-user frontend
+    /// (e.g. QEMU's -chardev socket,path=PATH).
+    #[arg(long, value_name = "PATH")]
+    pub socket_path: Option<PathBuf>,
+
+    /// Already-listening Unix socket inherited from a service manager
+    /// (systemd socket activation, libvirt).
+    #[arg(long, value_name = "FD")]
+    pub socket_fd: Option<RawFd>,
+}
+
+impl SocketArgs {
+    /// Arguments for `count` sockets at `path`.
+    pub fn with_path(path: impl Into<PathBuf>, count: u16) -> Self {
+        SocketArgs {
+            source: SocketSource {
+                socket_path: Some(path.into()),
+                socket_fd: None,
+            },
+            socket_count: count,
+        }
+    }
+
+    /// Arguments for `count` inherited descriptors starting at `fd`.
+    pub fn with_fd(fd: RawFd, count: u16) -> Self {
+        SocketArgs {
+            source: SocketSource {
+                socket_path: None,
+                socket_fd: Some(fd),
+            },
+            socket_count: count,
+        }
+    }
+
+    /// The socket paths, in guest order; empty with --socket-fd.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let Some(path) = &self.source.socket_path else {
+            return Vec::new();
+        };
+        if self.socket_count == 1 {
+            return vec![path.clone()];
+        }
+        (0..self.socket_count)
+            .map(|i| {
+                let mut p = path.clone().into_os_string();
+                p.push(i.to_string());
+                PathBuf::from(p)
+            })
+            .collect()
+    }
+
+    /// Creates (or takes over) the listening sockets, one per guest.
+    pub fn bind(&self) -> Result<Vec<BoundSocket>> {
+        if self.socket_count == 0 {
+            return Err(Error::ZeroSocketCount);
+        }
+        match (&self.source.socket_path, self.source.socket_fd) {
+            (Some(_), None) => self
+                .paths()
+                .into_iter()
+                .map(|p| BoundSocket::bind(&p))
+                .collect(),
+            (None, Some(fd)) => (0..self.socket_count)
+                .map(|i| {
+                    let fd = fd.checked_add(RawFd::from(i)).ok_or(Error::BadSocketFd {
+                        fd,
+                        reason: "descriptor number overflows".into(),
+                    })?;
+                    BoundSocket::from_fd(fd)
+                })
+                .collect(),
+            _ => Err(Error::BadSocketFd {
+                fd: self.source.socket_fd.unwrap_or(-1),
+                reason: "give exactly one of --socket-path and --socket-fd".into(),
+            }),
+        }
+    }
+}
+
+/// A listening socket. A socket file this process created is removed when
+/// it is dropped.
+#[derive(Debug)]
+pub struct BoundSocket {
+    listener: UnixListener,
+    created: Option<PathBuf>,
+    name: String,
+}
+
+impl BoundSocket {
+    /// Binds `path`, replacing a stale socket file left by a dead process
+    /// but never a live socket or a file of another kind.
+    pub fn bind(path: &Path) -> Result<Self> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if UnixStream::connect(path).is_ok() {
+                    return Err(Error::SocketInUse(path.to_owned()));
+                }
+                std::fs::remove_file(path).map_err(|source| Error::Bind {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            }
+            Ok(_) => return Err(Error::NotASocket(path.to_owned())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Bind {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        }
+        let listener = UnixListener::bind(path).map_err(|source| Error::Bind {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(BoundSocket {
+            listener,
+            created: Some(path.to_owned()),
+            name: path.display().to_string(),
+        })
+    }
+
+    /// Takes over an inherited descriptor after checking that it is a
+    /// listening Unix stream socket.
+    pub fn from_fd(fd: RawFd) -> Result<Self> {
+        let bad = |reason: String| Error::BadSocketFd { fd, reason };
+        if fd < 0 {
+            return Err(bad("not a valid descriptor".into()));
+        }
+        let int_opt = |opt: libc::c_int| -> io::Result<libc::c_int> {
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: value and len are valid for writes of the sizes given.
+            let ret = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    std::ptr::from_mut(&mut value).cast(),
+                    &raw mut len,
+                )
+            };
+            if ret < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(value)
+            }
+        };
+        let domain = int_opt(libc::SO_DOMAIN).map_err(|e| bad(format!("not a socket ({e})")))?;
+        if domain != libc::AF_UNIX {
+            return Err(bad("not a Unix socket".into()));
+        }
+        if int_opt(libc::SO_TYPE).map_err(|e| bad(e.to_string()))? != libc::SOCK_STREAM {
+            return Err(bad("not a stream socket".into()));
+        }
+        if int_opt(libc::SO_ACCEPTCONN).map_err(|e| bad(e.to_string()))? == 0 {
+            return Err(bad("socket is not listening".into()));
+        }
+        // SAFETY: fd is an open, listening Unix stream socket handed to this
+        // process for it to own; nothing else in the process uses it.
+        let listener = unsafe { UnixListener::from_raw_fd(fd) };
+        // SAFETY: plain fcntl on a descriptor we now own.
+        unsafe { libc::fcntl(listener.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        Ok(BoundSocket {
+            listener,
+            created: None,
+            name: format!("fd {fd}"),
+        })
+    }
+
+    /// The listener.
+    pub fn listener(&self) -> &UnixListener {
+        &self.listener
+    }
+
+    /// A name for log messages: the path, or the descriptor.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        if let Some(path) = &self.created {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
