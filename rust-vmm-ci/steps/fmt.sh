@@ -4,4 +4,7 @@ set -euo pipefail
 # shellcheck source=rust-vmm-ci/steps/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-cargo fmt --all -- --check
+# rustfmt colours its diff even into a pipe; keep CI logs readable.
+color=auto
+[ -t 1 ] || color=never
+cargo fmt --all -- --check --color "$color"

@@ -29,6 +29,12 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUSTFLAGS="${RUSTFLAGS:--D warnings}"
 export RUSTDOCFLAGS="${RUSTDOCFLAGS:--D warnings}"
 
+# CI builds from a fresh clone and never reuses incremental state:
+# writing it only costs time and disk.
+if [ -n "${CI:-}" ]; then
+	export CARGO_INCREMENTAL=0
+fi
+
 # The LLVM major version rustc was built with. Coverage needs
 # llvm-cov/llvm-profdata of the same major version to read the
 # profiles; we take them from Debian's llvm-<major> package instead
