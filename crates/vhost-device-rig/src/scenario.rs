@@ -1,0 +1,1238 @@
+//! Scenarios: backends + QEMU + a guest script, run to a verdict.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::cpio::{concat_initrd, CpioWriter};
+use crate::image::GuestImage;
+use crate::paths::{resolve_binary, scenario_dir};
+use crate::qmp::Qmp;
+use crate::text::{
+    guest_output, parse_control, parse_serial, shell_quote, tail_lines, valid_scenario_name,
+    ControlRequest, Placeholders,
+};
+use crate::{Error, IN_GUEST_ENV};
+
+/// How often the rig looks at the serial log and the processes.
+const POLL: Duration = Duration::from_millis(50);
+/// How long QEMU may take to power off after the guest script ended.
+const POWEROFF_GRACE: Duration = Duration::from_secs(10);
+
+/// One vhost-user backend process of a scenario.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    socket: SocketWait,
+}
+
+#[derive(Debug, Clone)]
+enum SocketWait {
+    /// Wait for this backend's `{sock}` if its arguments mention it.
+    Default,
+    /// Wait for this path (a template with placeholders).
+    Path(String),
+    /// Do not wait.
+    None,
+}
+
+impl Backend {
+    /// A backend running `program`: a path, or the bare name of a binary of
+    /// this workspace (found in the target directory, see
+    /// [`crate::paths::resolve_binary`]).
+    pub fn new(program: impl AsRef<Path>) -> Self {
+        Self {
+            program: program.as_ref().to_string_lossy().into_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            socket: SocketWait::Default,
+        }
+    }
+
+    /// Appends arguments. `{sock}` is this backend's socket path, `{sockN}`
+    /// backend N's, `{dir}` the log directory, `{run}` the runtime directory.
+    pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
+        self.args.extend(args.iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable for the backend (e.g. `RUST_LOG`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Waits for `path` (placeholders allowed) to exist before QEMU starts,
+    /// instead of `{sock}`: for a backend that names its sockets itself, e.g.
+    /// `{sock}0` with `--socket-count`.
+    pub fn wait_for_socket(mut self, path: &str) -> Self {
+        self.socket = SocketWait::Path(path.to_owned());
+        self
+    }
+
+    /// Starts QEMU without waiting for a socket of this backend.
+    pub fn no_socket_wait(mut self) -> Self {
+        self.socket = SocketWait::None;
+        self
+    }
+
+    fn label(&self) -> String {
+        Path::new(&self.program).file_name().map_or_else(
+            || self.program.clone(),
+            |f| f.to_string_lossy().into_owned(),
+        )
+    }
+
+    fn socket_template(&self, index: usize) -> Option<String> {
+        match &self.socket {
+            SocketWait::Path(p) => Some(p.clone()),
+            SocketWait::None => None,
+            SocketWait::Default => {
+                let own = format!("{{sock{index}}}");
+                self.args
+                    .iter()
+                    .any(|a| a.contains("{sock}") || a.contains(&own))
+                    .then_some(own)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct HostTest {
+    exe: PathBuf,
+    test: String,
+}
+
+/// A guest scenario: what to run on the host, what QEMU gets, and the script
+/// the guest's `/init` runs. Build one, then [`Scenario::run`] it.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    name: String,
+    backends: Vec<Backend>,
+    qemu_args: Vec<String>,
+    script: String,
+    timeout: Duration,
+    socket_timeout: Duration,
+    memory_mb: u32,
+    modules: Vec<String>,
+    files: Vec<(PathBuf, String)>,
+    guest_env: Vec<(String, String)>,
+    kernel_args: Vec<String>,
+    host_test: Option<HostTest>,
+    image: Option<GuestImage>,
+}
+
+/// Why a scenario did not pass, or that it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest script exited 0.
+    Passed,
+    /// The guest script exited non-zero (125: a module of
+    /// [`Scenario::modules`] did not load).
+    GuestFailed {
+        /// The script's exit code.
+        exit_code: i32,
+    },
+    /// The scenario did not end within its timeout; everything was killed.
+    Timeout {
+        /// The timeout that expired.
+        after: Duration,
+        /// Whether the guest had started the script (else: stuck booting,
+        /// often QEMU waiting for a backend that never answers).
+        script_started: bool,
+    },
+    /// A backend exited early or never created its socket.
+    BackendFailed {
+        /// The backend's program name.
+        backend: String,
+        /// What happened.
+        reason: String,
+    },
+    /// QEMU exited (or failed to start) before the guest script ended.
+    QemuFailed {
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// Which part failed: `guest`, `timeout`, `backend`, `qemu`; `ok` when passed.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Passed => "ok",
+            Self::GuestFailed { .. } => "guest",
+            Self::Timeout { .. } => "timeout",
+            Self::BackendFailed { .. } => "backend",
+            Self::QemuFailed { .. } => "qemu",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Passed => write!(f, "ok"),
+            Self::GuestFailed { exit_code: 125 } => {
+                write!(
+                    f,
+                    "guest: a requested kernel module did not load (exit 125)"
+                )
+            }
+            Self::GuestFailed { exit_code } => {
+                write!(f, "guest: script exited with {exit_code}")
+            }
+            Self::Timeout {
+                after,
+                script_started,
+            } => write!(
+                f,
+                "timeout: nothing ended within {}s, {}",
+                after.as_secs(),
+                if *script_started {
+                    "guest script still running"
+                } else {
+                    "guest never reached the script (QEMU waiting on a backend, or boot hung)"
+                }
+            ),
+            Self::BackendFailed { backend, reason } => write!(f, "backend: {backend} {reason}"),
+            Self::QemuFailed { reason } => write!(f, "qemu: {reason}"),
+        }
+    }
+}
+
+/// What a scenario run produced.
+#[derive(Debug, Clone)]
+pub struct ScenarioResult {
+    /// The scenario's name.
+    pub name: String,
+    /// The verdict.
+    pub outcome: Outcome,
+    /// The guest script's exit code, if it ended.
+    pub exit_code: Option<i32>,
+    /// The whole serial console (kernel messages and script output).
+    pub serial_log: String,
+    /// What was printed between the start of the guest script and its end.
+    pub guest_output: String,
+    /// Screendumps the guest asked for (`rig-screendump NAME`), in order.
+    pub screendumps: Vec<PathBuf>,
+    /// The directory with every log: `serial.log`, `qemu.log`,
+    /// `qemu.cmdline`, `backend-N-NAME.log`, `control.log`, `result.txt`.
+    pub dir: PathBuf,
+    /// Wall time of the whole run.
+    pub duration: Duration,
+    /// Wall time from QEMU's start to the guest script's start.
+    pub boot_to_script: Option<Duration>,
+}
+
+impl ScenarioResult {
+    /// Whether the guest script ran and exited 0.
+    pub fn passed(&self) -> bool {
+        self.outcome == Outcome::Passed
+    }
+
+    /// The screendump the guest saved as `name`.
+    pub fn screendump(&self, name: &str) -> Option<&Path> {
+        let file = format!("{name}.png");
+        self.screendumps
+            .iter()
+            .find(|p| p.file_name().is_some_and(|f| f.to_string_lossy() == file))
+            .map(PathBuf::as_path)
+    }
+
+    /// A human report: the verdict, where the logs are, and the tails of the
+    /// logs that matter for this verdict.
+    pub fn report(&self) -> String {
+        let mut r = format!(
+            "rig: scenario {} {} in {:.1}s\n  logs kept in {}\n",
+            self.name,
+            if self.passed() {
+                "passed".to_owned()
+            } else {
+                format!("FAILED ({})", self.outcome)
+            },
+            self.duration.as_secs_f64(),
+            self.dir.display()
+        );
+        let section = |r: &mut String, title: &str, file: &str, n: usize| {
+            let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+            if !text.trim().is_empty() {
+                r.push_str(&format!("  --- {title}: last {n} lines of {file} ---\n"));
+                r.push_str(&tail_lines(&text, n));
+                r.push('\n');
+            }
+        };
+        if !self.passed() {
+            if let Ok(entries) = std::fs::read_dir(&self.dir) {
+                let mut logs: Vec<String> = entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("backend-"))
+                    .collect();
+                logs.sort();
+                for l in logs {
+                    section(&mut r, "backend", &l, 15);
+                }
+            }
+            section(&mut r, "qemu", "qemu.log", 15);
+            section(&mut r, "guest", "serial.log", 40);
+        }
+        r
+    }
+
+    /// Panics with [`Self::report`] unless the scenario passed.
+    #[track_caller]
+    pub fn assert_success(&self) {
+        assert!(self.passed(), "{}", self.report());
+    }
+}
+
+struct Running {
+    label: String,
+    child: Child,
+}
+
+/// Sends `sig` to the process group led by `child` (spawned with
+/// `process_group(0)`), so helpers a backend forked go too.
+fn signal_group(child: &Child, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) takes no pointers; a negative pid addresses the
+        // process group this rig created for the child, and a stale group
+        // only yields ESRCH.
+        unsafe {
+            libc::kill(-pid, sig);
+        }
+    }
+}
+
+/// Ends a child: SIGTERM to its group, then SIGKILL after `grace`.
+fn stop_child(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        signal_group(child, libc::SIGKILL);
+        return Some(status);
+    }
+    signal_group(child, libc::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            signal_group(child, libc::SIGKILL);
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_group(child, libc::SIGKILL);
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("status {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => status.to_string(),
+    }
+}
+
+/// Writes the one result line, bypassing the test harness's output capture so
+/// it shows even for passing tests.
+fn print_line(name: &str, verdict: &str, elapsed: Duration, extra: &str) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "rig: {name} ... {verdict} in {:.1}s{extra}",
+        elapsed.as_secs_f64()
+    );
+}
+
+/// Control channel state shared with the thread serving the guest.
+struct Control {
+    stop: Arc<AtomicBool>,
+    screendumps: Arc<Mutex<Vec<PathBuf>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Control {
+    fn start(listener: UnixListener, qmp_path: PathBuf, dir: PathBuf) -> Result<Self, Error> {
+        listener
+            .set_nonblocking(true)
+            .map_err(Error::io("control socket"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let screendumps = Arc::new(Mutex::new(Vec::new()));
+        let log = File::create(dir.join("control.log")).map_err(Error::io("control.log"))?;
+        let (s, d) = (stop.clone(), screendumps.clone());
+        let thread = std::thread::Builder::new()
+            .name("rig-control".into())
+            .spawn(move || control_thread(&listener, &qmp_path, &dir, &s, &d, log))
+            .map_err(Error::io("control thread"))?;
+        Ok(Self {
+            stop,
+            screendumps,
+            thread: Some(thread),
+        })
+    }
+
+    fn finish(mut self) -> Vec<PathBuf> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.screendumps
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn control_thread(
+    listener: &UnixListener,
+    qmp_path: &Path,
+    dir: &Path,
+    stop: &AtomicBool,
+    shots: &Mutex<Vec<PathBuf>>,
+    mut log: File,
+) {
+    let mut qmp: Option<Qmp> = None;
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                serve_control(stream, qmp_path, dir, stop, shots, &mut log, &mut qmp);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(POLL),
+            Err(e) => {
+                let _ = writeln!(log, "accept: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn serve_control(
+    stream: UnixStream,
+    qmp_path: &Path,
+    dir: &Path,
+    stop: &AtomicBool,
+    shots: &Mutex<Vec<PathBuf>>,
+    log: &mut File,
+    qmp: &mut Option<Qmp>,
+) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while !stop.load(Ordering::SeqCst) {
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) if line.ends_with('\n') => {}
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(e) => {
+                let _ = writeln!(log, "read: {e}");
+                return;
+            }
+        }
+        let request = std::mem::take(&mut line);
+        let _ = writeln!(log, "guest: {}", request.trim());
+        let reply = match parse_control(&request) {
+            Ok(ControlRequest::Screendump(name)) => {
+                let file = dir.join(format!("{name}.png"));
+                let result = match qmp {
+                    Some(q) => Ok(q),
+                    None => Qmp::connect(qmp_path, Instant::now() + Duration::from_secs(5))
+                        .map(|q| qmp.insert(q)),
+                }
+                .and_then(|q| q.screendump(&file));
+                match result {
+                    Ok(()) if file.exists() => {
+                        if let Ok(mut v) = shots.lock() {
+                            v.push(file);
+                        }
+                        "ok".to_owned()
+                    }
+                    Ok(()) => format!("error: QEMU wrote no {}", file.display()),
+                    Err(e) => format!("error: {e}"),
+                }
+            }
+            Err(e) => format!("error: {e}"),
+        };
+        let _ = writeln!(log, "rig: {reply}");
+        if writer.write_all(format!("{reply}\n").as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+impl Scenario {
+    /// A scenario named `name` (letters, digits, `-`, `_`, `.`): its logs go to
+    /// `target/guest-rig/<name>/`. Defaults: no backend, a guest script that
+    /// exits 0, a 60 s timeout, 512 MiB of guest memory.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            backends: Vec::new(),
+            qemu_args: Vec::new(),
+            script: "exit 0\n".to_owned(),
+            timeout: Duration::from_secs(60),
+            socket_timeout: Duration::from_secs(10),
+            memory_mb: 512,
+            modules: Vec::new(),
+            files: Vec::new(),
+            guest_env: Vec::new(),
+            kernel_args: Vec::new(),
+            host_test: None,
+            image: None,
+        }
+    }
+
+    /// Host-kernel mode: runs the test `test` of the test executable `exe`
+    /// (usually `std::env::current_exe()`) inside the guest, with
+    /// `VHOST_DEVICE_IN_GUEST=1` set, after loading [`Self::modules`] and
+    /// running [`Self::guest_script`] as setup. It passes when that test
+    /// passes (an exact filter that matches no test fails).
+    pub fn host_test(name: &str, exe: impl AsRef<Path>, test: &str) -> Self {
+        let mut s = Self::new(name);
+        s.script = String::new();
+        s.host_test = Some(HostTest {
+            exe: exe.as_ref().to_path_buf(),
+            test: test.to_owned(),
+        });
+        s
+    }
+
+    /// Adds a backend started before QEMU: `program` is a path (e.g.
+    /// `env!("CARGO_BIN_EXE_vhost-device-i2c")`) or a workspace binary name.
+    pub fn backend<S: AsRef<str>>(self, program: impl AsRef<Path>, args: &[S]) -> Self {
+        self.backend_with(Backend::new(program).args(args))
+    }
+
+    /// Adds a configured [`Backend`].
+    pub fn backend_with(mut self, backend: Backend) -> Self {
+        self.backends.push(backend);
+        self
+    }
+
+    /// Appends QEMU arguments (device and chardev options). `{sock}` is
+    /// backend 0's socket, `{sockN}` backend N's, `{dir}`/`{run}` as for
+    /// backends.
+    pub fn qemu_args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
+        self.qemu_args
+            .extend(args.iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// The shell script the guest runs (with `/bin/sh`, which is dash: real
+    /// tools from `/usr/bin` come first in `PATH`). In host-kernel mode it
+    /// runs first, as setup, under `set -e`.
+    pub fn guest_script(mut self, script: &str) -> Self {
+        self.script = script.to_owned();
+        self
+    }
+
+    /// Kills everything and reports a timeout after `timeout` (default 60 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long each backend may take to create its socket (default 10 s).
+    pub fn socket_timeout(mut self, timeout: Duration) -> Self {
+        self.socket_timeout = timeout;
+        self
+    }
+
+    /// Guest memory in MiB (default 512), shared memfd memory as vhost-user
+    /// needs.
+    pub fn memory_mb(mut self, mb: u32) -> Self {
+        self.memory_mb = mb;
+        self
+    }
+
+    /// Kernel modules the guest loads before the script, each
+    /// `"name [param=value ...]"`, e.g. `"i2c-stub chip_addr=0x50"`. If one
+    /// fails to load the scenario fails with exit code 125.
+    pub fn modules<S: AsRef<str>>(mut self, modules: &[S]) -> Self {
+        self.modules
+            .extend(modules.iter().map(|m| m.as_ref().to_owned()));
+        self
+    }
+
+    /// Copies a host file into the guest at `guest_path` (executable).
+    pub fn guest_file(mut self, host: impl AsRef<Path>, guest_path: &str) -> Self {
+        self.files
+            .push((host.as_ref().to_path_buf(), guest_path.to_owned()));
+        self
+    }
+
+    /// Exports an environment variable to the guest script.
+    pub fn guest_env(mut self, key: &str, value: &str) -> Self {
+        self.guest_env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Appends guest kernel command-line arguments.
+    pub fn kernel_args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
+        self.kernel_args
+            .extend(args.iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Uses this guest instead of the provisioned one.
+    pub fn image(mut self, image: GuestImage) -> Self {
+        self.image = Some(image);
+        self
+    }
+
+    /// The guest script as `/init` will run it (host-kernel wrapping included).
+    pub fn effective_script(&self) -> String {
+        let Some(ht) = &self.host_test else {
+            return self.script.clone();
+        };
+        let exe = guest_exe_path(&ht.exe);
+        let mut s = String::new();
+        if !self.script.trim().is_empty() {
+            s.push_str("( set -e\n");
+            s.push_str(&self.script);
+            s.push_str("\n) || { echo \"rig: host-test setup failed\"; exit 98; }\n");
+        }
+        s.push_str(&format!(
+            "{{ {IN_GUEST_ENV}=1 RUST_BACKTRACE=1 {exe} --exact {test} --include-ignored \
+             --nocapture --test-threads=1; echo $? >/tmp/rig-test.rc; }} 2>&1 | tee /tmp/rig-test.out\n\
+             rc=$(cat /tmp/rig-test.rc)\n\
+             [ \"$rc\" -eq 0 ] || exit \"$rc\"\n\
+             grep -Eq 'test result: ok\\. [1-9][0-9]* passed' /tmp/rig-test.out || \
+             {{ echo \"rig: no test named {test} ran in the guest\"; exit 97; }}\n",
+            exe = shell_quote(&exe),
+            test = shell_quote(&ht.test),
+        ));
+        s
+    }
+
+    fn scenario_cpio(&self) -> Result<Vec<u8>, Error> {
+        let mut w = CpioWriter::new();
+        let io = Error::io("scenario archive");
+        w.file("rig/script.sh", 0o755, self.effective_script().as_bytes())
+            .map_err(&io)?;
+        if !self.modules.is_empty() {
+            w.file(
+                "rig/modules",
+                0o644,
+                (self.modules.join("\n") + "\n").as_bytes(),
+            )
+            .map_err(&io)?;
+        }
+        if !self.guest_env.is_empty() {
+            let env: String = self
+                .guest_env
+                .iter()
+                .map(|(k, v)| format!("export {k}={}\n", shell_quote(v)))
+                .collect();
+            w.file("rig/env", 0o644, env.as_bytes()).map_err(&io)?;
+        }
+        let mut files = self.files.clone();
+        if let Some(ht) = &self.host_test {
+            files.push((ht.exe.clone(), guest_exe_path(&ht.exe)));
+        }
+        for (host, guest) in &files {
+            let data = std::fs::read(host).map_err(Error::io(&format!(
+                "reading {} for the guest",
+                host.display()
+            )))?;
+            w.file(guest, 0o755, &data).map_err(&io)?;
+        }
+        w.finish().map_err(io)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        if !valid_scenario_name(&self.name) {
+            return Err(Error::Config(format!(
+                "bad scenario name {:?} (letters, digits, - _ . only)",
+                self.name
+            )));
+        }
+        for (k, _) in &self.guest_env {
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(Error::Config(format!("bad guest environment name {k:?}")));
+            }
+        }
+        if self.memory_mb < 64 {
+            return Err(Error::Config("guest memory below 64 MiB".into()));
+        }
+        Ok(())
+    }
+
+    /// Runs the scenario and prints one line `rig: <name> ... ok|FAILED (...) in Ns`.
+    ///
+    /// A run that reaches a verdict returns `Ok` whatever the verdict: check
+    /// [`ScenarioResult::passed`] or call [`ScenarioResult::assert_success`].
+    ///
+    /// # Errors
+    /// When the scenario cannot even start: the guest is not provisioned, a
+    /// backend binary is missing, a placeholder is unknown, or files cannot be
+    /// written. Such a scenario must fail, never pass.
+    pub fn run(self) -> Result<ScenarioResult, Error> {
+        let started = Instant::now();
+        match self.run_inner(started) {
+            Ok(result) => {
+                let boot = result
+                    .boot_to_script
+                    .map(|b| format!(" (boot to script {:.1}s)", b.as_secs_f64()))
+                    .unwrap_or_default();
+                let verdict = if result.passed() {
+                    "ok".to_owned()
+                } else {
+                    format!(
+                        "FAILED ({}; logs in {})",
+                        result.outcome,
+                        result.dir.display()
+                    )
+                };
+                print_line(&self.name, &verdict, result.duration, &boot);
+                Ok(result)
+            }
+            Err(e) => {
+                print_line(
+                    &self.name,
+                    &format!("FAILED (setup: {e})"),
+                    started.elapsed(),
+                    "",
+                );
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn run_inner(&self, started: Instant) -> Result<ScenarioResult, Error> {
+        self.check()?;
+        let image = match &self.image {
+            Some(i) => i.clone(),
+            None => GuestImage::locate()?,
+        };
+        let dir = scenario_dir(&self.name);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("clearing the scenario directory")(e)),
+        }
+        std::fs::create_dir_all(&dir).map_err(Error::io(&format!("creating {}", dir.display())))?;
+        // Sockets live in a short path: a unix socket path has 107 bytes at most.
+        let run = tempfile::Builder::new()
+            .prefix("vdrig-")
+            .tempdir()
+            .map_err(Error::io("creating the runtime directory"))?;
+        let placeholders = Placeholders {
+            dir: dir.to_string_lossy().into_owned(),
+            run: run.path().to_string_lossy().into_owned(),
+            sockets: (0..self.backends.len())
+                .map(|i| {
+                    run.path()
+                        .join(format!("vhost-{i}.sock"))
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect(),
+            own: 0,
+        };
+
+        // The initrd: provisioned base + this scenario's archive.
+        let initrd = run.path().join("initrd.img");
+        {
+            let base = std::fs::read(&image.initrd)
+                .map_err(Error::io(&format!("reading {}", image.initrd.display())))?;
+            let extra = self.scenario_cpio()?;
+            let mut f = File::create(&initrd).map_err(Error::io("writing the initrd"))?;
+            concat_initrd(&mut f, &base, &extra).map_err(Error::io("writing the initrd"))?;
+        }
+        std::fs::write(dir.join("script.sh"), self.effective_script())
+            .map_err(Error::io("writing script.sh"))?;
+
+        // Resolve and substitute everything before starting anything.
+        let mut plans = Vec::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let ph = placeholders.for_backend(i);
+            let program = resolve_binary(&b.program)?;
+            let args = ph.substitute_all(&b.args).map_err(Error::Config)?;
+            let socket = b
+                .socket_template(i)
+                .map(|t| ph.substitute(&t))
+                .transpose()
+                .map_err(Error::Config)?
+                .map(PathBuf::from);
+            plans.push((b, program, args, socket, i));
+        }
+        let user_qemu_args = placeholders
+            .substitute_all(&self.qemu_args)
+            .map_err(Error::Config)?;
+
+        let ctl_path = run.path().join("ctl.sock");
+        let qmp_path = run.path().join("qmp.sock");
+        let listener =
+            UnixListener::bind(&ctl_path).map_err(Error::io("binding the control socket"))?;
+        let control = Control::start(listener, qmp_path.clone(), dir.clone())?;
+
+        let mut backends: Vec<Running> = Vec::new();
+        let mut qemu: Option<Child> = None;
+        let mut qemu_started: Option<Instant> = None;
+        let mut boot_to_script = None;
+
+        let outcome = 'run: {
+            // Backends first, each with its socket in place.
+            for (b, program, args, socket, i) in &plans {
+                let label = b.label();
+                let log_path = dir.join(format!("backend-{i}-{label}.log"));
+                let mut log =
+                    File::create(&log_path).map_err(Error::io("creating a backend log"))?;
+                let _ = writeln!(
+                    log,
+                    "$ {} {}",
+                    program.display(),
+                    args.iter()
+                        .map(|a| shell_quote(a))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                let err = log.try_clone().map_err(Error::io("backend log"))?;
+                let spawned = Command::new(program)
+                    .args(args)
+                    .envs(b.env.iter().map(|(k, v)| (k, v)))
+                    .stdin(Stdio::null())
+                    .stdout(log)
+                    .stderr(err)
+                    .process_group(0)
+                    .spawn();
+                let child = match spawned {
+                    Ok(c) => c,
+                    Err(e) => {
+                        break 'run Outcome::BackendFailed {
+                            backend: label,
+                            reason: format!("could not start ({}): {e}", program.display()),
+                        }
+                    }
+                };
+                backends.push(Running {
+                    label: label.clone(),
+                    child,
+                });
+                if let Some(sock) = socket {
+                    let deadline = Instant::now() + self.socket_timeout.min(self.timeout);
+                    loop {
+                        if sock.exists() {
+                            break;
+                        }
+                        if let Some(r) = backends.last_mut() {
+                            if let Ok(Some(status)) = r.child.try_wait() {
+                                break 'run Outcome::BackendFailed {
+                                    backend: label,
+                                    reason: format!(
+                                        "exited early ({}) before creating {}",
+                                        describe_status(status),
+                                        sock.display()
+                                    ),
+                                };
+                            }
+                        }
+                        if Instant::now() >= deadline {
+                            break 'run Outcome::BackendFailed {
+                                backend: label,
+                                reason: format!(
+                                    "did not create {} within {}s",
+                                    sock.display(),
+                                    self.socket_timeout.min(self.timeout).as_secs()
+                                ),
+                            };
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+
+            // QEMU.
+            let args = self.qemu_command_args(&image, &initrd, &dir, run.path(), &user_qemu_args);
+            let _ = std::fs::write(
+                dir.join("qemu.cmdline"),
+                format!(
+                    "{} {}\n",
+                    shell_quote(&image.qemu.to_string_lossy()),
+                    args.iter()
+                        .map(|a| shell_quote(a))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            );
+            let qlog =
+                File::create(dir.join("qemu.log")).map_err(Error::io("creating qemu.log"))?;
+            let qerr = qlog.try_clone().map_err(Error::io("qemu.log"))?;
+            let spawned = Command::new(&image.qemu)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(qlog)
+                .stderr(qerr)
+                .process_group(0)
+                .spawn();
+            match spawned {
+                Ok(c) => qemu = Some(c),
+                Err(e) => {
+                    break 'run Outcome::QemuFailed {
+                        reason: format!("could not start {}: {e}", image.qemu.display()),
+                    }
+                }
+            }
+            let q_start = Instant::now();
+            qemu_started = Some(q_start);
+            let serial_path = dir.join("serial.log");
+
+            loop {
+                let log = read_lossy(&serial_path);
+                let state = parse_serial(&log);
+                if boot_to_script.is_none() && state.script_started_at.is_some() {
+                    boot_to_script = Some(q_start.elapsed());
+                }
+                if let Some(code) = state.exit_code {
+                    break 'run if code == 0 {
+                        Outcome::Passed
+                    } else {
+                        Outcome::GuestFailed { exit_code: code }
+                    };
+                }
+                if let Some(q) = qemu.as_mut() {
+                    if let Ok(Some(status)) = q.try_wait() {
+                        // The marker may have landed after our read.
+                        let state = parse_serial(&read_lossy(&serial_path));
+                        if let Some(code) = state.exit_code {
+                            break 'run if code == 0 {
+                                Outcome::Passed
+                            } else {
+                                Outcome::GuestFailed { exit_code: code }
+                            };
+                        }
+                        let qlog = read_lossy(&dir.join("qemu.log"));
+                        let last = qlog
+                            .lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .unwrap_or("");
+                        break 'run Outcome::QemuFailed {
+                            reason: format!(
+                                "exited ({}) {}{}",
+                                describe_status(status),
+                                if state.script_started_at.is_some() {
+                                    "while the guest script ran (guest kernel panic or poweroff?)"
+                                } else {
+                                    "before the guest script started"
+                                },
+                                if last.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(": {last}")
+                                }
+                            ),
+                        };
+                    }
+                }
+                for r in &mut backends {
+                    if let Ok(Some(status)) = r.child.try_wait() {
+                        let state = parse_serial(&read_lossy(&serial_path));
+                        if let Some(code) = state.exit_code {
+                            break 'run if code == 0 {
+                                Outcome::Passed
+                            } else {
+                                Outcome::GuestFailed { exit_code: code }
+                            };
+                        }
+                        break 'run Outcome::BackendFailed {
+                            backend: r.label.clone(),
+                            reason: format!(
+                                "exited early ({}) while the guest {}",
+                                describe_status(status),
+                                if state.script_started_at.is_some() {
+                                    "script ran"
+                                } else {
+                                    "booted"
+                                }
+                            ),
+                        };
+                    }
+                }
+                if started.elapsed() >= self.timeout {
+                    break 'run Outcome::Timeout {
+                        after: self.timeout,
+                        script_started: state.script_started_at.is_some(),
+                    };
+                }
+                std::thread::sleep(POLL);
+            }
+        };
+
+        // Tear down: QEMU first (it may be powering off), then the backends.
+        if let Some(mut q) = qemu {
+            let grace = if matches!(outcome, Outcome::Passed | Outcome::GuestFailed { .. }) {
+                POWEROFF_GRACE
+            } else {
+                Duration::ZERO
+            };
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if matches!(q.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stop_child(&mut q, Duration::from_millis(500));
+        }
+        for r in &mut backends {
+            stop_child(&mut r.child, Duration::from_secs(3));
+        }
+        let screendumps = control.finish();
+        let _ = qemu_started;
+
+        let serial_log = read_lossy(&dir.join("serial.log"));
+        let state = parse_serial(&serial_log);
+        let result = ScenarioResult {
+            name: self.name.clone(),
+            exit_code: state.exit_code,
+            guest_output: guest_output(&serial_log, &state).to_owned(),
+            serial_log,
+            screendumps,
+            dir: dir.clone(),
+            duration: started.elapsed(),
+            boot_to_script,
+            outcome,
+        };
+        let _ = std::fs::write(dir.join("result.txt"), result.report());
+        Ok(result)
+    }
+
+    fn qemu_command_args(
+        &self,
+        image: &GuestImage,
+        initrd: &Path,
+        dir: &Path,
+        run: &Path,
+        user: &[String],
+    ) -> Vec<String> {
+        let accel = std::env::var("VHOST_DEVICE_RIG_ACCEL").unwrap_or_else(|_| image.accel.clone());
+        let (accel, cpu) = if accel == "kvm" {
+            ("kvm", "host")
+        } else {
+            ("tcg", "max")
+        };
+        let mem = self.memory_mb;
+        let mut cmdline = vec![
+            "console=ttyS0".to_owned(),
+            "quiet".to_owned(),
+            "loglevel=4".to_owned(),
+            "panic=-1".to_owned(),
+            "rdinit=/init".to_owned(),
+        ];
+        cmdline.extend(self.kernel_args.iter().cloned());
+        let mut args: Vec<String> = [
+            "-nodefaults",
+            "-no-user-config",
+            "-name",
+            &format!("vdrig-{}", self.name),
+            "-machine",
+            "q35,memory-backend=mem",
+            "-accel",
+            accel,
+            "-cpu",
+            cpu,
+            "-m",
+            &format!("{mem}M"),
+            "-object",
+            &format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
+            "-kernel",
+            &image.kernel.to_string_lossy(),
+            "-initrd",
+            &initrd.to_string_lossy(),
+            "-append",
+            &cmdline.join(" "),
+            "-display",
+            "none",
+            "-chardev",
+            &format!("file,id=rigser,path={}", dir.join("serial.log").display()),
+            "-serial",
+            "chardev:rigser",
+            "-chardev",
+            &format!("socket,id=rigctl,path={}", run.join("ctl.sock").display()),
+            "-serial",
+            "chardev:rigctl",
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", run.join("qmp.sock").display()),
+            "-no-reboot",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(user.iter().cloned());
+        args
+    }
+}
+
+fn guest_exe_path(exe: &Path) -> String {
+    let name = exe
+        .file_name()
+        .map_or_else(|| "test".to_owned(), |f| f.to_string_lossy().into_owned());
+    format!("/rig/bin/{name}")
+}
+
+fn read_lossy(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn default_socket_wait_follows_the_arguments() {
+        let b = Backend::new("x").args(&["--socket-path", "{sock}"]);
+        assert_eq!(b.socket_template(2).as_deref(), Some("{sock2}"));
+        let b = Backend::new("x").args(&["--socket-path={sock1}"]);
+        assert_eq!(b.socket_template(1).as_deref(), Some("{sock1}"));
+        let b = Backend::new("x").args(&["--quiet"]);
+        assert_eq!(b.socket_template(0), None);
+        let b = Backend::new("x")
+            .args(&["-s", "{sock}"])
+            .wait_for_socket("{sock}0");
+        assert_eq!(b.socket_template(0).as_deref(), Some("{sock}0"));
+        let b = Backend::new("x").args(&["-s", "{sock}"]).no_socket_wait();
+        assert_eq!(b.socket_template(0), None);
+        assert_eq!(
+            Backend::new("/a/b/vhost-device-i2c").label(),
+            "vhost-device-i2c"
+        );
+    }
+
+    #[test]
+    fn host_test_script_checks_that_a_test_ran() {
+        let s = Scenario::host_test("h", "/t/deps/rig-abc", "host_kernel_x")
+            .guest_script("ip link add vcan0 type vcan");
+        let script = s.effective_script();
+        assert!(
+            script.contains("( set -e\nip link add vcan0 type vcan\n)"),
+            "{script}"
+        );
+        assert!(script.contains("VHOST_DEVICE_IN_GUEST=1"));
+        assert!(script.contains("/rig/bin/rig-abc --exact host_kernel_x --include-ignored"));
+        assert!(script.contains("exit 97"));
+        let plain = Scenario::new("p").guest_script("true");
+        assert_eq!(plain.effective_script(), "true");
+    }
+
+    #[test]
+    fn scenario_archive_carries_script_modules_env_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tool");
+        std::fs::write(&f, b"BINARY").unwrap();
+        let s = Scenario::new("a")
+            .guest_script("echo hi")
+            .modules(&["vcan", "i2c-stub chip_addr=0x50"])
+            .guest_env("X", "a b")
+            .guest_file(&f, "/usr/local/bin/tool");
+        let bytes = s.scenario_cpio().unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for needle in [
+            "rig/script.sh",
+            "echo hi",
+            "rig/modules",
+            "vcan\ni2c-stub chip_addr=0x50\n",
+            "rig/env",
+            "export X='a b'",
+            "usr/local/bin/tool",
+            "BINARY",
+            "TRAILER!!!",
+        ] {
+            assert!(text.contains(needle), "missing {needle}");
+        }
+    }
+
+    #[test]
+    fn bad_configuration_is_rejected() {
+        Scenario::new("a/b").check().unwrap_err();
+        Scenario::new("ok")
+            .guest_env("A-B", "x")
+            .check()
+            .unwrap_err();
+        Scenario::new("ok").memory_mb(16).check().unwrap_err();
+        Scenario::new("ok").check().unwrap();
+    }
+
+    #[test]
+    fn qemu_command_has_the_rig_plumbing() {
+        let image = GuestImage {
+            qemu: "/q".into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            kernel_release: String::new(),
+            accel: "tcg".into(),
+        };
+        let s = Scenario::new("n").memory_mb(256);
+        let args = s
+            .qemu_command_args(
+                &image,
+                Path::new("/r/i.img"),
+                Path::new("/d"),
+                Path::new("/r"),
+                &["-device".into(), "x".into()],
+            )
+            .join(" ");
+        for needle in [
+            "-machine q35,memory-backend=mem",
+            "memory-backend-memfd,id=mem,size=256M,share=on",
+            "-m 256M",
+            "-initrd /r/i.img",
+            "path=/d/serial.log",
+            "path=/r/ctl.sock",
+            "unix:/r/qmp.sock,server=on,wait=off",
+            "-no-reboot",
+            "-display none",
+        ] {
+            assert!(args.contains(needle), "missing {needle} in {args}");
+        }
+        assert!(args.ends_with("-device x"));
+    }
+
+    #[test]
+    fn outcome_wording_names_the_failing_part() {
+        assert_eq!(Outcome::Passed.to_string(), "ok");
+        assert!(Outcome::GuestFailed { exit_code: 1 }
+            .to_string()
+            .starts_with("guest:"));
+        let t = Outcome::Timeout {
+            after: Duration::from_secs(5),
+            script_started: false,
+        };
+        assert!(t.to_string().starts_with("timeout:"));
+        assert!(t.to_string().contains("never reached"));
+        let b = Outcome::BackendFailed {
+            backend: "x".into(),
+            reason: "exited".into(),
+        };
+        assert_eq!(b.category(), "backend");
+        assert!(Outcome::QemuFailed { reason: "r".into() }
+            .to_string()
+            .starts_with("qemu:"));
+    }
+
+    #[test]
+    fn missing_provisioning_fails_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = GuestImage::from_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::NotProvisioned(_)));
+    }
+}

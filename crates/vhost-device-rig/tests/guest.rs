@@ -1,0 +1,303 @@
+//! The rig's own proof: real QEMU, real guest kernel, real guest tools.
+//!
+//! Every test here needs `rust-vmm-ci/guest/provision.sh` to have run, so
+//! each is `#[ignore]`d and named `guest_*` or `host_kernel_*`; run them with
+//! `rust-vmm-ci/guest/run-tests.sh` (or `cargo test -p vhost-device-rig --
+//! --ignored --test-threads=1` after provisioning). Without provisioning they
+//! fail: `Scenario::run` returns an error and `expect` panics.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::time::Duration;
+
+use vhost_device_rig::{Image, Outcome, Scenario};
+
+/// Modules the smoke scenario loads: in-tree ones our host-kernel tests need,
+/// and the out-of-tree virtio drivers provisioning builds.
+const SMOKE_MODULES: &[&str] = &[
+    "vcan",
+    "can-raw",
+    "i2c-stub chip_addr=0x50",
+    "i2c-dev",
+    "gpio-sim",
+    "snd-aloop",
+    "virtio_snd",
+    "virtio_gpu",
+    "hci_vhci",
+    "gpio-virtio",
+    "i2c-virtio",
+    "virtio_can",
+    "virtio_bt",
+    "virtio_rpmsg_bus",
+    "rpmsg_char",
+    "rpmsg_ctrl",
+    "rpmsg_tty",
+];
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_smoke() {
+    let out = Scenario::new("guest_smoke")
+        .modules(SMOKE_MODULES)
+        .guest_script(
+            r#"set -e
+for m in vcan can_raw i2c_stub i2c_dev gpio_sim snd_aloop virtio_snd virtio_gpu hci_vhci \
+         gpio_virtio i2c_virtio virtio_can virtio_bt virtio_rpmsg_bus rpmsg_char rpmsg_ctrl rpmsg_tty; do
+    grep -q "^$m " /proc/modules || { echo "module $m is not loaded"; exit 1; }
+done
+echo "modules: ok"
+/usr/sbin/i2cdetect -l | tee /tmp/i2c
+grep -q 'SMBus stub' /tmp/i2c
+bus=$(sed -n 's/^i2c-\([0-9]*\).*SMBus stub.*/\1/p' /tmp/i2c)
+/usr/sbin/i2cset -y "$bus" 0x50 0x10 0xa5
+[ "$(/usr/sbin/i2cget -y "$bus" 0x50 0x10)" = 0xa5 ]
+echo "i2c-stub: ok"
+chip=/sys/kernel/config/gpio-sim/rigchip
+mkdir "$chip" "$chip/bank0"
+echo 8 >"$chip/bank0/num_lines"
+echo 1 >"$chip/live"
+/usr/bin/gpiodetect | tee /tmp/gpio
+grep -q '(8 lines)' /tmp/gpio
+echo "gpio-sim: ok"
+/usr/bin/aplay --version
+/usr/bin/aplay -l | grep -q Loopback
+echo "aplay: ok"
+/usr/bin/ip link add dev vcan0 type vcan
+/usr/bin/ip link set vcan0 up
+/usr/bin/cansend vcan0 123#DEADBEEF
+echo "cansend: ok"
+for t in /usr/bin/modetest /usr/bin/hciconfig /usr/bin/btmgmt /usr/bin/candump; do
+    [ -x "$t" ] || { echo "missing $t"; exit 1; }
+done
+/usr/bin/modetest -h >/dev/null 2>&1 || true
+echo SMOKE-OK
+"#,
+        )
+        .timeout(Duration::from_secs(90))
+        .run()
+        .expect("guest_smoke could not start");
+    out.assert_success();
+    assert!(out.guest_output.contains("SMOKE-OK"), "{}", out.report());
+    let boot = out.boot_to_script.expect("boot_to_script measured");
+    eprintln!("guest_smoke: boot to script {:.1}s", boot.as_secs_f64());
+    assert!(boot < Duration::from_secs(30), "boot took {boot:?}");
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_screendump_console() {
+    let out = Scenario::new("guest_screendump_console")
+        .qemu_args(&["-device", "virtio-vga"])
+        .guest_script(
+            r#"set -e
+i=0
+while [ ! -e /dev/fb0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+[ -e /dev/fb0 ] || { echo "no /dev/fb0"; ls /sys/class/graphics /sys/class/drm; exit 1; }
+cat /sys/class/graphics/fb0/name
+echo "hello from the vhost-device guest rig" >/dev/tty1
+rig-screendump console
+rig-fbfill /dev/fb0 255
+rig-screendump white
+"#,
+        )
+        .timeout(Duration::from_secs(90))
+        .run()
+        .expect("guest_screendump_console could not start");
+    out.assert_success();
+    let console = Image::load(out.screendump("console").expect("console screendump")).unwrap();
+    let cs = console.stats();
+    assert!(cs.width >= 640 && cs.height >= 400, "{cs:?}");
+    assert!(!cs.is_blank(), "console screendump is blank: {cs:?}");
+    let white = Image::load(out.screendump("white").expect("white screendump")).unwrap();
+    let ws = white.stats();
+    let total = ws.width as usize * ws.height as usize;
+    assert!(
+        ws.non_black * 10 >= total * 9,
+        "filled framebuffer mostly black: {ws:?}"
+    );
+    assert!(ws.non_black > cs.non_black, "{ws:?} vs {cs:?}");
+}
+
+/// Host-kernel mode: this function runs twice. On the host it boots the guest
+/// with vcan and runs itself there; in the guest it talks to the real vcan
+/// driver through the socketcan crate.
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn host_kernel_vcan_socketcan() {
+    if vhost_device_rig::in_guest() {
+        use socketcan::{CanFrame, CanSocket, EmbeddedFrame, Socket, StandardId};
+        let rx = CanSocket::open("vcan0").unwrap();
+        rx.set_read_timeout(Duration::from_secs(5)).unwrap();
+        let tx = CanSocket::open("vcan0").unwrap();
+        let frame =
+            CanFrame::new(StandardId::new(0x123).unwrap(), &[0xde, 0xad, 0xbe, 0xef]).unwrap();
+        tx.write_frame(&frame).unwrap();
+        let got = rx.read_frame().unwrap();
+        assert_eq!(got.id(), frame.id());
+        assert_eq!(got.data(), frame.data());
+        println!("in guest: vcan0 frame {:?} {:02x?}", got.id(), got.data());
+        return;
+    }
+    let out = Scenario::host_test(
+        "host_kernel_vcan_socketcan",
+        std::env::current_exe().unwrap(),
+        "host_kernel_vcan_socketcan",
+    )
+    .modules(&["vcan", "can-raw"])
+    .guest_script("ip link add dev vcan0 type vcan\nip link set vcan0 up")
+    .timeout(Duration::from_secs(90))
+    .run()
+    .expect("host_kernel_vcan_socketcan could not start");
+    out.assert_success();
+    assert!(
+        out.guest_output.contains("in guest: vcan0 frame"),
+        "{}",
+        out.report()
+    );
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_rig_reports_a_failing_script() {
+    let out = Scenario::new("guest_rig_reports_a_failing_script")
+        .guest_script("echo about to fail\nexit 1")
+        .timeout(Duration::from_secs(60))
+        .run()
+        .expect("scenario could not start");
+    assert!(!out.passed());
+    assert_eq!(
+        out.outcome,
+        Outcome::GuestFailed { exit_code: 1 },
+        "{}",
+        out.report()
+    );
+    assert_eq!(out.exit_code, Some(1));
+    assert!(out.guest_output.contains("about to fail"));
+    let report = out.report();
+    assert!(
+        report.contains("FAILED (guest: script exited with 1)"),
+        "{report}"
+    );
+    assert!(report.contains(&out.dir.display().to_string()));
+    assert!(out.dir.join("serial.log").exists());
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_rig_reports_a_missing_module() {
+    let out = Scenario::new("guest_rig_reports_a_missing_module")
+        .modules(&["no_such_module_xyz"])
+        .timeout(Duration::from_secs(60))
+        .run()
+        .expect("scenario could not start");
+    assert_eq!(
+        out.outcome,
+        Outcome::GuestFailed { exit_code: 125 },
+        "{}",
+        out.report()
+    );
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_rig_reports_a_timeout() {
+    let timeout = Duration::from_secs(20);
+    let out = Scenario::new("guest_rig_reports_a_timeout")
+        .guest_script("echo hanging\nsleep 1000")
+        .timeout(timeout)
+        .run()
+        .expect("scenario could not start");
+    assert!(!out.passed());
+    match out.outcome {
+        Outcome::Timeout {
+            after,
+            script_started,
+        } => {
+            assert_eq!(after, timeout);
+            assert!(script_started, "{}", out.report());
+        }
+        ref other => panic!("expected a timeout, got {other}\n{}", out.report()),
+    }
+    assert!(
+        out.duration < timeout + Duration::from_secs(10),
+        "took {:?}",
+        out.duration
+    );
+    assert!(out.guest_output.contains("hanging"));
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_rig_reports_a_backend_that_never_listens() {
+    let out = Scenario::new("guest_rig_reports_a_backend_that_never_listens")
+        .backend(
+            "/bin/sh",
+            &["-c", "echo backend giving up on {sock} >&2; exit 3"],
+        )
+        .qemu_args(&["-chardev", "socket,id=c0,path={sock}"])
+        .timeout(Duration::from_secs(60))
+        .run()
+        .expect("scenario could not start");
+    match &out.outcome {
+        Outcome::BackendFailed { backend, reason } => {
+            assert_eq!(backend, "sh");
+            assert!(reason.contains("status 3"), "{reason}");
+        }
+        other => panic!("expected a backend failure, got {other}\n{}", out.report()),
+    }
+    assert!(
+        out.report().contains("backend giving up"),
+        "{}",
+        out.report()
+    );
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_rig_reports_a_backend_dying_mid_run() {
+    let out = Scenario::new("guest_rig_reports_a_backend_dying_mid_run")
+        .backend_with(
+            vhost_device_rig::Backend::new("/bin/sh")
+                .args(&["-c", "sleep 4; echo backend crashed >&2; exit 2"])
+                .no_socket_wait(),
+        )
+        .guest_script("sleep 120")
+        .timeout(Duration::from_secs(60))
+        .run()
+        .expect("scenario could not start");
+    match &out.outcome {
+        Outcome::BackendFailed { reason, .. } => assert!(reason.contains("status 2"), "{reason}"),
+        other => panic!("expected a backend failure, got {other}\n{}", out.report()),
+    }
+    assert!(
+        out.duration < Duration::from_secs(30),
+        "took {:?}",
+        out.duration
+    );
+}
+
+#[test]
+fn unprovisioned_cache_is_an_error_not_a_pass() {
+    // Runs without provisioning: a scenario pointed at an empty cache must
+    // refuse to run.
+    let dir = tempfile::tempdir().unwrap();
+    let err = vhost_device_rig::GuestImage::from_dir(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("not provisioned"), "{err}");
+}
+
+#[test]
+fn missing_backend_binary_is_a_setup_error() {
+    // A missing backend binary is detected before anything starts.
+    let image = vhost_device_rig::GuestImage {
+        qemu: "/bin/false".into(),
+        kernel: "/bin/false".into(),
+        initrd: "/bin/false".into(),
+        kernel_release: String::new(),
+        accel: "tcg".into(),
+    };
+    let err = Scenario::new("rig_setup_error")
+        .image(image)
+        .backend("vhost-device-does-not-exist", &["--socket-path", "{sock}"])
+        .run()
+        .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+}
