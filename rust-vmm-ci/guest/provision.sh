@@ -312,6 +312,31 @@ depmod -b "$STAGE" "$KVER" || die "depmod on the initramfs failed"
 (cd "$STAGE" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$CACHE/initramfs.cpio.gz.tmp"
 mv "$CACHE/initramfs.cpio.gz.tmp" "$CACHE/initramfs.cpio.gz"
 
+# ------------------------------------------------------------ accelerator probe
+# KVM only when a real boot works with it: nested KVM on some hosts opens
+# /dev/kvm fine and then dies with emulation failures. Otherwise TCG.
+ACCEL=tcg
+if [[ -r /dev/kvm && -w /dev/kvm && "${VHOST_DEVICE_RIG_NO_KVM_PROBE:-}" != 1 ]]; then
+    probe="$(mktemp -d)"
+    mkdir "$probe/rig"
+    echo 'exit 0' >"$probe/rig/script.sh"
+    (cd "$probe" && printf 'rig\nrig/script.sh\n' | cpio -o -H newc --quiet >rig.cpio)
+    cp "$CACHE/initramfs.cpio.gz" "$probe/initrd"
+    size=$(stat -c %s "$probe/initrd")
+    truncate -s $(( (size + 3) / 4 * 4 )) "$probe/initrd"
+    cat "$probe/rig.cpio" >>"$probe/initrd"
+    timeout 40 "$CACHE/qemu" -nodefaults -no-user-config -machine q35 -accel kvm -cpu host -m 256M \
+        -kernel "$KDIR/vmlinuz" -initrd "$probe/initrd" -append "console=ttyS0 quiet panic=-1" \
+        -display none -serial "file:$probe/serial" -no-reboot >"$probe/qemu.log" 2>&1 || true
+    if grep -q '^@@RIG-EXIT 0@@' "$probe/serial" 2>/dev/null; then
+        ACCEL=kvm
+    else
+        log "KVM probe boot failed ($(tail -n1 "$probe/qemu.log" 2>/dev/null)); using TCG"
+    fi
+    rm -rf "$probe"
+fi
+log "accelerator: $ACCEL"
+
 # ------------------------------------------------------------ summary
 cat >"$CACHE/env" <<EOF
 VHOST_DEVICE_GUEST_QEMU=$CACHE/qemu
@@ -320,6 +345,7 @@ VHOST_DEVICE_GUEST_INITRD=$CACHE/initramfs.cpio.gz
 VHOST_DEVICE_GUEST_KVER=$KVER
 VHOST_DEVICE_GUEST_QEMU_VERSION=$QEMU_VERSION
 VHOST_DEVICE_GUEST_MODULES_STATUS=$EXTRA/status.txt
+VHOST_DEVICE_GUEST_ACCEL=$ACCEL
 EOF
 echo "$STAMP" >"$CACHE/stamp"
 log "done: $(du -sh "$CACHE/initramfs.cpio.gz" | cut -f1) initramfs, kernel $KVER"
