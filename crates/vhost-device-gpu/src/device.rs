@@ -1,0 +1,1074 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The virtio-gpu device: request decoding, resource bookkeeping, scanouts,
+//! cursor, and the hand-off to the display.
+//!
+//! Control commands are answered strictly in order. A command whose effect
+//! goes to the frontend's display (SET_SCANOUT, RESOURCE_FLUSH, a scanout's
+//! resource unref) or whose answer comes from it (GET_DISPLAY_INFO,
+//! GET_EDID) is queued to the display thread and its chain held; the chains
+//! behind it wait in a backlog until the display thread reports back. So a
+//! response, fenced or not, is only ever completed after its work is done,
+//! and fences complete in submission order.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+
+use log::{debug, info, warn};
+use vhost::vhost_user::GpuBackend;
+use vhost_device_common::{
+    DescChain, DeviceResult, EventRegistry, EventSet, GuestMem, Queue, Queues, VirtioDevice,
+};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+use crate::backend::{DisplayReply, DisplayRequest, DisplayThread, HostIovec, Renderer};
+use crate::edid;
+use crate::protocol::{
+    cmd, encode_display_info, encode_edid, CtrlHdr, DisplayMode, Fields, Format, Rect,
+    UpdateCursor, CONFIG_SIZE, CURSOR_SIZE, F_EDID, HDR_SIZE, MAX_SCANOUTS, UPDATE_CURSOR_SIZE,
+};
+
+/// Queue indices.
+pub const CONTROL_QUEUE: usize = 0;
+/// The cursor queue.
+pub const CURSOR_QUEUE: usize = 1;
+
+/// Largest resource side we create.
+pub const MAX_RESOURCE_SIDE: u32 = 16384;
+/// Most scatter-gather entries in one ATTACH_BACKING.
+pub const MAX_BACKING_ENTRIES: u32 = 1 << 18;
+
+/// Event token of the display thread's eventfd.
+const DISPLAY_TOKEN: u16 = 0;
+
+/// How the device renders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuMode {
+    /// Software 2D (rutabaga_gfx's 2D component).
+    TwoD,
+    /// virglrenderer 3D (cargo feature `virgl`).
+    Virgl,
+}
+
+/// Everything the command line decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuConfig {
+    /// Rendering mode.
+    pub mode: GpuMode,
+    /// Our own modes, one per scanout, used when the frontend does not
+    /// provide its display information.
+    pub modes: Vec<(u32, u32)>,
+    /// Offer VIRTIO_GPU_F_EDID.
+    pub edid: bool,
+    /// Never use a display socket.
+    pub headless: bool,
+    /// Bytes of host memory all resources together may use.
+    pub max_hostmem: u64,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig {
+            mode: GpuMode::TwoD,
+            modes: vec![(1280, 800)],
+            edid: true,
+            headless: false,
+            max_hostmem: 256 << 20,
+        }
+    }
+}
+
+/// What a control command comes to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response, ready now.
+    Reply(Vec<u8>),
+    /// The display must do `batch` first; then [`GpuDevice::finish`] makes
+    /// the response.
+    Wait {
+        /// Display work, in order.
+        batch: Vec<DisplayRequest>,
+        /// What kind of response to make afterwards.
+        kind: WaitKind,
+        /// The request's header (for the fence fields).
+        hdr: CtrlHdr,
+    },
+}
+
+/// The response a held command gets once the display is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitKind {
+    /// OK_NODATA.
+    NoData,
+    /// OK_DISPLAY_INFO with the frontend's modes (ours if it has none).
+    DisplayInfo,
+    /// OK_EDID with the frontend's EDID (ours if it has none).
+    Edid {
+        /// Output.
+        scanout_id: u32,
+    },
+}
+
+#[derive(Debug)]
+struct Backing {
+    // Keeps the guest mappings the renderer's iovecs point into alive,
+    // even if the frontend replaces the memory table meanwhile.
+    _mem: GuestMem,
+    total: u64,
+}
+
+#[derive(Debug)]
+struct Resource {
+    width: u32,
+    height: u32,
+    format: Format,
+    backing: Option<Backing>,
+}
+
+impl Resource {
+    fn size(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height) * 4
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Scanout {
+    resource_id: u32,
+    rect: Rect,
+}
+
+#[derive(Debug)]
+struct Pending {
+    ticket: u64,
+    chain: DescChain,
+    kind: WaitKind,
+    hdr: CtrlHdr,
+}
+
+/// The virtio-gpu device of one connection.
+pub struct GpuDevice {
+    cfg: GpuConfig,
+    config_space: [u8; CONFIG_SIZE],
+    renderer: Box<dyn Renderer>,
+    resources: HashMap<u32, Resource>,
+    hostmem: u64,
+    scanouts: [Option<Scanout>; MAX_SCANOUTS],
+    display: Option<DisplayThread>,
+    frontend_display: bool,
+    pending: Option<Pending>,
+    backlog: VecDeque<DescChain>,
+    next_ticket: u64,
+    events: Option<EventRegistry>,
+    pixels: Vec<u8>,
+}
+
+impl std::fmt::Debug for GpuDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuDevice")
+            .field("cfg", &self.cfg)
+            .field("resources", &self.resources.len())
+            .field("frontend_display", &self.frontend_display)
+            .finish_non_exhaustive()
+    }
+}
+
+fn reply(hdr: &CtrlHdr, code: u32) -> Outcome {
+    Outcome::Reply(hdr.response(code).encode().to_vec())
+}
+
+/// Reads the `N` bytes after the header, or says the request is short.
+fn body<const N: usize>(
+    reader: &mut vhost_device_common::Reader<'_, GuestMem>,
+) -> Option<[u8; N]> {
+    let mut buf = [0u8; N];
+    reader.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Splits a guest range into host iovecs, one per memory region it
+/// touches. None if any byte lies outside guest memory.
+fn host_iovecs(mem: &GuestMem, addr: u64, len: u32, out: &mut Vec<HostIovec>) -> Option<()> {
+    let mut addr = GuestAddress(addr);
+    let mut left = usize::try_from(len).ok()?;
+    while left > 0 {
+        let (region, raddr) = mem.to_region_addr(addr)?;
+        let in_region = usize::try_from(region.len().checked_sub(raddr.0)?).ok()?;
+        let take = in_region.min(left);
+        if take == 0 {
+            return None;
+        }
+        let base = region.get_host_address(raddr).ok()?;
+        out.push(HostIovec { base, len: take });
+        addr = addr.checked_add(take as u64)?;
+        left -= take;
+    }
+    Some(())
+}
+
+impl GpuDevice {
+    /// A device with `renderer`. The display thread starts when the
+    /// worker activates the device (not in headless mode).
+    pub fn new(cfg: GpuConfig, renderer: Box<dyn Renderer>) -> Self {
+        let mut config_space = [0u8; CONFIG_SIZE];
+        let scanouts = u32::try_from(cfg.modes.len().clamp(1, MAX_SCANOUTS)).unwrap_or(1);
+        if let Some(dst) = config_space.get_mut(8..12) {
+            dst.copy_from_slice(&scanouts.to_le_bytes());
+        }
+        GpuDevice {
+            cfg,
+            config_space,
+            renderer,
+            resources: HashMap::new(),
+            hostmem: 0,
+            scanouts: [None; MAX_SCANOUTS],
+            display: None,
+            frontend_display: false,
+            pending: None,
+            backlog: VecDeque::new(),
+            next_ticket: 1,
+            events: None,
+            pixels: Vec::new(),
+        }
+    }
+
+    /// Behave as if a frontend display were attached: display work is
+    /// returned as [`Outcome::Wait`]. Unit tests use it without a thread.
+    pub fn assume_frontend_display(&mut self) {
+        self.frontend_display = true;
+    }
+
+    /// Whether a frontend display socket has been handed over.
+    pub fn has_frontend_display(&self) -> bool {
+        self.frontend_display
+    }
+
+    fn num_scanouts(&self) -> u32 {
+        if self.frontend_display {
+            // QEMU owns num_scanouts and checks ids against its own count.
+            MAX_SCANOUTS as u32
+        } else {
+            u32::try_from(self.cfg.modes.len().clamp(1, MAX_SCANOUTS)).unwrap_or(1)
+        }
+    }
+
+    /// Our own display modes.
+    pub fn own_modes(&self) -> Vec<DisplayMode> {
+        self.cfg
+            .modes
+            .iter()
+            .take(MAX_SCANOUTS)
+            .map(|&(width, height)| DisplayMode {
+                rect: Rect {
+                    x: 0,
+                    y: 0,
+                    width,
+                    height,
+                },
+                enabled: true,
+            })
+            .collect()
+    }
+
+    fn own_edid(&self, scanout_id: u32) -> [u8; 128] {
+        let (w, h) = self
+            .cfg
+            .modes
+            .get(scanout_id as usize)
+            .copied()
+            .unwrap_or((1024, 768));
+        edid::generate(w, h, scanout_id)
+    }
+
+    /// Forgets every resource and scanout: the driver reset the device.
+    pub fn reset_state(&mut self) {
+        for id in self.resources.keys().copied().collect::<Vec<_>>() {
+            if let Err(e) = self.renderer.unref(id) {
+                debug!("reset: unref {id}: {e}");
+            }
+        }
+        self.resources.clear();
+        self.hostmem = 0;
+        self.scanouts = [None; MAX_SCANOUTS];
+        self.pending = None;
+        self.backlog.clear();
+        if let Some(dst) = self.config_space.get_mut(0..8) {
+            dst.fill(0);
+        }
+    }
+
+    /// Decodes and carries out one control command.
+    pub fn execute(&mut self, chain: &DescChain, mem: &GuestMem) -> Outcome {
+        let mut reader = chain.reader(mem);
+        let Some(raw) = body::<HDR_SIZE>(&mut reader) else {
+            warn!("control request shorter than its header");
+            return reply(&CtrlHdr::default(), cmd::RESP_ERR_UNSPEC);
+        };
+        let Ok(hdr) = CtrlHdr::decode(&raw) else {
+            return reply(&CtrlHdr::default(), cmd::RESP_ERR_UNSPEC);
+        };
+        let outcome = match hdr.type_ {
+            cmd::GET_DISPLAY_INFO => self.get_display_info(&hdr),
+            cmd::GET_EDID => self.get_edid(&hdr, &mut reader),
+            cmd::RESOURCE_CREATE_2D => self.create_2d(&hdr, &mut reader),
+            cmd::RESOURCE_UNREF => self.unref(&hdr, &mut reader),
+            cmd::SET_SCANOUT => self.set_scanout(&hdr, &mut reader),
+            cmd::RESOURCE_FLUSH => self.flush(&hdr, &mut reader),
+            cmd::TRANSFER_TO_HOST_2D => self.transfer(&hdr, &mut reader),
+            cmd::RESOURCE_ATTACH_BACKING => self.attach_backing(&hdr, &mut reader, mem),
+            cmd::RESOURCE_DETACH_BACKING => self.detach_backing(&hdr, &mut reader),
+            // No capsets in 2D: any index or id is out of range.
+            cmd::GET_CAPSET_INFO | cmd::GET_CAPSET => {
+                reply(&hdr, cmd::RESP_ERR_INVALID_PARAMETER)
+            }
+            other => {
+                debug!("unsupported control command {other:#x}");
+                reply(&hdr, cmd::RESP_ERR_UNSPEC)
+            }
+        };
+        if let Outcome::Reply(bytes) = &outcome {
+            if let Ok(resp) = CtrlHdr::decode(bytes) {
+                if resp.type_ >= cmd::RESP_ERR_UNSPEC {
+                    debug!("command {:#x} -> {:#x}", hdr.type_, resp.type_);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// The response to a held command, once the display has answered.
+    pub fn finish(&self, kind: WaitKind, hdr: &CtrlHdr, answer: DisplayReply) -> Vec<u8> {
+        match (kind, answer) {
+            (WaitKind::DisplayInfo, DisplayReply::DisplayInfo(modes)) => {
+                encode_display_info(&hdr.response(cmd::RESP_OK_DISPLAY_INFO), &modes)
+            }
+            (WaitKind::DisplayInfo, _) => {
+                encode_display_info(&hdr.response(cmd::RESP_OK_DISPLAY_INFO), &self.own_modes())
+            }
+            (WaitKind::Edid { .. }, DisplayReply::Edid(blob)) if !blob.is_empty() => {
+                encode_edid(&hdr.response(cmd::RESP_OK_EDID), &blob)
+            }
+            (WaitKind::Edid { scanout_id }, _) => encode_edid(
+                &hdr.response(cmd::RESP_OK_EDID),
+                &self.own_edid(scanout_id),
+            ),
+            (WaitKind::NoData, _) => hdr.response(cmd::RESP_OK_NODATA).encode().to_vec(),
+        }
+    }
+
+    fn get_display_info(&self, hdr: &CtrlHdr) -> Outcome {
+        if self.frontend_display {
+            return Outcome::Wait {
+                batch: vec![DisplayRequest::DisplayInfo],
+                kind: WaitKind::DisplayInfo,
+                hdr: *hdr,
+            };
+        }
+        Outcome::Reply(encode_display_info(
+            &hdr.response(cmd::RESP_OK_DISPLAY_INFO),
+            &self.own_modes(),
+        ))
+    }
+
+    fn get_edid(
+        &self,
+        hdr: &CtrlHdr,
+        reader: &mut vhost_device_common::Reader<'_, GuestMem>,
+    ) -> Outcome {
+        if !self.cfg.edid {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        }
+        let Some(raw) = body::<8>(reader) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let scanout_id = Fields::new(&raw, 4).map(|mut f| f.u32()).unwrap_or(u32::MAX);
+        if scanout_id >= self.num_scanouts() {
+            return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+        }
+        if self.frontend_display {
+            return Outcome::Wait {
+                batch: vec![DisplayRequest::Edid { scanout_id }],
+                kind: WaitKind::Edid { scanout_id },
+                hdr: *hdr,
+            };
+        }
+        Outcome::Reply(encode_edid(
+            &hdr.response(cmd::RESP_OK_EDID),
+            &self.own_edid(scanout_id),
+        ))
+    }
+
+    fn create_2d(
+        &mut self,
+        hdr: &CtrlHdr,
+        reader: &mut vhost_device_common::Reader<'_, GuestMem>,
+    ) -> Outcome {
+        let Some(raw) = body::<16>(reader) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let Ok(mut f) = Fields::new(&raw, 16) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let (id, format, width, height) = (f.u32(), f.u32(), f.u32(), f.u32());
+        if id == 0 || self.resources.contains_key(&id) {
+            return reply(hdr, cmd::RESP_ERR_INVALID_RESOURCE_ID);
+        }
+        let Some(format) = Format::from_code(format) else {
+            warn!("resource {id}: unknown format {format}");
+            return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+        };
+        if width == 0 || height == 0 || width > MAX_RESOURCE_SIDE || height > MAX_RESOURCE_SIDE {
+            warn!("resource {id}: bad size {width}x{height}");
+            return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+        }
+        let resource = Resource {
+            width,
+            height,
+            format,
+            backing: None,
+        };
+        let size = resource.size();
+        if self.hostmem.saturating_add(size) > self.cfg.max_hostmem {
+            warn!("resource {id}: {size} bytes would exceed the host memory limit");
+            return reply(hdr, cmd::RESP_ERR_OUT_OF_MEMORY);
+        }
+        if let Err(e) = self.renderer.create_2d(id, width, height, format as u32) {
+            warn!("resource {id}: {e}");
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        }
+        self.hostmem += size;
+        self.resources.insert(id, resource);
+        reply(hdr, cmd::RESP_OK_NODATA)
+    }
+
+    fn resource_id_only(reader: &mut vhost_device_common::Reader<'_, GuestMem>) -> Option<u32> {
+        let raw = body::<8>(reader)?;
+        Fields::new(&raw, 4).ok().map(|mut f| f.u32())
+    }
+
+    fn unref(
+        &mut self,
+        hdr: &CtrlHdr,
+        reader: &mut vhost_device_common::Reader<'_, GuestMem>,
+    ) -> Outcome {
+        let Some(id) = Self::resource_id_only(reader) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let Some(resource) = self.resources.remove(&id) else {
+            return reply(hdr, cmd::RESP_ERR_INVALID_RESOURCE_ID);
+        };
+        self.hostmem = self.hostmem.saturating_sub(resource.size());
+        if let Err(e) = self.renderer.unref(id) {
+            warn!("resource {id}: unref: {e}");
+        }
+        // An output showing a destroyed resource goes dark.
+        let mut batch = Vec::new();
+        for (i, slot) in self.scanouts.iter_mut().enumerate() {
+            if slot.is_some_and(|s| s.resource_id == id) {
+                *slot = None;
+                batch.push(DisplayRequest::Scanout {
+                    scanout_id: u32::try_from(i).unwrap_or(0),
+                    width: 0,
+                    height: 0,
+                });
+            }
+        }
+        self.display_or_ok(hdr, batch)
+    }
+
+    fn display_or_ok(&self, hdr: &CtrlHdr, batch: Vec<DisplayRequest>) -> Outcome {
+        if self.frontend_display && !batch.is_empty() {
+            Outcome::Wait {
+                batch,
+                kind: WaitKind::NoData,
+                hdr: *hdr,
+            }
+        } else {
+            reply(hdr, cmd::RESP_OK_NODATA)
+        }
+    }
+
+    /// Reads `rect` of resource `id` as B,G,R,X rows for an UPDATE.
+    fn update_pixels(&mut self, id: u32, format: Format, rect: Rect) -> Option<Vec<u8>> {
+        let mut out = std::mem::take(&mut self.pixels);
+        if let Err(e) = self.renderer.read_rect(id, rect, &mut out) {
+            warn!("resource {id}: read: {e}");
+            return None;
+        }
+        format.to_bgra(&mut out);
+        Some(out)
+    }
+
+    fn set_scanout(
+        &mut self,
+        hdr: &CtrlHdr,
+        reader: &mut vhost_device_common::Reader<'_, GuestMem>,
+    ) -> Outcome {
+        let Some(raw) = body::<24>(reader) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let Ok(mut f) = Fields::new(&raw, 24) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let rect = f.rect();
+        let (scanout_id, resource_id) = (f.u32(), f.u32());
+        if scanout_id >= self.num_scanouts() {
+            return reply(hdr, cmd::RESP_ERR_INVALID_SCANOUT_ID);
+        }
+        let Some(slot) = self.scanouts.get_mut(scanout_id as usize) else {
+            return reply(hdr, cmd::RESP_ERR_INVALID_SCANOUT_ID);
+        };
+        if resource_id == 0 {
+            let was_on = slot.take().is_some();
+            let batch = if was_on {
+                vec![DisplayRequest::Scanout {
+                    scanout_id,
+                    width: 0,
+                    height: 0,
+                }]
+            } else {
+                Vec::new()
+            };
+            return self.display_or_ok(hdr, batch);
+        }
+        let Some(resource) = self.resources.get(&resource_id) else {
+            return reply(hdr, cmd::RESP_ERR_INVALID_RESOURCE_ID);
+        };
+        if rect.is_empty() || !rect.within(resource.width, resource.height) {
+            warn!(
+                "scanout {scanout_id}: {rect:?} outside resource {resource_id} ({}x{})",
+                resource.width, resource.height
+            );
+            return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+        }
+        let format = resource.format;
+        let previous = slot.replace(Scanout { resource_id, rect });
+        if !self.frontend_display {
+            return reply(hdr, cmd::RESP_OK_NODATA);
+        }
+        let mut batch = Vec::new();
+        // Re-sending SCANOUT makes QEMU allocate a new (blank) surface, so
+        // only do it when the size changes; the full update below redraws.
+        if previous.map(|p| (p.rect.width, p.rect.height)) != Some((rect.width, rect.height)) {
+            batch.push(DisplayRequest::Scanout {
+                scanout_id,
+                width: rect.width,
+                height: rect.height,
+            });
+        }
+        if let Some(pixels) = self.update_pixels(resource_id, format, rect) {
+            batch.push(DisplayRequest::Update {
+                scanout_id,
+                rect: Rect {
+                    x: 0,
+                    y: 0,
+                    width: rect.width,
+                    height: rect.height,
+                },
+                pixels,
+            });
+        }
+        self.display_or_ok(hdr, batch)
+    }
+
+    fn flush(
+        &mut self,
+        hdr: &CtrlHdr,
+        reader: &mut vhost_device_common::Reader<'_, GuestMem>,
+    ) -> Outcome {
+        let Some(raw) = body::<24>(reader) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let Ok(mut f) = Fields::new(&raw, 20) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let rect = f.rect();
+        let resource_id = f.u32();
+        let Some(resource) = self.resources.get(&resource_id) else {
+            return reply(hdr, cmd::RESP_ERR_INVALID_RESOURCE_ID);
+        };
+        if !rect.within(resource.width, resource.height) {
+            return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+        }
+        let format = resource.format;
+        if !self.frontend_display {
+            return reply(hdr, cmd::RESP_OK_NODATA);
+        }
+        let mut batch = Vec::new();
+        let shown: Vec<(u32, Rect)> = self
+            .scanouts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let s = (*s)?;
+                (s.resource_id == resource_id).then(|| (u32::try_from(i).unwrap_or(0), s.rect))
+            })
+            .collect();
+        for (scanout_id, scanout_rect) in shown {
+            // Only the damaged part of what this output shows.
+            let Some(damage) = rect.intersect(&scanout_rect) else {
+                continue;
+            };
+            if let Some(pixels) = self.update_pixels(resource_id, format, damage) {
+                batch.push(DisplayRequest::Update {
+                    scanout_id,
+                    rect: Rect {
+                        x: damage.x - scanout_rect.x,
+                        y: damage.y - scanout_rect.y,
+                        width: damage.width,
+                        height: damage.height,
+                    },
+                    pixels,
+                });
+            }
+        }
+        self.display_or_ok(hdr, batch)
+    }
+
+    fn transfer(
+        &mut self,
+        hdr: &CtrlHdr,
+        reader: &mut vhost_device_common::Reader<'_, GuestMem>,
+    ) -> Outcome {
+        let Some(raw) = body::<32>(reader) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let Ok(mut f) = Fields::new(&raw, 28) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let rect = f.rect();
+        let offset = f.u64();
+        let resource_id = f.u32();
+        let Some(resource) = self.resources.get(&resource_id) else {
+            return reply(hdr, cmd::RESP_ERR_INVALID_RESOURCE_ID);
+        };
+        if !rect.within(resource.width, resource.height) {
+            return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+        }
+        let Some(backing) = &resource.backing else {
+            warn!("transfer to resource {resource_id}, which has no backing");
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        if rect.is_empty() {
+            return reply(hdr, cmd::RESP_OK_NODATA);
+        }
+        let stride = u64::from(resource.width) * 4;
+        let position = u64::from(rect.y) * stride + u64::from(rect.x) * 4;
+        // Where the last source byte is, with the resource's stride.
+        let end = offset
+            .checked_add((u64::from(rect.height) - 1) * stride + u64::from(rect.width) * 4);
+        if end.is_none_or(|end| end > backing.total) {
+            warn!("transfer to resource {resource_id}: source beyond its backing");
+            return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+        }
+        if offset < position {
+            warn!("transfer to resource {resource_id}: offset {offset} before the rectangle's own position {position} is not supported");
+            return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+        }
+        match self.renderer.transfer_to_host(resource_id, rect, offset) {
+            Ok(()) => reply(hdr, cmd::RESP_OK_NODATA),
+            Err(e) => {
+                warn!("transfer to resource {resource_id}: {e}");
+                reply(hdr, cmd::RESP_ERR_UNSPEC)
+            }
+        }
+    }
+
+    fn attach_backing(
+        &mut self,
+        hdr: &CtrlHdr,
+        reader: &mut vhost_device_common::Reader<'_, GuestMem>,
+        mem: &GuestMem,
+    ) -> Outcome {
+        let Some(raw) = body::<8>(reader) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let Ok(mut f) = Fields::new(&raw, 8) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let (resource_id, nr_entries) = (f.u32(), f.u32());
+        let Some(resource) = self.resources.get_mut(&resource_id) else {
+            return reply(hdr, cmd::RESP_ERR_INVALID_RESOURCE_ID);
+        };
+        if resource.backing.is_some() {
+            warn!("resource {resource_id} already has a backing");
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        }
+        if nr_entries == 0 || nr_entries > MAX_BACKING_ENTRIES {
+            warn!("resource {resource_id}: {nr_entries} backing entries");
+            return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+        }
+        if reader.available() < nr_entries as usize * 16 {
+            warn!("resource {resource_id}: fewer backing entries than announced");
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        }
+        let mut iovecs = Vec::new();
+        let mut total: u64 = 0;
+        for _ in 0..nr_entries {
+            let Some(raw) = body::<16>(reader) else {
+                return reply(hdr, cmd::RESP_ERR_UNSPEC);
+            };
+            let Ok(mut f) = Fields::new(&raw, 12) else {
+                return reply(hdr, cmd::RESP_ERR_UNSPEC);
+            };
+            let (addr, length) = (f.u64(), f.u32());
+            if host_iovecs(mem, addr, length, &mut iovecs).is_none() {
+                warn!(
+                    "resource {resource_id}: backing entry {addr:#x}+{length:#x} is outside guest memory"
+                );
+                return reply(hdr, cmd::RESP_ERR_UNSPEC);
+            }
+            total += u64::from(length);
+        }
+        // SAFETY: every iovec lies in guest memory (checked above), and
+        // that memory stays mapped until the backing is detached or the
+        // resource destroyed, because `Backing` holds a clone of `mem`.
+        if let Err(e) = unsafe { self.renderer.attach_backing(resource_id, iovecs) } {
+            warn!("resource {resource_id}: attach: {e}");
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        }
+        resource.backing = Some(Backing {
+            _mem: mem.clone(),
+            total,
+        });
+        reply(hdr, cmd::RESP_OK_NODATA)
+    }
+
+    fn detach_backing(
+        &mut self,
+        hdr: &CtrlHdr,
+        reader: &mut vhost_device_common::Reader<'_, GuestMem>,
+    ) -> Outcome {
+        let Some(id) = Self::resource_id_only(reader) else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let Some(resource) = self.resources.get_mut(&id) else {
+            return reply(hdr, cmd::RESP_ERR_INVALID_RESOURCE_ID);
+        };
+        if resource.backing.is_none() {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        }
+        if let Err(e) = self.renderer.detach_backing(id) {
+            warn!("resource {id}: detach: {e}");
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        }
+        resource.backing = None;
+        reply(hdr, cmd::RESP_OK_NODATA)
+    }
+
+    /// Decodes one cursor command into what the display must do (nothing
+    /// for a malformed one or without a display).
+    pub fn cursor(&mut self, chain: &DescChain, mem: &GuestMem) -> Option<DisplayRequest> {
+        let mut reader = chain.reader(mem);
+        let mut raw = [0u8; UPDATE_CURSOR_SIZE];
+        if reader.read_exact(&mut raw).is_err() {
+            warn!("cursor request shorter than {UPDATE_CURSOR_SIZE} bytes");
+            return None;
+        }
+        let hdr = CtrlHdr::decode(&raw).ok()?;
+        let c = UpdateCursor::decode(&raw).ok()?;
+        if c.scanout_id >= self.num_scanouts() {
+            warn!("cursor on scanout {} which does not exist", c.scanout_id);
+            return None;
+        }
+        match hdr.type_ {
+            cmd::MOVE_CURSOR => Some(DisplayRequest::CursorMove {
+                scanout_id: c.scanout_id,
+                x: c.x,
+                y: c.y,
+            }),
+            cmd::UPDATE_CURSOR if c.resource_id == 0 => Some(DisplayRequest::CursorHide {
+                scanout_id: c.scanout_id,
+            }),
+            cmd::UPDATE_CURSOR => {
+                let resource = self.resources.get(&c.resource_id)?;
+                let (w, h) = (
+                    resource.width.min(CURSOR_SIZE),
+                    resource.height.min(CURSOR_SIZE),
+                );
+                let format = resource.format;
+                let rect = Rect {
+                    x: 0,
+                    y: 0,
+                    width: w,
+                    height: h,
+                };
+                let mut rows = Vec::new();
+                if let Err(e) = self.renderer.read_rect(c.resource_id, rect, &mut rows) {
+                    warn!("cursor resource {}: {e}", c.resource_id);
+                    return None;
+                }
+                format.to_bgra(&mut rows);
+                let mut image = Box::new([0u8; 64 * 64 * 4]);
+                let row = w as usize * 4;
+                for (y, src) in rows.chunks_exact(row.max(4)).take(h as usize).enumerate() {
+                    if let Some(dst) = image.get_mut(y * 256..y * 256 + row) {
+                        dst.copy_from_slice(src);
+                    }
+                }
+                Some(DisplayRequest::CursorUpdate {
+                    scanout_id: c.scanout_id,
+                    x: c.x,
+                    y: c.y,
+                    hot_x: c.hot_x,
+                    hot_y: c.hot_y,
+                    image,
+                })
+            }
+            other => {
+                warn!("unknown cursor command {other:#x}");
+                None
+            }
+        }
+    }
+
+    /// Writes a response into the chain; returns the used length.
+    fn write_response(chain: &DescChain, mem: &GuestMem, bytes: &[u8]) -> u32 {
+        let mut writer = chain.writer(mem);
+        if writer.available() < bytes.len() {
+            warn!(
+                "response of {} bytes does not fit in {} writable bytes",
+                bytes.len(),
+                writer.available()
+            );
+            if writer.available() >= HDR_SIZE {
+                if let Some(hdr) = bytes.get(..HDR_SIZE).and_then(|b| CtrlHdr::decode(b).ok()) {
+                    let mut err = hdr;
+                    err.type_ = cmd::RESP_ERR_UNSPEC;
+                    let _ = writer.write_all(&err.encode());
+                }
+            }
+            return writer.used_len();
+        }
+        if let Err(e) = writer.write_all(bytes) {
+            warn!("writing a response: {e}");
+        }
+        writer.used_len()
+    }
+
+    /// Runs one control chain; None if it is now held for the display.
+    fn run_one(&mut self, chain: DescChain, mem: &GuestMem) -> Option<u32> {
+        match self.execute(&chain, mem) {
+            Outcome::Reply(bytes) => Some(Self::write_response(&chain, mem, &bytes)),
+            Outcome::Wait { batch, kind, hdr } => {
+                let ticket = self.next_ticket;
+                self.next_ticket += 1;
+                let queued = self
+                    .display
+                    .as_ref()
+                    .is_some_and(|d| d.submit(ticket, batch));
+                if queued {
+                    self.pending = Some(Pending {
+                        ticket,
+                        chain,
+                        kind,
+                        hdr,
+                    });
+                    None
+                } else {
+                    let bytes = self.finish(kind, &hdr, DisplayReply::Unavailable);
+                    Some(Self::write_response(&chain, mem, &bytes))
+                }
+            }
+        }
+    }
+
+    fn run_backlog(&mut self, queue: &mut Queue<'_>) {
+        let mem = queue.memory();
+        while self.pending.is_none() {
+            let Some(chain) = self.backlog.pop_front() else {
+                break;
+            };
+            let head = chain.head();
+            if let Some(len) = self.run_one(chain, mem) {
+                queue.complete(head, len);
+            }
+        }
+    }
+
+    fn process_control(&mut self, queues: &mut Queues<'_>) {
+        let Some(mut queue) = queues.get(CONTROL_QUEUE) else {
+            return;
+        };
+        self.run_backlog(&mut queue);
+        queue.drain(|chain, mem| {
+            if self.pending.is_some() {
+                self.backlog.push_back(chain);
+                return None;
+            }
+            self.run_one(chain, mem)
+        });
+    }
+
+    fn process_cursor(&mut self, queues: &mut Queues<'_>) {
+        let Some(mut queue) = queues.get(CURSOR_QUEUE) else {
+            return;
+        };
+        let mut requests = Vec::new();
+        queue.drain(|chain, mem| {
+            if self.frontend_display {
+                requests.extend(self.cursor(&chain, mem));
+            }
+            // Cursor buffers carry no response.
+            Some(0)
+        });
+        if let Some(display) = &self.display {
+            if !requests.is_empty() {
+                // Ticket 0: nobody waits for cursor updates.
+                display.submit(0, requests);
+            }
+        }
+    }
+
+    fn display_finished(&mut self, queues: &mut Queues<'_>) {
+        let Some(display) = &self.display else {
+            return;
+        };
+        for (ticket, answer) in display.finished() {
+            let Some(pending) = self.pending.take_if(|p| p.ticket == ticket) else {
+                continue;
+            };
+            let bytes = self.finish(pending.kind, &pending.hdr, answer);
+            if let Some(mut queue) = queues.get(CONTROL_QUEUE) {
+                let len = Self::write_response(&pending.chain, queue.memory(), &bytes);
+                queue.complete(pending.chain.head(), len);
+            }
+        }
+        self.process_control(queues);
+    }
+
+    /// Scanout and full-frame requests that bring a new display socket up
+    /// to date with what the guest already shows.
+    fn replay_scanouts(&mut self) -> Vec<DisplayRequest> {
+        let shown: Vec<(u32, Scanout)> = self
+            .scanouts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((u32::try_from(i).ok()?, (*s)?)))
+            .collect();
+        let mut batch = Vec::new();
+        for (scanout_id, s) in shown {
+            let Some(format) = self.resources.get(&s.resource_id).map(|r| r.format) else {
+                continue;
+            };
+            batch.push(DisplayRequest::Scanout {
+                scanout_id,
+                width: s.rect.width,
+                height: s.rect.height,
+            });
+            if let Some(pixels) = self.update_pixels(s.resource_id, format, s.rect) {
+                batch.push(DisplayRequest::Update {
+                    scanout_id,
+                    rect: Rect {
+                        x: 0,
+                        y: 0,
+                        width: s.rect.width,
+                        height: s.rect.height,
+                    },
+                    pixels,
+                });
+            }
+        }
+        batch
+    }
+}
+
+impl VirtioDevice for GpuDevice {
+    fn num_queues(&self) -> usize {
+        2
+    }
+
+    fn features(&self) -> u64 {
+        if self.cfg.edid {
+            F_EDID
+        } else {
+            0
+        }
+    }
+
+    fn config(&self) -> &[u8] {
+        &self.config_space
+    }
+
+    fn write_config(&mut self, offset: u32, data: &[u8]) -> bool {
+        // QEMU writes the whole structure back; only events_clear matters.
+        let mut space = self.config_space;
+        let start = offset as usize;
+        let Some(dst) = space.get_mut(start..start + data.len()) else {
+            return false;
+        };
+        dst.copy_from_slice(data);
+        let clear = space
+            .get(4..8)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, u32::from_le_bytes);
+        let read = self
+            .config_space
+            .get(0..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, u32::from_le_bytes);
+        if let Some(dst) = self.config_space.get_mut(0..4) {
+            dst.copy_from_slice(&(read & !clear).to_le_bytes());
+        }
+        true
+    }
+
+    fn activate(&mut self, events: EventRegistry) -> DeviceResult {
+        if !self.cfg.headless {
+            let display = DisplayThread::spawn("vhost-device-gpu")?;
+            events.register(display.event(), EventSet::IN, DISPLAY_TOKEN)?;
+            self.display = Some(display);
+        }
+        self.events = Some(events);
+        Ok(())
+    }
+
+    fn process_queue(&mut self, queues: &mut Queues<'_>, index: usize) -> DeviceResult {
+        match index {
+            CONTROL_QUEUE => self.process_control(queues),
+            CURSOR_QUEUE => self.process_cursor(queues),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn handle_event(
+        &mut self,
+        queues: &mut Queues<'_>,
+        token: u16,
+        _events: EventSet,
+    ) -> DeviceResult {
+        if token == DISPLAY_TOKEN {
+            self.display_finished(queues);
+        }
+        Ok(())
+    }
+
+    fn queue_stopped(&mut self, index: usize) {
+        if index == CONTROL_QUEUE {
+            // QEMU stops the rings when the guest resets the device (or
+            // reboots); a new driver starts from nothing.
+            self.reset_state();
+        }
+    }
+
+    fn reset(&mut self) {
+        self.reset_state();
+    }
+
+    fn set_gpu_socket(&mut self, gpu: GpuBackend) -> io::Result<()> {
+        if self.cfg.headless {
+            info!("headless: ignoring the frontend's display socket");
+            return Ok(());
+        }
+        let replay = self.replay_scanouts();
+        let Some(display) = &self.display else {
+            return Err(io::Error::other("the display thread is not running"));
+        };
+        display.set_socket(gpu);
+        if !replay.is_empty() {
+            display.submit(0, replay);
+        }
+        self.frontend_display = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+use std::process::ExitCode;
+
+use vhost_device_gpu::{make_renderer, Args, GpuDevice};
+
+fn main() -> ExitCode {
+    vhost_device_common::cli::run::<Args>(|args| {
+        let cfg = args.config()?;
+        // Fail on the command line, not on the first connection.
+        drop(make_renderer(&cfg)?);
+        log::info!("vhost-device-gpu: {cfg:?}");
+        vhost_device_common::daemon::serve("vhost-device-gpu", &args.socket, move |_guest| {
+            Ok(GpuDevice::new(cfg.clone(), make_renderer(&cfg).map_err(|e| e.to_string())?))
+        })?;
+        Ok(())
+    })
+}

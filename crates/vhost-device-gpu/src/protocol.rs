@@ -1,0 +1,616 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The virtio-gpu wire format: command and response codes, feature bits,
+//! pixel formats, and the request structures decoded from little-endian
+//! bytes.
+//!
+//! Requests are decoded field by field from byte slices rather than cast
+//! from guest memory, so a short or odd-sized request is a decode error and
+//! never undefined behaviour.
+
+/// `VIRTIO_GPU_F_VIRGL`: 3D through virgl.
+pub const F_VIRGL: u64 = 1 << 0;
+/// `VIRTIO_GPU_F_EDID`: the GET_EDID command.
+pub const F_EDID: u64 = 1 << 1;
+/// `VIRTIO_GPU_F_CONTEXT_INIT`: contexts carry a capset id.
+pub const F_CONTEXT_INIT: u64 = 1 << 4;
+
+/// `VIRTIO_GPU_FLAG_FENCE`.
+pub const FLAG_FENCE: u32 = 1 << 0;
+/// `VIRTIO_GPU_FLAG_INFO_RING_IDX`.
+pub const FLAG_INFO_RING_IDX: u32 = 1 << 1;
+
+/// `VIRTIO_GPU_EVENT_DISPLAY` in `events_read`.
+pub const EVENT_DISPLAY: u32 = 1 << 0;
+
+/// The most scanouts the protocol can describe.
+pub const MAX_SCANOUTS: usize = 16;
+
+/// Cursor images are always 64×64.
+pub const CURSOR_SIZE: u32 = 64;
+
+/// Command and response codes.
+pub mod cmd {
+    /// GET_DISPLAY_INFO.
+    pub const GET_DISPLAY_INFO: u32 = 0x0100;
+    /// RESOURCE_CREATE_2D.
+    pub const RESOURCE_CREATE_2D: u32 = 0x0101;
+    /// RESOURCE_UNREF.
+    pub const RESOURCE_UNREF: u32 = 0x0102;
+    /// SET_SCANOUT.
+    pub const SET_SCANOUT: u32 = 0x0103;
+    /// RESOURCE_FLUSH.
+    pub const RESOURCE_FLUSH: u32 = 0x0104;
+    /// TRANSFER_TO_HOST_2D.
+    pub const TRANSFER_TO_HOST_2D: u32 = 0x0105;
+    /// RESOURCE_ATTACH_BACKING.
+    pub const RESOURCE_ATTACH_BACKING: u32 = 0x0106;
+    /// RESOURCE_DETACH_BACKING.
+    pub const RESOURCE_DETACH_BACKING: u32 = 0x0107;
+    /// GET_CAPSET_INFO.
+    pub const GET_CAPSET_INFO: u32 = 0x0108;
+    /// GET_CAPSET.
+    pub const GET_CAPSET: u32 = 0x0109;
+    /// GET_EDID.
+    pub const GET_EDID: u32 = 0x010a;
+    /// RESOURCE_ASSIGN_UUID.
+    pub const RESOURCE_ASSIGN_UUID: u32 = 0x010b;
+    /// RESOURCE_CREATE_BLOB.
+    pub const RESOURCE_CREATE_BLOB: u32 = 0x010c;
+    /// SET_SCANOUT_BLOB.
+    pub const SET_SCANOUT_BLOB: u32 = 0x010d;
+    /// CTX_CREATE.
+    pub const CTX_CREATE: u32 = 0x0200;
+    /// CTX_DESTROY.
+    pub const CTX_DESTROY: u32 = 0x0201;
+    /// CTX_ATTACH_RESOURCE.
+    pub const CTX_ATTACH_RESOURCE: u32 = 0x0202;
+    /// CTX_DETACH_RESOURCE.
+    pub const CTX_DETACH_RESOURCE: u32 = 0x0203;
+    /// RESOURCE_CREATE_3D.
+    pub const RESOURCE_CREATE_3D: u32 = 0x0204;
+    /// TRANSFER_TO_HOST_3D.
+    pub const TRANSFER_TO_HOST_3D: u32 = 0x0205;
+    /// TRANSFER_FROM_HOST_3D.
+    pub const TRANSFER_FROM_HOST_3D: u32 = 0x0206;
+    /// SUBMIT_3D.
+    pub const SUBMIT_3D: u32 = 0x0207;
+    /// RESOURCE_MAP_BLOB.
+    pub const RESOURCE_MAP_BLOB: u32 = 0x0208;
+    /// RESOURCE_UNMAP_BLOB.
+    pub const RESOURCE_UNMAP_BLOB: u32 = 0x0209;
+    /// UPDATE_CURSOR.
+    pub const UPDATE_CURSOR: u32 = 0x0300;
+    /// MOVE_CURSOR.
+    pub const MOVE_CURSOR: u32 = 0x0301;
+
+    /// OK_NODATA.
+    pub const RESP_OK_NODATA: u32 = 0x1100;
+    /// OK_DISPLAY_INFO.
+    pub const RESP_OK_DISPLAY_INFO: u32 = 0x1101;
+    /// OK_CAPSET_INFO.
+    pub const RESP_OK_CAPSET_INFO: u32 = 0x1102;
+    /// OK_CAPSET.
+    pub const RESP_OK_CAPSET: u32 = 0x1103;
+    /// OK_EDID.
+    pub const RESP_OK_EDID: u32 = 0x1104;
+    /// ERR_UNSPEC.
+    pub const RESP_ERR_UNSPEC: u32 = 0x1200;
+    /// ERR_OUT_OF_MEMORY.
+    pub const RESP_ERR_OUT_OF_MEMORY: u32 = 0x1201;
+    /// ERR_INVALID_SCANOUT_ID.
+    pub const RESP_ERR_INVALID_SCANOUT_ID: u32 = 0x1202;
+    /// ERR_INVALID_RESOURCE_ID.
+    pub const RESP_ERR_INVALID_RESOURCE_ID: u32 = 0x1203;
+    /// ERR_INVALID_CONTEXT_ID.
+    pub const RESP_ERR_INVALID_CONTEXT_ID: u32 = 0x1204;
+    /// ERR_INVALID_PARAMETER.
+    pub const RESP_ERR_INVALID_PARAMETER: u32 = 0x1205;
+}
+
+/// Size of `struct virtio_gpu_ctrl_hdr`.
+pub const HDR_SIZE: usize = 24;
+/// Size of `struct virtio_gpu_resp_display_info`.
+pub const DISPLAY_INFO_SIZE: usize = HDR_SIZE + MAX_SCANOUTS * 24;
+/// Size of `struct virtio_gpu_resp_edid`.
+pub const EDID_RESP_SIZE: usize = HDR_SIZE + 8 + 1024;
+/// Size of `struct virtio_gpu_config` as QEMU 11.1 reads it.
+pub const CONFIG_SIZE: usize = 20;
+
+/// The 2D pixel formats of the spec. Every one is 4 bytes per pixel; they
+/// differ in byte order and in whether the fourth byte is alpha.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Bytes B, G, R, A.
+    B8G8R8A8 = 1,
+    /// Bytes B, G, R, X.
+    B8G8R8X8 = 2,
+    /// Bytes A, R, G, B.
+    A8R8G8B8 = 3,
+    /// Bytes X, R, G, B.
+    X8R8G8B8 = 4,
+    /// Bytes R, G, B, A.
+    R8G8B8A8 = 67,
+    /// Bytes X, B, G, R.
+    X8B8G8R8 = 68,
+    /// Bytes A, B, G, R.
+    A8B8G8R8 = 121,
+    /// Bytes R, G, B, X.
+    R8G8B8X8 = 134,
+}
+
+impl Format {
+    /// Every format, for tests and help text.
+    pub const ALL: [Format; 8] = [
+        Format::B8G8R8A8,
+        Format::B8G8R8X8,
+        Format::A8R8G8B8,
+        Format::X8R8G8B8,
+        Format::R8G8B8A8,
+        Format::X8B8G8R8,
+        Format::A8B8G8R8,
+        Format::R8G8B8X8,
+    ];
+
+    /// The format with virtio code `code`.
+    pub fn from_code(code: u32) -> Option<Format> {
+        Self::ALL.into_iter().find(|f| *f as u32 == code)
+    }
+
+    /// Byte positions of blue, green, red and alpha (None: no alpha) in a
+    /// pixel.
+    fn layout(self) -> ([usize; 3], Option<usize>) {
+        match self {
+            Format::B8G8R8A8 => ([0, 1, 2], Some(3)),
+            Format::B8G8R8X8 => ([0, 1, 2], None),
+            Format::A8R8G8B8 => ([3, 2, 1], Some(0)),
+            Format::X8R8G8B8 => ([3, 2, 1], None),
+            Format::R8G8B8A8 => ([2, 1, 0], Some(3)),
+            Format::X8B8G8R8 => ([1, 2, 3], None),
+            Format::A8B8G8R8 => ([1, 2, 3], Some(0)),
+            Format::R8G8B8X8 => ([2, 1, 0], None),
+        }
+    }
+
+    /// Converts pixels in place to the byte order B, G, R, A that pixman
+    /// calls a8r8g8b8/x8r8g8b8 on a little-endian host, which is what QEMU's
+    /// UPDATE and CURSOR_UPDATE expect. Without alpha the fourth byte is
+    /// 0xff, so the same buffer serves as an opaque cursor.
+    pub fn to_bgra(self, pixels: &mut [u8]) {
+        let ([b, g, r], a) = self.layout();
+        if self == Format::B8G8R8A8 {
+            return;
+        }
+        for px in pixels.chunks_exact_mut(4) {
+            let src = [
+                px.first().copied().unwrap_or(0),
+                px.get(1).copied().unwrap_or(0),
+                px.get(2).copied().unwrap_or(0),
+                px.get(3).copied().unwrap_or(0),
+            ];
+            let pick = |i: usize| src.get(i).copied().unwrap_or(0);
+            let out = [pick(b), pick(g), pick(r), a.map_or(0xff, pick)];
+            px.copy_from_slice(&out);
+        }
+    }
+}
+
+/// Why a request could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShortRequest {
+    /// Bytes the request needs.
+    pub needed: usize,
+    /// Bytes it had.
+    pub got: usize,
+}
+
+/// Little-endian field reader over a request's bytes.
+#[derive(Debug)]
+pub struct Fields<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Fields<'a> {
+    /// Reads from the start of `bytes`, which must hold at least `needed`
+    /// bytes.
+    pub fn new(bytes: &'a [u8], needed: usize) -> Result<Self, ShortRequest> {
+        if bytes.len() < needed {
+            return Err(ShortRequest {
+                needed,
+                got: bytes.len(),
+            });
+        }
+        Ok(Fields { bytes, pos: 0 })
+    }
+
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        if let Some(src) = self.bytes.get(self.pos..self.pos + N) {
+            out.copy_from_slice(src);
+        }
+        self.pos += N;
+        out
+    }
+
+    /// The next le32 (0 past the end, which `new` rules out).
+    pub fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+
+    /// The next le64.
+    pub fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+
+    /// The next byte.
+    pub fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+
+    /// Skips `n` bytes.
+    pub fn skip(&mut self, n: usize) {
+        self.pos += n;
+    }
+
+    /// The next rectangle.
+    pub fn rect(&mut self) -> Rect {
+        Rect {
+            x: self.u32(),
+            y: self.u32(),
+            width: self.u32(),
+            height: self.u32(),
+        }
+    }
+}
+
+/// `struct virtio_gpu_ctrl_hdr`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtrlHdr {
+    /// Command or response code.
+    pub type_: u32,
+    /// FENCE / INFO_RING_IDX.
+    pub flags: u32,
+    /// Fence id, meaningful with FENCE.
+    pub fence_id: u64,
+    /// 3D context.
+    pub ctx_id: u32,
+    /// Fence ring, meaningful with INFO_RING_IDX.
+    pub ring_idx: u8,
+}
+
+impl CtrlHdr {
+    /// Decodes the header at the start of `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ShortRequest> {
+        let mut f = Fields::new(bytes, HDR_SIZE)?;
+        Ok(CtrlHdr {
+            type_: f.u32(),
+            flags: f.u32(),
+            fence_id: f.u64(),
+            ctx_id: f.u32(),
+            ring_idx: f.u8(),
+        })
+    }
+
+    /// The response header for a request with this header: the fence
+    /// fields are echoed so the driver can signal the fence.
+    pub fn response(&self, type_: u32) -> CtrlHdr {
+        let fenced = self.flags & FLAG_FENCE != 0;
+        CtrlHdr {
+            type_,
+            flags: self.flags & (FLAG_FENCE | FLAG_INFO_RING_IDX),
+            fence_id: if fenced { self.fence_id } else { 0 },
+            ctx_id: self.ctx_id,
+            ring_idx: if self.flags & FLAG_INFO_RING_IDX != 0 {
+                self.ring_idx
+            } else {
+                0
+            },
+        }
+    }
+
+    /// The 24 bytes on the wire.
+    pub fn encode(&self) -> [u8; HDR_SIZE] {
+        let mut out = [0u8; HDR_SIZE];
+        let mut put = |at: usize, bytes: &[u8]| {
+            if let Some(dst) = out.get_mut(at..at + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+        };
+        put(0, &self.type_.to_le_bytes());
+        put(4, &self.flags.to_le_bytes());
+        put(8, &self.fence_id.to_le_bytes());
+        put(16, &self.ctx_id.to_le_bytes());
+        put(20, &[self.ring_idx]);
+        out
+    }
+}
+
+/// `struct virtio_gpu_rect`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rect {
+    /// Left edge.
+    pub x: u32,
+    /// Top edge.
+    pub y: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+impl Rect {
+    /// Whether the rectangle lies inside a `width`×`height` area (an empty
+    /// rectangle on the edge counts as inside).
+    pub fn within(&self, width: u32, height: u32) -> bool {
+        self.x.checked_add(self.width).is_some_and(|r| r <= width)
+            && self.y.checked_add(self.height).is_some_and(|b| b <= height)
+    }
+
+    /// Whether it covers no pixel.
+    pub fn is_empty(&self) -> bool {
+        self.width == 0 || self.height == 0
+    }
+
+    /// The overlap with `other`, if any pixel is shared. Both must be
+    /// `within` some area so the sums cannot overflow.
+    pub fn intersect(&self, other: &Rect) -> Option<Rect> {
+        let x0 = self.x.max(other.x);
+        let y0 = self.y.max(other.y);
+        let x1 = self
+            .x
+            .saturating_add(self.width)
+            .min(other.x.saturating_add(other.width));
+        let y1 = self
+            .y
+            .saturating_add(self.height)
+            .min(other.y.saturating_add(other.height));
+        (x1 > x0 && y1 > y0).then(|| Rect {
+            x: x0,
+            y: y0,
+            width: x1 - x0,
+            height: y1 - y0,
+        })
+    }
+}
+
+/// One display mode as GET_DISPLAY_INFO reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DisplayMode {
+    /// Position and size.
+    pub rect: Rect,
+    /// Whether the output is connected.
+    pub enabled: bool,
+}
+
+/// Encodes a `virtio_gpu_resp_display_info` body (after the header).
+pub fn encode_display_info(hdr: &CtrlHdr, modes: &[DisplayMode]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(DISPLAY_INFO_SIZE);
+    out.extend_from_slice(&hdr.encode());
+    for i in 0..MAX_SCANOUTS {
+        let mode = modes.get(i).copied().unwrap_or_default();
+        for v in [
+            mode.rect.x,
+            mode.rect.y,
+            mode.rect.width,
+            mode.rect.height,
+            u32::from(mode.enabled),
+            0,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Encodes a `virtio_gpu_resp_edid`.
+pub fn encode_edid(hdr: &CtrlHdr, edid: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(EDID_RESP_SIZE);
+    out.extend_from_slice(&hdr.encode());
+    let len = edid.len().min(1024);
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(edid.get(..len).unwrap_or_default());
+    out.resize(EDID_RESP_SIZE, 0);
+    out
+}
+
+/// RESOURCE_CREATE_2D.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResourceCreate2d {
+    /// Guest-chosen id (0 is invalid).
+    pub resource_id: u32,
+    /// `enum virtio_gpu_formats` code.
+    pub format: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// SET_SCANOUT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetScanout {
+    /// The part of the resource shown.
+    pub rect: Rect,
+    /// Which output.
+    pub scanout_id: u32,
+    /// 0 disables the output.
+    pub resource_id: u32,
+}
+
+/// TRANSFER_TO_HOST_2D.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer2d {
+    /// Area of the resource to update.
+    pub rect: Rect,
+    /// Byte offset of the rectangle's first pixel in the backing.
+    pub offset: u64,
+    /// The resource.
+    pub resource_id: u32,
+}
+
+/// RESOURCE_FLUSH.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flush {
+    /// Damaged area of the resource.
+    pub rect: Rect,
+    /// The resource.
+    pub resource_id: u32,
+}
+
+/// One `virtio_gpu_mem_entry` of ATTACH_BACKING.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemEntry {
+    /// Guest physical address.
+    pub addr: u64,
+    /// Length in bytes.
+    pub length: u32,
+}
+
+/// UPDATE_CURSOR / MOVE_CURSOR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateCursor {
+    /// Output the cursor is on.
+    pub scanout_id: u32,
+    /// Position.
+    pub x: u32,
+    /// Position.
+    pub y: u32,
+    /// Image (0 hides the cursor), UPDATE_CURSOR only.
+    pub resource_id: u32,
+    /// Hot spot.
+    pub hot_x: u32,
+    /// Hot spot.
+    pub hot_y: u32,
+}
+
+/// Size of `struct virtio_gpu_update_cursor`.
+pub const UPDATE_CURSOR_SIZE: usize = 56;
+
+impl UpdateCursor {
+    /// Decodes a whole cursor command, header included.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ShortRequest> {
+        let mut f = Fields::new(bytes, UPDATE_CURSOR_SIZE)?;
+        f.skip(HDR_SIZE);
+        let scanout_id = f.u32();
+        let x = f.u32();
+        let y = f.u32();
+        f.skip(4);
+        Ok(UpdateCursor {
+            scanout_id,
+            x,
+            y,
+            resource_id: f.u32(),
+            hot_x: f.u32(),
+            hot_y: f.u32(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_fence_echo() {
+        let hdr = CtrlHdr {
+            type_: cmd::RESOURCE_FLUSH,
+            flags: FLAG_FENCE | FLAG_INFO_RING_IDX,
+            fence_id: 0x1122_3344_5566_7788,
+            ctx_id: 7,
+            ring_idx: 3,
+        };
+        assert_eq!(CtrlHdr::decode(&hdr.encode()), Ok(hdr));
+        let resp = hdr.response(cmd::RESP_OK_NODATA);
+        assert_eq!(resp.type_, cmd::RESP_OK_NODATA);
+        assert_eq!(resp.fence_id, hdr.fence_id);
+        assert_eq!(resp.flags, FLAG_FENCE | FLAG_INFO_RING_IDX);
+        assert_eq!(resp.ring_idx, 3);
+
+        let unfenced = CtrlHdr {
+            flags: 0,
+            ..hdr
+        };
+        let resp = unfenced.response(cmd::RESP_OK_NODATA);
+        assert_eq!((resp.flags, resp.fence_id, resp.ring_idx), (0, 0, 0));
+    }
+
+    #[test]
+    fn short_header_is_an_error() {
+        assert_eq!(
+            CtrlHdr::decode(&[0; 23]),
+            Err(ShortRequest {
+                needed: 24,
+                got: 23
+            })
+        );
+    }
+
+    #[test]
+    fn every_format_converts_to_bgra() {
+        // Blue 0x10, green 0x20, red 0x30, alpha 0x40 in each layout.
+        let cases: [(Format, [u8; 4], [u8; 4]); 8] = [
+            (Format::B8G8R8A8, [0x10, 0x20, 0x30, 0x40], [0x10, 0x20, 0x30, 0x40]),
+            (Format::B8G8R8X8, [0x10, 0x20, 0x30, 0x99], [0x10, 0x20, 0x30, 0xff]),
+            (Format::A8R8G8B8, [0x40, 0x30, 0x20, 0x10], [0x10, 0x20, 0x30, 0x40]),
+            (Format::X8R8G8B8, [0x99, 0x30, 0x20, 0x10], [0x10, 0x20, 0x30, 0xff]),
+            (Format::R8G8B8A8, [0x30, 0x20, 0x10, 0x40], [0x10, 0x20, 0x30, 0x40]),
+            (Format::X8B8G8R8, [0x99, 0x10, 0x20, 0x30], [0x10, 0x20, 0x30, 0xff]),
+            (Format::A8B8G8R8, [0x40, 0x10, 0x20, 0x30], [0x10, 0x20, 0x30, 0x40]),
+            (Format::R8G8B8X8, [0x30, 0x20, 0x10, 0x99], [0x10, 0x20, 0x30, 0xff]),
+        ];
+        for (format, input, expected) in cases {
+            let mut px = input;
+            format.to_bgra(&mut px);
+            assert_eq!(px, expected, "{format:?}");
+            assert_eq!(Format::from_code(format as u32), Some(format));
+        }
+        assert_eq!(Format::from_code(0), None);
+        assert_eq!(Format::from_code(5), None);
+    }
+
+    #[test]
+    fn rect_bounds_and_overflow() {
+        let r = Rect {
+            x: 10,
+            y: 10,
+            width: 20,
+            height: 20,
+        };
+        assert!(r.within(30, 30));
+        assert!(!r.within(29, 30));
+        let huge = Rect {
+            x: u32::MAX,
+            y: 0,
+            width: 2,
+            height: 1,
+        };
+        assert!(!huge.within(u32::MAX, 1));
+        let other = Rect {
+            x: 25,
+            y: 0,
+            width: 100,
+            height: 15,
+        };
+        assert_eq!(
+            r.intersect(&other),
+            Some(Rect {
+                x: 25,
+                y: 10,
+                width: 5,
+                height: 5
+            })
+        );
+        assert_eq!(r.intersect(&Rect::default()), None);
+    }
+
+    #[test]
+    fn display_info_and_edid_sizes() {
+        let hdr = CtrlHdr::default();
+        assert_eq!(encode_display_info(&hdr, &[]).len(), DISPLAY_INFO_SIZE);
+        assert_eq!(DISPLAY_INFO_SIZE, 408);
+        assert_eq!(encode_edid(&hdr, &[1; 128]).len(), EDID_RESP_SIZE);
+        assert_eq!(encode_edid(&hdr, &[1; 2000]).len(), 1056);
+    }
+}
