@@ -1,0 +1,357 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! A real chip through the kernel's GPIO character device.
+//!
+//! Lines are requested from the kernel only as the guest claims them, one
+//! request per line so each can be reconfigured or released on its own, and
+//! each request's fd sits on the device worker's epoll (token = line
+//! number) to deliver edge events without a thread.
+
+use std::path::{Path, PathBuf};
+
+use gpiocdev::line::{EdgeDetection, EdgeKind, Value};
+use gpiocdev::request::{Config, Request};
+use gpiocdev::Chip;
+use log::warn;
+use vhost_device_common::{EventRegistry, EventSet};
+
+use super::{Direction, Edge, Edges, GpioBackend};
+use crate::error::{Error, Result};
+
+/// The consumer name the host sees on lines the guest holds.
+const CONSUMER: &str = "vhost-device-gpio";
+
+/// Most edge events read in one go from one line, so a noisy line cannot
+/// starve the rest of the worker (the epoll is level-triggered and calls
+/// again).
+const EVENTS_PER_WAKEUP: usize = 64;
+
+#[derive(Debug, Default)]
+struct CdevLine {
+    request: Option<Request>,
+    direction: Option<Direction>,
+    output: bool,
+    edges: Edges,
+}
+
+/// A host GPIO chip.
+#[derive(Debug)]
+pub struct CdevChip {
+    chip: Chip,
+    path: PathBuf,
+    num_lines: u16,
+    names: Vec<String>,
+    lines: Vec<CdevLine>,
+    events: Option<EventRegistry>,
+}
+
+/// Finds the chip whose label is `label`.
+pub fn find_by_label(label: &str) -> Result<PathBuf> {
+    let chips = gpiocdev::chip::chips().map_err(|source| Error::Chip {
+        chip: label.to_owned(),
+        what: "list GPIO chips".into(),
+        source,
+    })?;
+    let mut found = Vec::new();
+    for path in chips {
+        let Ok(chip) = Chip::from_path(&path) else {
+            continue;
+        };
+        if chip.info().is_ok_and(|info| info.label == label) {
+            found.push(path);
+        }
+    }
+    let reason = match found.len() {
+        1 => return Ok(found.remove(0)),
+        0 => format!("no GPIO chip is labelled '{label}'"),
+        n => format!("{n} GPIO chips are labelled '{label}'"),
+    };
+    Err(Error::DeviceList {
+        entry: label.to_owned(),
+        reason,
+    })
+}
+
+impl CdevChip {
+    /// Opens the chip at `path` and reads its line names.
+    pub fn open(path: &Path) -> Result<Self> {
+        let chip_error = |what: &str| {
+            let chip = path.display().to_string();
+            let what = what.to_owned();
+            move |source| Error::Chip { chip, what, source }
+        };
+        let chip = Chip::from_path(path).map_err(chip_error("open"))?;
+        let info = chip.info().map_err(chip_error("read chip info"))?;
+        let num_lines = u16::try_from(info.num_lines).map_err(|_| Error::Line {
+            line: u16::MAX,
+            reason: format!("{} has {} lines, more than virtio-gpio can address", path.display(), info.num_lines),
+        })?;
+        if num_lines == 0 {
+            return Err(Error::Line {
+                line: 0,
+                reason: format!("{} has no lines", path.display()),
+            });
+        }
+        let mut names = Vec::with_capacity(usize::from(num_lines));
+        for offset in 0..u32::from(num_lines) {
+            let name = chip
+                .line_info(offset)
+                .map(|info| info.name)
+                .map_err(chip_error("read line info"))?;
+            names.push(name);
+        }
+        Ok(CdevChip {
+            path: path.to_owned(),
+            chip,
+            num_lines,
+            names,
+            lines: (0..num_lines).map(|_| CdevLine::default()).collect(),
+            events: None,
+        })
+    }
+
+    /// The chip's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn slot(&mut self, line: u16) -> Result<&mut CdevLine> {
+        let ngpio = self.num_lines;
+        self.lines
+            .get_mut(usize::from(line))
+            .ok_or(Error::LineOutOfRange { line, ngpio })
+    }
+
+    fn line_error(&self, line: u16, what: &str) -> impl FnOnce(gpiocdev::Error) -> Error {
+        let chip = format!("{} line {line}", self.path.display());
+        let what = what.to_owned();
+        move |source| Error::Chip { chip, what, source }
+    }
+
+    fn config(&self, line: u16, slot_direction: Direction, output: bool, edges: Edges) -> Config {
+        let mut cfg = Config::default();
+        cfg.on_chip(self.path.clone()).with_line(u32::from(line));
+        match slot_direction {
+            Direction::Out => {
+                cfg.as_output(if output { Value::Active } else { Value::Inactive });
+            }
+            _ => {
+                cfg.as_input().with_edge_detection(match edges {
+                    Edges::None => None,
+                    Edges::Rising => Some(EdgeDetection::RisingEdge),
+                    Edges::Falling => Some(EdgeDetection::FallingEdge),
+                    Edges::Both => Some(EdgeDetection::BothEdges),
+                });
+            }
+        }
+        cfg
+    }
+
+    /// Brings the kernel request for `line` in line with what the guest
+    /// asked: requests, reconfigures or releases it.
+    fn apply(&mut self, line: u16) -> Result<()> {
+        let (direction, output, edges, requested) = {
+            let slot = self.slot(line)?;
+            (slot.direction, slot.output, slot.edges, slot.request.is_some())
+        };
+        // Edge detection needs an input, claimed or not.
+        let wanted = match (direction, edges) {
+            (Some(Direction::Out), _) => Some(Direction::Out),
+            (Some(Direction::In), _) => Some(Direction::In),
+            (_, Edges::None) => None,
+            (_, _) => Some(Direction::In),
+        };
+        let Some(wanted) = wanted else {
+            self.release(line);
+            return Ok(());
+        };
+        let cfg = self.config(line, wanted, output, edges);
+        if requested {
+            let err = self.line_error(line, "reconfigure");
+            let slot = self.slot(line)?;
+            if let Some(request) = &slot.request {
+                request.reconfigure(&cfg).map_err(err)?;
+            }
+            return Ok(());
+        }
+        let request = Request::from_config(cfg)
+            .with_consumer(CONSUMER)
+            .request()
+            .map_err(self.line_error(line, "request"))?;
+        if let Some(events) = &self.events {
+            if let Err(e) = events.register(&request, EventSet::IN, line) {
+                warn!("{}: line {line}: cannot watch edge events: {e}", self.path.display());
+            }
+        }
+        self.slot(line)?.request = Some(request);
+        Ok(())
+    }
+
+    fn release(&mut self, line: u16) {
+        let Some(slot) = self.lines.get_mut(usize::from(line)) else {
+            return;
+        };
+        if let Some(request) = slot.request.take() {
+            if let Some(events) = &self.events {
+                let _ = events.unregister(&request);
+            }
+        }
+    }
+}
+
+impl GpioBackend for CdevChip {
+    fn num_lines(&self) -> u16 {
+        self.num_lines
+    }
+
+    fn line_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    fn direction(&mut self, line: u16) -> Result<Direction> {
+        if let Some(direction) = self.slot(line)?.direction {
+            return Ok(direction);
+        }
+        let info = self
+            .chip
+            .line_info(u32::from(line))
+            .map_err(self.line_error(line, "read line info"))?;
+        Ok(match info.direction {
+            gpiocdev::line::Direction::Output => Direction::Out,
+            gpiocdev::line::Direction::Input => Direction::In,
+        })
+    }
+
+    fn set_direction(&mut self, line: u16, direction: Direction) -> Result<()> {
+        let slot = self.slot(line)?;
+        let previous = (slot.direction, slot.output, slot.edges);
+        match direction {
+            Direction::None => {
+                *slot = CdevLine {
+                    request: slot.request.take(),
+                    ..CdevLine::default()
+                };
+            }
+            Direction::Out => {
+                slot.direction = Some(Direction::Out);
+                slot.edges = Edges::None;
+            }
+            Direction::In => slot.direction = Some(Direction::In),
+        }
+        let result = self.apply(line);
+        if result.is_err() {
+            // Keep our view matching the kernel's.
+            let slot = self.slot(line)?;
+            (slot.direction, slot.output, slot.edges) = previous;
+        }
+        result
+    }
+
+    fn value(&mut self, line: u16) -> Result<bool> {
+        let offset = u32::from(line);
+        if let Some(request) = &self.slot(line)?.request {
+            let value = request
+                .value(offset)
+                .map_err(self.line_error(line, "read value"))?;
+            return Ok(value == Value::Active);
+        }
+        // An unclaimed line: borrow it as it is just for the read.
+        let request = Request::builder()
+            .on_chip(self.path.clone())
+            .with_line(offset)
+            .as_is()
+            .with_consumer(CONSUMER)
+            .request()
+            .map_err(self.line_error(line, "request to read"))?;
+        let value = request
+            .value(offset)
+            .map_err(self.line_error(line, "read value"))?;
+        Ok(value == Value::Active)
+    }
+
+    fn set_value(&mut self, line: u16, value: bool) -> Result<()> {
+        let err = self.line_error(line, "set value");
+        let slot = self.slot(line)?;
+        slot.output = value;
+        if slot.direction == Some(Direction::Out) {
+            if let Some(request) = &slot.request {
+                let v = if value { Value::Active } else { Value::Inactive };
+                request.set_value(u32::from(line), v).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_edges(&mut self, line: u16, edges: Edges) -> Result<()> {
+        let slot = self.slot(line)?;
+        if edges != Edges::None && slot.direction == Some(Direction::Out) {
+            return Err(Error::Line {
+                line,
+                reason: "an output line has no interrupts".into(),
+            });
+        }
+        let previous = slot.edges;
+        slot.edges = edges;
+        let result = self.apply(line);
+        if result.is_err() {
+            self.slot(line)?.edges = previous;
+        }
+        result
+    }
+
+    fn activate(&mut self, events: EventRegistry) -> Result<()> {
+        for (index, slot) in self.lines.iter().enumerate() {
+            if let (Some(request), Ok(token)) = (&slot.request, u16::try_from(index)) {
+                events
+                    .register(request, EventSet::IN, token)
+                    .map_err(|source| Error::Io {
+                        what: "register a line's event fd",
+                        source,
+                    })?;
+            }
+        }
+        self.events = Some(events);
+        Ok(())
+    }
+
+    fn read_events(&mut self, token: u16, sink: &mut dyn FnMut(u16, Edge)) {
+        let Some(slot) = self.lines.get(usize::from(token)) else {
+            return;
+        };
+        let Some(request) = &slot.request else {
+            return;
+        };
+        for _ in 0..EVENTS_PER_WAKEUP {
+            match request.has_edge_event() {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    warn!("{}: line {token}: poll edge events: {e}", self.path.display());
+                    return;
+                }
+            }
+            match request.read_edge_event() {
+                Ok(event) => sink(
+                    token,
+                    match event.kind {
+                        EdgeKind::Rising => Edge::Rising,
+                        EdgeKind::Falling => Edge::Falling,
+                    },
+                ),
+                Err(e) => {
+                    warn!("{}: line {token}: read edge event: {e}", self.path.display());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn release_all(&mut self) {
+        for line in 0..self.num_lines {
+            self.release(line);
+            if let Some(slot) = self.lines.get_mut(usize::from(line)) {
+                *slot = CdevLine::default();
+            }
+        }
+    }
+}

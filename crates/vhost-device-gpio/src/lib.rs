@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! vhost-user backend for virtio-gpio (device ID 41).
+//!
+//! - [`device`]: the virtio device, request handling and interrupt delivery
+//!   (edge and level), over any [`backend::GpioBackend`].
+//! - [`backend`]: real chips through `gpiocdev`, and a simulated chip whose
+//!   inputs a control socket drives.
+//! - [`args`], [`control`]: the command line and the control-socket client.
+//!
+//! [`GpioConfig`] turns the command line into one device per guest.
+
+pub mod args;
+pub mod backend;
+pub mod control;
+pub mod device;
+pub mod error;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use backend::cdev::CdevChip;
+use backend::sim::{ControlGuard, SimChip, SimWorld, MAX_SIM_LINES};
+use backend::GpioBackend;
+pub use device::GpioDevice;
+pub use error::{Error, Result};
+
+/// The device type every guest gets.
+pub type Device = GpioDevice<Box<dyn GpioBackend>>;
+
+/// One `--device-list` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChipSpec {
+    /// `/dev/gpiochipN`.
+    Number(u32),
+    /// A GPIO character device path.
+    Path(PathBuf),
+    /// The chip with this label.
+    Label(String),
+    /// A simulated chip with this many lines.
+    Sim(u16),
+}
+
+impl ChipSpec {
+    /// Parses one entry.
+    pub fn parse(entry: &str) -> Result<Self> {
+        let bad = |reason: String| Error::DeviceList {
+            entry: entry.to_owned(),
+            reason,
+        };
+        if entry.is_empty() {
+            return Err(bad("empty entry".into()));
+        }
+        if let Some(label) = entry.strip_prefix("label=") {
+            if label.is_empty() {
+                return Err(bad("empty label".into()));
+            }
+            return Ok(ChipSpec::Label(label.to_owned()));
+        }
+        if entry.starts_with('/') {
+            return Ok(ChipSpec::Path(PathBuf::from(entry)));
+        }
+        if entry.bytes().all(|b| b.is_ascii_digit()) {
+            return entry
+                .parse()
+                .map(ChipSpec::Number)
+                .map_err(|_| bad("chip number too large".into()));
+        }
+        if let Some(count) = entry.strip_prefix('s') {
+            if !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()) {
+                return match count.parse::<u16>() {
+                    Ok(n) if (1..=MAX_SIM_LINES).contains(&n) => Ok(ChipSpec::Sim(n)),
+                    _ => Err(bad(format!(
+                        "a simulated chip has 1 to {MAX_SIM_LINES} lines"
+                    ))),
+                };
+            }
+        }
+        if entry.chars().any(char::is_whitespace) {
+            return Err(bad("not a chip number, sN, path or label".into()));
+        }
+        Ok(ChipSpec::Label(entry.to_owned()))
+    }
+}
+
+/// Splits and parses a `--device-list`: on commas if there is one, else on
+/// colons (upstream's syntax).
+pub fn parse_device_list(list: &str) -> Result<Vec<ChipSpec>> {
+    let separator = if list.contains(',') { ',' } else { ':' };
+    let mut entries: Vec<&str> = list.split(separator).map(str::trim).collect();
+    // "label:with:colons," names one chip.
+    if separator == ',' && entries.len() > 1 && entries.last() == Some(&"") {
+        entries.pop();
+    }
+    entries.into_iter().map(ChipSpec::parse).collect()
+}
+
+/// A guest's chip, resolved at startup.
+#[derive(Debug)]
+enum GuestChip {
+    Real(PathBuf),
+    Sim(Arc<SimWorld>),
+}
+
+/// Everything needed to build each guest's device, checked at startup so
+/// that mistakes are reported before any guest connects.
+#[derive(Debug)]
+pub struct GpioConfig {
+    guests: Vec<GuestChip>,
+    _controls: Vec<ControlGuard>,
+}
+
+impl GpioConfig {
+    /// Validates the command line, opens the real chips once to check them,
+    /// creates the simulated chips and starts their control sockets.
+    pub fn from_args(args: &args::Args) -> Result<Self> {
+        let list = args
+            .device_list
+            .as_deref()
+            .ok_or_else(|| Error::DeviceListShape("missing".into()))?;
+        let specs = parse_device_list(list)?;
+        let count = usize::from(args.socket.socket_count);
+        if specs.len() != count {
+            return Err(Error::DeviceListShape(format!(
+                "{} entries for --socket-count {count}: give one chip per guest",
+                specs.len()
+            )));
+        }
+        if args.sim_control.is_some() && !specs.iter().any(|s| matches!(s, ChipSpec::Sim(_))) {
+            return Err(Error::Flag {
+                flag: "--sim-control",
+                reason: "no simulated chip (sN) in --device-list".into(),
+            });
+        }
+        let mut guests = Vec::with_capacity(count);
+        let mut controls = Vec::new();
+        let mut real: Vec<(PathBuf, String)> = Vec::new();
+        for (index, spec) in specs.iter().enumerate() {
+            let entry = match spec {
+                ChipSpec::Number(n) => n.to_string(),
+                ChipSpec::Path(p) => p.display().to_string(),
+                ChipSpec::Label(l) => l.clone(),
+                ChipSpec::Sim(n) => format!("s{n}"),
+            };
+            let path = match spec {
+                ChipSpec::Sim(lines) => {
+                    let world = SimWorld::new(*lines, "sim-line-")?;
+                    if let Some(base) = &args.sim_control {
+                        let path = indexed_path(base, index, count);
+                        controls.push(world.serve_control(&path)?);
+                    }
+                    guests.push(GuestChip::Sim(world));
+                    continue;
+                }
+                ChipSpec::Number(n) => PathBuf::from(format!("/dev/gpiochip{n}")),
+                ChipSpec::Path(p) => p.clone(),
+                ChipSpec::Label(label) => backend::cdev::find_by_label(label)?,
+            };
+            let chip = CdevChip::open(&path).map_err(|e| Error::DeviceList {
+                entry: entry.clone(),
+                reason: e.to_string(),
+            })?;
+            let canonical = std::fs::canonicalize(chip.path()).unwrap_or_else(|_| path.clone());
+            if let Some((_, first)) = real.iter().find(|(p, _)| *p == canonical) {
+                return Err(Error::DeviceList {
+                    entry,
+                    reason: format!("the same chip as entry '{first}': a chip serves one guest"),
+                });
+            }
+            real.push((canonical, entry));
+            guests.push(GuestChip::Real(path));
+        }
+        Ok(GpioConfig {
+            guests,
+            _controls: controls,
+        })
+    }
+
+    /// Builds guest `index`'s device, afresh for each connection.
+    pub fn build_device(&self, index: usize) -> std::result::Result<Device, String> {
+        let backend: Box<dyn GpioBackend> = match self.guests.get(index) {
+            Some(GuestChip::Real(path)) => {
+                Box::new(CdevChip::open(path).map_err(|e| e.to_string())?)
+            }
+            Some(GuestChip::Sim(world)) => Box::new(SimChip::new(world.clone())),
+            None => return Err(format!("no chip for guest {index}")),
+        };
+        Ok(GpioDevice::new(backend))
+    }
+}
+
+/// `base` for one guest, `base<i>` for several, as the socket paths go.
+fn indexed_path(base: &Path, index: usize, count: usize) -> PathBuf {
+    if count == 1 {
+        base.to_owned()
+    } else {
+        let mut name = base.as_os_str().to_owned();
+        name.push(index.to_string());
+        PathBuf::from(name)
+    }
+}

@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! vhost-device-gpio: a vhost-user virtio-gpio backend.
+
+use std::process::ExitCode;
+
+use vhost_device_common::{cli, daemon};
+use vhost_device_gpio::args::Args;
+use vhost_device_gpio::{control, GpioConfig};
+
+fn main() -> ExitCode {
+    cli::run::<Args>(|args| {
+        if let Some(command) = &args.command {
+            control::run(command)?;
+            return Ok(());
+        }
+        let config = GpioConfig::from_args(&args)?;
+        daemon::serve("vhost-device-gpio", &args.socket, move |guest| {
+            config.build_device(guest)
+        })?;
+        Ok(())
+    })
+}
