@@ -294,7 +294,7 @@ fn missing_backend_binary_is_a_setup_error() {
         kernel_release: String::new(),
         accel: "tcg".into(),
     };
-    let err = Scenario::new("rig_setup_error")
+    let err = Scenario::new("expected_setup_error")
         .image(image)
         .backend("vhost-device-does-not-exist", &["--socket-path", "{sock}"])
         .run()
