@@ -139,6 +139,11 @@ impl Args {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::assertions_on_result_states
+)]
 mod tests {
     use super::*;
 
@@ -156,10 +161,16 @@ mod tests {
 
     #[test]
     fn several_resolutions_and_no_edid() {
-        let cfg = parse(&["--resolution", "800x600", "--resolution", "1024x768", "--no-edid"])
-            .unwrap()
-            .config()
-            .unwrap();
+        let cfg = parse(&[
+            "--resolution",
+            "800x600",
+            "--resolution",
+            "1024x768",
+            "--no-edid",
+        ])
+        .unwrap()
+        .config()
+        .unwrap();
         assert_eq!(cfg.modes, vec![(800, 600), (1024, 768)]);
         assert!(!cfg.edid);
         let cfg = parse(&["--headless", "--edid"]).unwrap().config().unwrap();

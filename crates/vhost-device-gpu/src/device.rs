@@ -177,9 +177,7 @@ fn reply(hdr: &CtrlHdr, code: u32) -> Outcome {
 }
 
 /// Reads the `N` bytes after the header, or says the request is short.
-fn body<const N: usize>(
-    reader: &mut vhost_device_common::Reader<'_, GuestMem>,
-) -> Option<[u8; N]> {
+fn body<const N: usize>(reader: &mut vhost_device_common::Reader<'_, GuestMem>) -> Option<[u8; N]> {
     let mut buf = [0u8; N];
     reader.read_exact(&mut buf).ok()?;
     Some(buf)
@@ -317,9 +315,7 @@ impl GpuDevice {
             cmd::RESOURCE_ATTACH_BACKING => self.attach_backing(&hdr, &mut reader, mem),
             cmd::RESOURCE_DETACH_BACKING => self.detach_backing(&hdr, &mut reader),
             // No capsets in 2D: any index or id is out of range.
-            cmd::GET_CAPSET_INFO | cmd::GET_CAPSET => {
-                reply(&hdr, cmd::RESP_ERR_INVALID_PARAMETER)
-            }
+            cmd::GET_CAPSET_INFO | cmd::GET_CAPSET => reply(&hdr, cmd::RESP_ERR_INVALID_PARAMETER),
             other => {
                 debug!("unsupported control command {other:#x}");
                 reply(&hdr, cmd::RESP_ERR_UNSPEC)
@@ -347,10 +343,9 @@ impl GpuDevice {
             (WaitKind::Edid { .. }, DisplayReply::Edid(blob)) if !blob.is_empty() => {
                 encode_edid(&hdr.response(cmd::RESP_OK_EDID), &blob)
             }
-            (WaitKind::Edid { scanout_id }, _) => encode_edid(
-                &hdr.response(cmd::RESP_OK_EDID),
-                &self.own_edid(scanout_id),
-            ),
+            (WaitKind::Edid { scanout_id }, _) => {
+                encode_edid(&hdr.response(cmd::RESP_OK_EDID), &self.own_edid(scanout_id))
+            }
             (WaitKind::NoData, _) => hdr.response(cmd::RESP_OK_NODATA).encode().to_vec(),
         }
     }
@@ -380,7 +375,9 @@ impl GpuDevice {
         let Some(raw) = body::<8>(reader) else {
             return reply(hdr, cmd::RESP_ERR_UNSPEC);
         };
-        let scanout_id = Fields::new(&raw, 4).map(|mut f| f.u32()).unwrap_or(u32::MAX);
+        let scanout_id = Fields::new(&raw, 4)
+            .map(|mut f| f.u32())
+            .unwrap_or(u32::MAX);
         if scanout_id >= self.num_scanouts() {
             return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
         }
@@ -654,8 +651,8 @@ impl GpuDevice {
         let stride = u64::from(resource.width) * 4;
         let position = u64::from(rect.y) * stride + u64::from(rect.x) * 4;
         // Where the last source byte is, with the resource's stride.
-        let end = offset
-            .checked_add((u64::from(rect.height) - 1) * stride + u64::from(rect.width) * 4);
+        let end =
+            offset.checked_add((u64::from(rect.height) - 1) * stride + u64::from(rect.width) * 4);
         if end.is_none_or(|end| end > backing.total) {
             warn!("transfer to resource {resource_id}: source beyond its backing");
             return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
@@ -1072,3 +1069,11 @@ impl VirtioDevice for GpuDevice {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::assertions_on_result_states
+)]
+mod tests;

@@ -53,7 +53,10 @@ pub fn generate(width: u32, height: u32, serial: u32) -> [u8; 128] {
     // Gamma 2.2; sRGB default colour space, preferred timing is native.
     put(23, &[120, 0x06]);
     // sRGB chromaticity.
-    put(25, &[0xee, 0x91, 0xa3, 0x54, 0x4c, 0x99, 0x26, 0x0f, 0x50, 0x54]);
+    put(
+        25,
+        &[0xee, 0x91, 0xa3, 0x54, 0x4c, 0x99, 0x26, 0x0f, 0x50, 0x54],
+    );
     // No established timings; standard timings unused (0x01 0x01).
     put(38, &[0x01; 16]);
 
@@ -97,15 +100,14 @@ pub fn generate(width: u32, height: u32, serial: u32) -> [u8; 128] {
     // up to 660 MHz, no secondary timing formula.
     put(
         90,
-        &[0, 0, 0, 0xfd, 0, 50, 70, 30, 160, 66, 0x00, 0x0a, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20],
+        &[
+            0, 0, 0, 0xfd, 0, 50, 70, 30, 160, 66, 0x00, 0x0a, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20,
+        ],
     );
     // Unused descriptor.
     put(108, &[0, 0, 0, 0x10, 0]);
 
-    let sum = e
-        .iter()
-        .take(127)
-        .fold(0u8, |acc, b| acc.wrapping_add(*b));
+    let sum = e.iter().take(127).fold(0u8, |acc, b| acc.wrapping_add(*b));
     if let Some(last) = e.last_mut() {
         *last = 0u8.wrapping_sub(sum);
     }
@@ -113,6 +115,11 @@ pub fn generate(width: u32, height: u32, serial: u32) -> [u8; 128] {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::assertions_on_result_states
+)]
 mod tests {
     use super::*;
 

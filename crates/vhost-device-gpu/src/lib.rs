@@ -37,9 +37,6 @@ pub enum Error {
 pub fn make_renderer(cfg: &GpuConfig) -> Result<Box<dyn backend::Renderer>, Error> {
     match cfg.mode {
         GpuMode::TwoD => Ok(Box::new(backend::Rutabaga2d::new()?)),
-        #[cfg(feature = "virgl")]
-        GpuMode::Virgl => Ok(Box::new(backend::virgl::Virgl::new()?)),
-        #[cfg(not(feature = "virgl"))]
         GpuMode::Virgl => Err(Error::VirglNotBuilt),
     }
 }

@@ -11,7 +11,10 @@ fn main() -> ExitCode {
         drop(make_renderer(&cfg)?);
         log::info!("vhost-device-gpu: {cfg:?}");
         vhost_device_common::daemon::serve("vhost-device-gpu", &args.socket, move |_guest| {
-            Ok(GpuDevice::new(cfg.clone(), make_renderer(&cfg).map_err(|e| e.to_string())?))
+            Ok(GpuDevice::new(
+                cfg.clone(),
+                make_renderer(&cfg).map_err(|e| e.to_string())?,
+            ))
         })?;
         Ok(())
     })

@@ -509,6 +509,11 @@ impl UpdateCursor {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::assertions_on_result_states
+)]
 mod tests {
     use super::*;
 
@@ -528,10 +533,7 @@ mod tests {
         assert_eq!(resp.flags, FLAG_FENCE | FLAG_INFO_RING_IDX);
         assert_eq!(resp.ring_idx, 3);
 
-        let unfenced = CtrlHdr {
-            flags: 0,
-            ..hdr
-        };
+        let unfenced = CtrlHdr { flags: 0, ..hdr };
         let resp = unfenced.response(cmd::RESP_OK_NODATA);
         assert_eq!((resp.flags, resp.fence_id, resp.ring_idx), (0, 0, 0));
     }
@@ -551,14 +553,46 @@ mod tests {
     fn every_format_converts_to_bgra() {
         // Blue 0x10, green 0x20, red 0x30, alpha 0x40 in each layout.
         let cases: [(Format, [u8; 4], [u8; 4]); 8] = [
-            (Format::B8G8R8A8, [0x10, 0x20, 0x30, 0x40], [0x10, 0x20, 0x30, 0x40]),
-            (Format::B8G8R8X8, [0x10, 0x20, 0x30, 0x99], [0x10, 0x20, 0x30, 0xff]),
-            (Format::A8R8G8B8, [0x40, 0x30, 0x20, 0x10], [0x10, 0x20, 0x30, 0x40]),
-            (Format::X8R8G8B8, [0x99, 0x30, 0x20, 0x10], [0x10, 0x20, 0x30, 0xff]),
-            (Format::R8G8B8A8, [0x30, 0x20, 0x10, 0x40], [0x10, 0x20, 0x30, 0x40]),
-            (Format::X8B8G8R8, [0x99, 0x10, 0x20, 0x30], [0x10, 0x20, 0x30, 0xff]),
-            (Format::A8B8G8R8, [0x40, 0x10, 0x20, 0x30], [0x10, 0x20, 0x30, 0x40]),
-            (Format::R8G8B8X8, [0x30, 0x20, 0x10, 0x99], [0x10, 0x20, 0x30, 0xff]),
+            (
+                Format::B8G8R8A8,
+                [0x10, 0x20, 0x30, 0x40],
+                [0x10, 0x20, 0x30, 0x40],
+            ),
+            (
+                Format::B8G8R8X8,
+                [0x10, 0x20, 0x30, 0x99],
+                [0x10, 0x20, 0x30, 0xff],
+            ),
+            (
+                Format::A8R8G8B8,
+                [0x40, 0x30, 0x20, 0x10],
+                [0x10, 0x20, 0x30, 0x40],
+            ),
+            (
+                Format::X8R8G8B8,
+                [0x99, 0x30, 0x20, 0x10],
+                [0x10, 0x20, 0x30, 0xff],
+            ),
+            (
+                Format::R8G8B8A8,
+                [0x30, 0x20, 0x10, 0x40],
+                [0x10, 0x20, 0x30, 0x40],
+            ),
+            (
+                Format::X8B8G8R8,
+                [0x99, 0x10, 0x20, 0x30],
+                [0x10, 0x20, 0x30, 0xff],
+            ),
+            (
+                Format::A8B8G8R8,
+                [0x40, 0x10, 0x20, 0x30],
+                [0x10, 0x20, 0x30, 0x40],
+            ),
+            (
+                Format::R8G8B8X8,
+                [0x30, 0x20, 0x10, 0x99],
+                [0x10, 0x20, 0x30, 0xff],
+            ),
         ];
         for (format, input, expected) in cases {
             let mut px = input;

@@ -11,13 +11,13 @@
 //! eventfd on its worker's epoll, when a batch has been written or answered.
 
 use std::os::fd::AsRawFd;
-use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread;
 
 use log::{debug, info, warn};
 use vhost::vhost_user::gpu_message::{
-    VhostUserGpuCursorPos, VhostUserGpuCursorUpdate, VhostUserGpuEdidRequest,
-    VhostUserGpuScanout, VhostUserGpuUpdate,
+    VhostUserGpuCursorPos, VhostUserGpuCursorUpdate, VhostUserGpuEdidRequest, VhostUserGpuScanout,
+    VhostUserGpuUpdate,
 };
 use vhost::vhost_user::message::VhostUserU64;
 use vhost::vhost_user::GpuBackend;
@@ -147,11 +147,8 @@ impl DisplayThread {
     pub fn finished(&self) -> Vec<(u64, DisplayReply)> {
         let _ = self.event.read();
         let mut out = Vec::new();
-        loop {
-            match self.done.try_recv() {
-                Ok(item) => out.push(item),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(item) = self.done.try_recv() {
+            out.push(item);
         }
         out
     }

@@ -11,8 +11,6 @@
 
 pub mod display;
 pub mod renderer;
-#[cfg(feature = "virgl")]
-pub mod virgl;
 
 pub use display::{DisplayReply, DisplayRequest, DisplayThread};
 pub use renderer::{HostIovec, Renderer, RendererError, Rutabaga2d};

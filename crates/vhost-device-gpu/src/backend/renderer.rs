@@ -43,8 +43,13 @@ pub enum RendererError {
 /// Where 2D resources live.
 pub trait Renderer: Send {
     /// Creates a `width`×`height` resource of 4-byte pixels.
-    fn create_2d(&mut self, id: u32, width: u32, height: u32, format: u32)
-        -> Result<(), RendererError>;
+    fn create_2d(
+        &mut self,
+        id: u32,
+        width: u32,
+        height: u32,
+        format: u32,
+    ) -> Result<(), RendererError>;
 
     /// Destroys a resource.
     fn unref(&mut self, id: u32) -> Result<(), RendererError>;
@@ -55,8 +60,11 @@ pub trait Renderer: Send {
     ///
     /// Every iovec must stay valid for reads of `len` bytes until
     /// [`Self::detach_backing`] or [`Self::unref`] is called for `id`.
-    unsafe fn attach_backing(&mut self, id: u32, iovecs: Vec<HostIovec>)
-        -> Result<(), RendererError>;
+    unsafe fn attach_backing(
+        &mut self,
+        id: u32,
+        iovecs: Vec<HostIovec>,
+    ) -> Result<(), RendererError>;
 
     /// Takes the backing away.
     fn detach_backing(&mut self, id: u32) -> Result<(), RendererError>;
@@ -64,8 +72,7 @@ pub trait Renderer: Send {
     /// Copies `rect` from the backing into the resource. `offset` is where
     /// the rectangle's first pixel sits in the backing, as QEMU and Linux
     /// use it; the stride is the resource's width × 4.
-    fn transfer_to_host(&mut self, id: u32, rect: Rect, offset: u64)
-        -> Result<(), RendererError>;
+    fn transfer_to_host(&mut self, id: u32, rect: Rect, offset: u64) -> Result<(), RendererError>;
 
     /// Reads `rect` of the resource into `out` as `rect.width × 4`-byte
     /// rows, in the resource's own format.
@@ -207,6 +214,11 @@ impl Renderer for Rutabaga2d {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::assertions_on_result_states
+)]
 mod tests {
     use super::*;
 
@@ -215,9 +227,7 @@ mod tests {
         let mut r = Rutabaga2d::new().unwrap();
         r.create_2d(1, 4, 3, 2).unwrap();
         // Backing: pixel (x, y) = [x, y, 0x55, 0xff].
-        let mut backing: Vec<u8> = (0..12u8)
-            .flat_map(|i| [i % 4, i / 4, 0x55, 0xff])
-            .collect();
+        let mut backing: Vec<u8> = (0..12u8).flat_map(|i| [i % 4, i / 4, 0x55, 0xff]).collect();
         let iov = HostIovec {
             base: backing.as_mut_ptr(),
             len: backing.len(),
