@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+use std::process::ExitCode;
+
+use vhost_device_i2c::config::{build, HostPaths};
+use vhost_device_i2c::{Args, I2cDevice};
+
+fn main() -> ExitCode {
+    vhost_device_common::cli::run::<Args>(|args| {
+        let guests = usize::from(args.socket.socket_count);
+        let buses = build(&args.device_list, guests, &HostPaths::default())?;
+        vhost_device_common::daemon::serve("vhost-device-i2c", &args.socket, move |guest| {
+            buses
+                .get(guest)
+                .cloned()
+                .map(I2cDevice::new)
+                .ok_or_else(|| format!("no device list for guest {guest}"))
+        })?;
+        Ok(())
+    })
+}
