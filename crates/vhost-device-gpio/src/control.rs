@@ -104,7 +104,9 @@ pub fn parse_assignment(text: &str) -> Result<(u16, bool)> {
         flag: "sim-set",
         reason: format!("'{text}': {reason}"),
     };
-    let (line, value) = text.split_once('=').ok_or_else(|| bad("expected LINE=0 or LINE=1"))?;
+    let (line, value) = text
+        .split_once('=')
+        .ok_or_else(|| bad("expected LINE=0 or LINE=1"))?;
     let line = line
         .trim()
         .parse::<u16>()
@@ -149,6 +151,8 @@ pub fn run(command: &Command) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
     use super::*;
 
     #[test]

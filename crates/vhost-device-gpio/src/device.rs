@@ -22,7 +22,7 @@ use vhost_device_common::{
     DescChain, DeviceResult, EventRegistry, EventSet, GuestMem, Queues, VirtioDevice,
 };
 
-use crate::backend::{Direction, Edge, Edges, GpioBackend};
+use crate::backend::{Direction, Edge, Edges, GpioBackend, IrqNote};
 
 /// The virtio device ID of a GPIO controller.
 pub const VIRTIO_ID_GPIO: u32 = 41;
@@ -246,7 +246,10 @@ impl<B: GpioBackend> GpioDevice<B> {
             if self.names.is_empty() || writer.available() < 1 + self.names.len() {
                 let room = writer.available();
                 self.log.warn(|| {
-                    format!("GET_LINE_NAMES: {room} writable bytes, need {}", 1 + self.names.len())
+                    format!(
+                        "GET_LINE_NAMES: {room} writable bytes, need {}",
+                        1 + self.names.len()
+                    )
                 });
                 return error_reply(&mut writer);
             }
@@ -257,8 +260,9 @@ impl<B: GpioBackend> GpioDevice<B> {
         }
         if writer.available() < RESPONSE_SIZE {
             let room = writer.available();
-            self.log
-                .warn(|| format!("request type {kind}: {room} writable bytes, need {RESPONSE_SIZE}"));
+            self.log.warn(|| {
+                format!("request type {kind}: {room} writable bytes, need {RESPONSE_SIZE}")
+            });
             return error_reply(&mut writer);
         }
         let response = match self.execute(kind, gpio, value, mem) {
@@ -326,8 +330,7 @@ impl<B: GpioBackend> GpioDevice<B> {
             return Ok(0);
         }
         if let Err(e) = self.backend.set_edges(gpio, trigger.edges()) {
-            self.log
-                .warn(|| format!("SET_IRQ_TYPE line {gpio}: {e}"));
+            self.log.warn(|| format!("SET_IRQ_TYPE line {gpio}: {e}"));
             return Err(());
         }
         if let Some(line) = self.lines.get_mut(usize::from(gpio)) {
@@ -351,7 +354,7 @@ impl<B: GpioBackend> GpioDevice<B> {
         line.trigger = IrqType::None;
         line.latched = false;
         if let Some(chain) = line.held.take() {
-            self.fire(&chain, IRQ_STATUS_INVALID, mem);
+            self.fire(gpio, &chain, IRQ_STATUS_INVALID, mem);
         }
         if was != IrqType::None {
             if let Err(e) = self.backend.set_edges(gpio, Edges::None) {
@@ -362,10 +365,20 @@ impl<B: GpioBackend> GpioDevice<B> {
     }
 
     /// Writes `status` into a held event buffer and queues its completion.
-    fn fire(&mut self, chain: &DescChain, status: u8, mem: &GuestMem) {
-        let mut writer = chain.writer(mem);
-        let _ = writer.write_all(&[status]);
-        self.fired.push((chain.head(), writer.used_len()));
+    fn fire(&mut self, gpio: u16, chain: &DescChain, status: u8, mem: &GuestMem) {
+        let len = self.reply_event(gpio, chain, status, mem);
+        self.fired.push((chain.head(), len));
+    }
+
+    /// Writes `status` into an event buffer; its used length.
+    fn reply_event(&mut self, gpio: u16, chain: &DescChain, status: u8, mem: &GuestMem) -> u32 {
+        let note = if status == IRQ_STATUS_VALID {
+            IrqNote::Fired
+        } else {
+            IrqNote::Returned
+        };
+        self.backend.irq_note(gpio, note);
+        reply_status(chain, mem, status)
     }
 
     /// Whether the line has a level trigger and sits at its active level.
@@ -396,7 +409,7 @@ impl<B: GpioBackend> GpioDevice<B> {
             .get_mut(usize::from(gpio))
             .and_then(|l| l.held.take())
         {
-            self.fire(&chain, IRQ_STATUS_VALID, mem);
+            self.fire(gpio, &chain, IRQ_STATUS_VALID, mem);
         }
     }
 
@@ -408,8 +421,12 @@ impl<B: GpioBackend> GpioDevice<B> {
         let mut request = [0u8; IRQ_REQUEST_SIZE];
         if reader.available() != IRQ_REQUEST_SIZE || reader.read_exact(&mut request).is_err() {
             let len = reader.available();
-            self.log
-                .warn(|| format!("event buffer {}: {len} bytes, not {IRQ_REQUEST_SIZE}", chain.head()));
+            self.log.warn(|| {
+                format!(
+                    "event buffer {}: {len} bytes, not {IRQ_REQUEST_SIZE}",
+                    chain.head()
+                )
+            });
             return Some(0);
         }
         if chain.writer(mem).available() < IRQ_RESPONSE_SIZE {
@@ -429,29 +446,24 @@ impl<B: GpioBackend> GpioDevice<B> {
                 .warn(|| format!("second event buffer for line {gpio}: returned"));
             return Some(reply_status(&chain, mem, IRQ_STATUS_INVALID));
         }
-        match line.trigger {
+        let fire_now = match line.trigger {
             // Unmasked before enabled: the spec says return it unused.
-            IrqType::None => Some(reply_status(&chain, mem, IRQ_STATUS_INVALID)),
+            IrqType::None => {
+                return Some(self.reply_event(gpio, &chain, IRQ_STATUS_INVALID, mem));
+            }
             IrqType::EdgeRising | IrqType::EdgeFalling | IrqType::EdgeBoth => {
-                if line.latched {
-                    line.latched = false;
-                    Some(reply_status(&chain, mem, IRQ_STATUS_VALID))
-                } else {
-                    line.held = Some(chain);
-                    None
-                }
+                std::mem::take(&mut line.latched)
             }
-            IrqType::LevelHigh | IrqType::LevelLow => {
-                if self.level_active(gpio) {
-                    Some(reply_status(&chain, mem, IRQ_STATUS_VALID))
-                } else if let Some(line) = self.lines.get_mut(usize::from(gpio)) {
-                    line.held = Some(chain);
-                    None
-                } else {
-                    Some(0)
-                }
-            }
+            IrqType::LevelHigh | IrqType::LevelLow => self.level_active(gpio),
+        };
+        if fire_now {
+            return Some(self.reply_event(gpio, &chain, IRQ_STATUS_VALID, mem));
         }
+        if let Some(line) = self.lines.get_mut(usize::from(gpio)) {
+            line.held = Some(chain);
+        }
+        self.backend.irq_note(gpio, IrqNote::Unmasked);
+        None
     }
 
     /// Handles the edges a backend fd reported.
@@ -478,7 +490,7 @@ impl<B: GpioBackend> GpioDevice<B> {
                     return;
                 }
                 if let Some(chain) = line.held.take() {
-                    self.fire(&chain, IRQ_STATUS_VALID, mem);
+                    self.fire(gpio, &chain, IRQ_STATUS_VALID, mem);
                 } else {
                     line.latched = true;
                 }
@@ -636,6 +648,8 @@ impl<B: GpioBackend> VirtioDevice for GpioDevice<B> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
     use vhost_device_common::mock::{ChainBuilder, MEM_BASE, MEM_SIZE};
     use vhost_device_common::Region;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -726,7 +740,11 @@ mod tests {
 
         fn err(&mut self, kind: u16, gpio: u16, value: u32) {
             let (used, status, value) = self.request(kind, gpio, value);
-            assert_eq!((used, status, value), (2, STATUS_ERR, 0), "request {kind} line {gpio}");
+            assert_eq!(
+                (used, status, value),
+                (2, STATUS_ERR, 0),
+                "request {kind} line {gpio}"
+            );
         }
 
         /// Posts an event buffer for `gpio`.
@@ -951,7 +969,10 @@ mod tests {
                 // Take the buffer back for the next round.
                 rig.ok(msg::SET_IRQ_TYPE, 0, 0);
                 assert_eq!(rig.status(&chain), IRQ_STATUS_INVALID);
-                assert_eq!(rig.dev.take_fired().collect::<Vec<_>>(), vec![(chain.head(), 1)]);
+                assert_eq!(
+                    rig.dev.take_fired().collect::<Vec<_>>(),
+                    vec![(chain.head(), 1)]
+                );
                 rig.ok(msg::SET_IRQ_TYPE, 0, trigger as u32);
             }
             level = to;
@@ -1076,7 +1097,10 @@ mod tests {
         rig.ok(msg::SET_IRQ_TYPE, 0, IrqType::LevelHigh as u32);
         let (chain, _) = rig.post(0);
         rig.ok(msg::SET_DIRECTION, 0, Direction::None as u32);
-        assert_eq!(rig.dev.take_fired().collect::<Vec<_>>(), vec![(chain.head(), 1)]);
+        assert_eq!(
+            rig.dev.take_fired().collect::<Vec<_>>(),
+            vec![(chain.head(), 1)]
+        );
         assert_eq!(rig.status(&chain), IRQ_STATUS_INVALID);
         assert_eq!(rig.dev.trigger(0), Some(IrqType::None));
     }
@@ -1122,19 +1146,34 @@ mod tests {
             Vec::new()
         }
         fn direction(&mut self, line: u16) -> Result<Direction> {
-            Err(Error::Line { line, reason: "gone".into() })
+            Err(Error::Line {
+                line,
+                reason: "gone".into(),
+            })
         }
         fn set_direction(&mut self, line: u16, _: Direction) -> Result<()> {
-            Err(Error::Line { line, reason: "gone".into() })
+            Err(Error::Line {
+                line,
+                reason: "gone".into(),
+            })
         }
         fn value(&mut self, line: u16) -> Result<bool> {
-            Err(Error::Line { line, reason: "gone".into() })
+            Err(Error::Line {
+                line,
+                reason: "gone".into(),
+            })
         }
         fn set_value(&mut self, line: u16, _: bool) -> Result<()> {
-            Err(Error::Line { line, reason: "gone".into() })
+            Err(Error::Line {
+                line,
+                reason: "gone".into(),
+            })
         }
         fn set_edges(&mut self, line: u16, _: Edges) -> Result<()> {
-            Err(Error::Line { line, reason: "gone".into() })
+            Err(Error::Line {
+                line,
+                reason: "gone".into(),
+            })
         }
         fn activate(&mut self, _: EventRegistry) -> Result<()> {
             Ok(())

@@ -84,7 +84,11 @@ impl CdevChip {
         let info = chip.info().map_err(chip_error("read chip info"))?;
         let num_lines = u16::try_from(info.num_lines).map_err(|_| Error::Line {
             line: u16::MAX,
-            reason: format!("{} has {} lines, more than virtio-gpio can address", path.display(), info.num_lines),
+            reason: format!(
+                "{} has {} lines, more than virtio-gpio can address",
+                path.display(),
+                info.num_lines
+            ),
         })?;
         if num_lines == 0 {
             return Err(Error::Line {
@@ -133,7 +137,11 @@ impl CdevChip {
         cfg.on_chip(self.path.clone()).with_line(u32::from(line));
         match slot_direction {
             Direction::Out => {
-                cfg.as_output(if output { Value::Active } else { Value::Inactive });
+                cfg.as_output(if output {
+                    Value::Active
+                } else {
+                    Value::Inactive
+                });
             }
             _ => {
                 cfg.as_input().with_edge_detection(match edges {
@@ -152,7 +160,12 @@ impl CdevChip {
     fn apply(&mut self, line: u16) -> Result<()> {
         let (direction, output, edges, requested) = {
             let slot = self.slot(line)?;
-            (slot.direction, slot.output, slot.edges, slot.request.is_some())
+            (
+                slot.direction,
+                slot.output,
+                slot.edges,
+                slot.request.is_some(),
+            )
         };
         // Edge detection needs an input, claimed or not.
         let wanted = match (direction, edges) {
@@ -180,7 +193,10 @@ impl CdevChip {
             .map_err(self.line_error(line, "request"))?;
         if let Some(events) = &self.events {
             if let Err(e) = events.register(&request, EventSet::IN, line) {
-                warn!("{}: line {line}: cannot watch edge events: {e}", self.path.display());
+                warn!(
+                    "{}: line {line}: cannot watch edge events: {e}",
+                    self.path.display()
+                );
             }
         }
         self.slot(line)?.request = Some(request);
@@ -275,7 +291,11 @@ impl GpioBackend for CdevChip {
         slot.output = value;
         if slot.direction == Some(Direction::Out) {
             if let Some(request) = &slot.request {
-                let v = if value { Value::Active } else { Value::Inactive };
+                let v = if value {
+                    Value::Active
+                } else {
+                    Value::Inactive
+                };
                 request.set_value(u32::from(line), v).map_err(err)?;
             }
         }
@@ -326,7 +346,10 @@ impl GpioBackend for CdevChip {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {
-                    warn!("{}: line {token}: poll edge events: {e}", self.path.display());
+                    warn!(
+                        "{}: line {token}: poll edge events: {e}",
+                        self.path.display()
+                    );
                     return;
                 }
             }
@@ -339,7 +362,10 @@ impl GpioBackend for CdevChip {
                     },
                 ),
                 Err(e) => {
-                    warn!("{}: line {token}: read edge event: {e}", self.path.display());
+                    warn!(
+                        "{}: line {token}: read edge event: {e}",
+                        self.path.display()
+                    );
                     return;
                 }
             }

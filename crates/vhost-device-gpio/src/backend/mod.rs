@@ -74,6 +74,17 @@ impl Edges {
     }
 }
 
+/// What the device did with a line's interrupt, for backends that show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqNote {
+    /// The driver posted its event buffer: the interrupt is unmasked.
+    Unmasked,
+    /// The interrupt was delivered (buffer returned `VALID`): masked again.
+    Fired,
+    /// The buffer was returned unused (`INVALID`).
+    Returned,
+}
+
 /// A GPIO chip as the device sees it. Line numbers passed in are always
 /// below [`GpioBackend::num_lines`]; the device checks that first.
 pub trait GpioBackend: Send + 'static {
@@ -114,6 +125,11 @@ pub trait GpioBackend: Send + 'static {
 
     /// Releases every line (device reset).
     fn release_all(&mut self);
+
+    /// Told whenever a line's interrupt is unmasked, delivered or returned.
+    /// The simulated chip shows it on its control socket so that a test can
+    /// wait for the guest instead of sleeping; others ignore it.
+    fn irq_note(&mut self, _line: u16, _note: IrqNote) {}
 }
 
 impl GpioBackend for Box<dyn GpioBackend> {
@@ -146,5 +162,8 @@ impl GpioBackend for Box<dyn GpioBackend> {
     }
     fn release_all(&mut self) {
         (**self).release_all();
+    }
+    fn irq_note(&mut self, line: u16, note: IrqNote) {
+        (**self).irq_note(line, note);
     }
 }

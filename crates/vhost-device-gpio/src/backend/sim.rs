@@ -18,7 +18,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -27,7 +27,7 @@ use log::{debug, warn};
 use vhost_device_common::{EventRegistry, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{Direction, Edge, Edges, GpioBackend};
+use super::{Direction, Edge, Edges, GpioBackend, IrqNote};
 use crate::error::{Error, Result};
 
 /// Most lines a simulated chip may have.
@@ -52,6 +52,10 @@ struct SimLine {
     edges: AtomicU8,
     /// Edges seen and not yet reported.
     pending: AtomicU8,
+    /// The device holds the guest's event buffer: the interrupt is unmasked.
+    armed: AtomicBool,
+    /// Interrupts delivered to the guest on this connection.
+    fired: AtomicU32,
 }
 
 impl SimLine {
@@ -62,6 +66,8 @@ impl SimLine {
             drive: AtomicBool::new(false),
             edges: AtomicU8::new(0),
             pending: AtomicU8::new(0),
+            armed: AtomicBool::new(false),
+            fired: AtomicU32::new(0),
         }
     }
 
@@ -89,11 +95,11 @@ impl SimLine {
 
     /// Back to the power-on state of the guest side; the outside drive stays.
     fn reset_guest_side(&self) {
-        self.direction
-            .store(Direction::In as u8, Ordering::Release);
+        self.direction.store(Direction::In as u8, Ordering::Release);
         self.output.store(false, Ordering::Release);
         self.edges.store(0, Ordering::Release);
         self.pending.store(0, Ordering::Release);
+        self.armed.store(false, Ordering::Release);
     }
 }
 
@@ -205,10 +211,12 @@ impl SimWorld {
             Edges::Both => "both",
         };
         Ok(format!(
-            "direction={direction} value={} output={} drive={} edges={edges}",
+            "direction={direction} value={} output={} drive={} edges={edges} armed={} fired={}",
             u8::from(l.level()),
             u8::from(l.output.load(Ordering::Acquire)),
             u8::from(l.drive.load(Ordering::Acquire)),
+            u8::from(l.armed.load(Ordering::Acquire)),
+            l.fired.load(Ordering::Acquire),
         ))
     }
 
@@ -226,7 +234,10 @@ impl SimWorld {
             if !meta.file_type().is_socket() {
                 return Err(control_error(
                     "refusing to replace",
-                    io::Error::new(io::ErrorKind::AlreadyExists, "it exists and is not a socket"),
+                    io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "it exists and is not a socket",
+                    ),
                 ));
             }
             if UnixStream::connect(path).is_ok() {
@@ -246,9 +257,20 @@ impl SimWorld {
                 block_stop_signals_here();
                 for stream in listener.incoming() {
                     match stream {
+                        // A thread per client (they are few and short-lived)
+                        // so that one left open cannot block a test's next.
                         Ok(stream) => {
-                            if let Err(e) = serve_client(&world, stream) {
-                                debug!("{name}: client: {e}");
+                            let world = Arc::clone(&world);
+                            let client = name.clone();
+                            let spawned = thread::Builder::new()
+                                .name("gpio-sim-client".into())
+                                .spawn(move || {
+                                    if let Err(e) = serve_client(&world, stream) {
+                                        debug!("{client}: client: {e}");
+                                    }
+                                });
+                            if let Err(e) = spawned {
+                                warn!("{name}: cannot serve a client: {e}");
                             }
                         }
                         Err(e) => warn!("{name}: accept: {e}"),
@@ -293,8 +315,8 @@ fn block_stop_signals_here() {
 const MAX_COMMAND: usize = 256;
 
 fn serve_client(world: &SimWorld, stream: UnixStream) -> io::Result<()> {
-    // A client that stops talking must not hold the socket for others.
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // A client that stops talking must not keep its thread for ever.
+    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
@@ -366,6 +388,7 @@ impl SimChip {
     pub fn new(world: Arc<SimWorld>) -> Self {
         for line in world.lines.iter() {
             line.reset_guest_side();
+            line.fired.store(0, Ordering::Release);
         }
         // Edges pending from a previous connection are not this guest's.
         let _ = world.notify.read();
@@ -408,7 +431,10 @@ impl GpioBackend for SimChip {
     }
 
     fn set_value(&mut self, line: u16, value: bool) -> Result<()> {
-        self.world.line(line)?.output.store(value, Ordering::Release);
+        self.world
+            .line(line)?
+            .output
+            .store(value, Ordering::Release);
         Ok(())
     }
 
@@ -465,6 +491,16 @@ impl GpioBackend for SimChip {
             line.reset_guest_side();
         }
     }
+
+    fn irq_note(&mut self, line: u16, note: IrqNote) {
+        let Ok(l) = self.world.line(line) else {
+            return;
+        };
+        l.armed.store(note == IrqNote::Unmasked, Ordering::Release);
+        if note == IrqNote::Fired {
+            l.fired.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Drop for SimChip {
@@ -477,6 +513,8 @@ impl Drop for SimChip {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
     use super::*;
 
     fn chip(lines: u16) -> SimChip {
@@ -498,7 +536,7 @@ mod tests {
         c.set_value(1, false).unwrap();
         c.set_direction(1, Direction::Out).unwrap();
         assert!(!c.value(1).unwrap());
-        assert_eq!(c.world().level(1).unwrap(), false);
+        assert!(!c.world().level(1).unwrap());
         c.set_direction(1, Direction::None).unwrap();
         // Released: back to what the outside drives, and readable.
         assert!(c.value(1).unwrap());
@@ -528,13 +566,13 @@ mod tests {
     fn edges_wake_the_eventfd_and_outputs_refuse_edges() {
         let mut c = chip(2);
         c.set_edges(1, Edges::Rising).unwrap();
-        assert!(c.world().notify.read().is_err(), "nothing signalled yet");
+        c.world().notify.read().unwrap_err();
         c.world().drive(1, true).unwrap();
         assert_eq!(c.world().notify.read().unwrap(), 1);
         c.set_edges(1, Edges::None).unwrap();
         c.set_direction(1, Direction::Out).unwrap();
-        assert!(c.set_edges(1, Edges::Both).is_err());
-        assert!(c.world().drive(9, true).is_err());
+        c.set_edges(1, Edges::Both).unwrap_err();
+        c.world().drive(9, true).unwrap_err();
     }
 
     #[test]
@@ -544,12 +582,12 @@ mod tests {
         assert_eq!(execute(&world, "set 2 1").unwrap(), "ok");
         assert_eq!(execute(&world, "get 2").unwrap(), "ok 1");
         assert!(execute(&world, "info 2").unwrap().contains("drive=1"));
-        assert!(execute(&world, "set 3 1").is_err());
-        assert!(execute(&world, "set 2 7").is_err());
-        assert!(execute(&world, "set two 1").is_err());
-        assert!(execute(&world, "get").is_err());
-        assert!(execute(&world, "").is_err());
-        assert!(execute(&world, "jump").is_err());
+        execute(&world, "set 3 1").unwrap_err();
+        execute(&world, "set 2 7").unwrap_err();
+        execute(&world, "set two 1").unwrap_err();
+        execute(&world, "get").unwrap_err();
+        execute(&world, "").unwrap_err();
+        execute(&world, "jump").unwrap_err();
     }
 
     #[test]
