@@ -641,7 +641,35 @@ fn raw_chains() {
     .unwrap();
     q.kick().unwrap();
     assert_eq!(q.wait_used(TIMEOUT).unwrap().len, 4);
+
+    // A loop (1 -> 0 -> 1 ...) and a `next` past the table: the frontend
+    // writes them as asked and gets the slots back when they are returned.
+    q.write_guest(scratch, b"loop").unwrap();
+    q.add_raw(&[
+        RawDesc::readable(scratch, 4, Some(1)),
+        RawDesc::readable(scratch, 4, Some(0)),
+    ])
+    .unwrap();
+    q.add_raw(&[RawDesc {
+        addr: scratch,
+        len: 4,
+        flags: vhost_device_common::testing::VIRTQ_DESC_F_NEXT,
+        next: 0xffff,
+    }])
+    .unwrap();
+    q.kick().unwrap();
+    q.wait_used(TIMEOUT).unwrap();
+    q.wait_used(TIMEOUT).unwrap();
     assert_eq!(q.free_descriptors(), usize::from(q.size()));
+    let mut back = [0u8; 4];
+    q.read_guest(scratch, &mut back).unwrap();
+    assert_eq!(&back, b"loop");
+    assert!(matches!(
+        q.write_guest(1 << 40, b"x"),
+        Err(FrontendError::GuestMemory { .. })
+    ));
+    // The queue is still healthy.
+    q.request(&[b"fine"], &[4], TIMEOUT).unwrap();
     fe.disconnect().unwrap();
     d.join();
 }
@@ -783,5 +811,36 @@ fn queues_driven_from_threads() {
     assert_eq!(*done.lock().unwrap(), 2);
     let bases = fe.disconnect().unwrap();
     assert_eq!(bases, vec![500, 500]);
+    d.join();
+}
+
+#[test]
+fn own_polling_with_call_fd() {
+    let d = Daemon::start();
+    let mut fe = d.connect(opts());
+    let q = fe.queue(0).unwrap();
+    let mut used = Default::default();
+    assert!(!q.try_used_into(&mut used).unwrap());
+    for i in 0..100u32 {
+        q.add(&[&i.to_le_bytes()], &[4]).unwrap();
+        q.kick().unwrap();
+        // What a load generator with its own poll loop would do.
+        while !q.try_used_into(&mut used).unwrap() {
+            let mut pfd = libc::pollfd {
+                fd: q.call_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&raw mut pfd, 1, 5000) };
+            assert!(r > 0, "no call within 5 s");
+            let mut buf = [0u8; 8];
+            // SAFETY: reading 8 bytes from an eventfd into an 8-byte buffer.
+            unsafe { libc::read(q.call_fd(), buf.as_mut_ptr().cast(), 8) };
+        }
+        assert_eq!(used.data, i.to_le_bytes());
+    }
+    assert!(q.kick_fd() >= 0);
+    drop(fe);
     d.join();
 }

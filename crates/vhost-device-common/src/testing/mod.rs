@@ -65,10 +65,14 @@ const F_EVENT_IDX: u64 = 1 << 29;
 
 /// Transport features this frontend does not implement and therefore never
 /// acks, whatever the options say: `VHOST_F_LOG_ALL` (26), ACCESS_PLATFORM
-/// (33), RING_PACKED (34), IN_ORDER (35), SR_IOV (37), NOTIFICATION_DATA
-/// (38), NOTIF_CONFIG_DATA (39), RING_RESET (40), ADMIN_VQ (41).
+/// (33, would need IOTLB messages), RING_PACKED (34), IN_ORDER (35, lets the
+/// device return a batch through one used element), SR_IOV (37),
+/// NOTIFICATION_DATA (38), NOTIF_CONFIG_DATA (39), ADMIN_VQ (41).
+///
+/// RING_RESET (40) is acked when offered: it only permits the driver to
+/// reset single queues, which this frontend simply never does.
 pub const UNSUPPORTED_FEATURES: u64 =
-    1 << 26 | 1 << 33 | 1 << 34 | 1 << 35 | 1 << 37 | 1 << 38 | 1 << 39 | 1 << 40 | 1 << 41;
+    1 << 26 | 1 << 33 | 1 << 34 | 1 << 35 | 1 << 37 | 1 << 38 | 1 << 39 | 1 << 41;
 
 /// Protocol features this frontend knows how to use; others are never acked.
 pub fn supported_protocol_features() -> VhostUserProtocolFeatures {

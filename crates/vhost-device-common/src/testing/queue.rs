@@ -227,6 +227,18 @@ impl TestQueue {
         &self.mem
     }
 
+    /// Writes `data` to guest memory at `gpa` (e.g. into the scratch area).
+    pub fn write_guest(&self, gpa: u64, data: &[u8]) -> Result<(), FrontendError> {
+        self.write_bytes(gpa, data)
+    }
+
+    /// Reads guest memory at `gpa` into `buf`.
+    pub fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Result<(), FrontendError> {
+        self.mem
+            .read_slice(buf, GuestAddress(gpa))
+            .map_err(FrontendError::mem(gpa))
+    }
+
     /// The eventfd the queue kicks, for benchmarks doing their own polling.
     pub fn kick_fd(&self) -> RawFd {
         self.kick.as_raw_fd()
@@ -638,6 +650,20 @@ impl TestQueue {
         Ok(self
             .pop_used(&mut data)?
             .map(|(head, len)| Used { head, len, data }))
+    }
+
+    /// Like [`TestQueue::try_used`], but fills `used` in place and returns
+    /// whether there was an element: for load generators that poll
+    /// [`TestQueue::call_fd`] themselves.
+    pub fn try_used_into(&mut self, used: &mut Used) -> Result<bool, FrontendError> {
+        match self.pop_used(&mut used.data)? {
+            Some((head, len)) => {
+                used.head = head;
+                used.len = len;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Blocks until the device publishes a used element (polling the call
