@@ -281,6 +281,12 @@ impl I2cDevice {
 
 /// Writes the data of a successful read and the status; returns the used
 /// length.
+///
+/// The used length must not claim bytes that were not written, counting
+/// from the start of the writable part. After an error the data area is
+/// zeroed so that the length can cover the status byte at its end; for a
+/// data area too large to be worth zeroing, the status alone is written
+/// and the length is 0 (a device may write more than it reports).
 fn reply(chain: &DescChain, mem: &GuestMem, has_status: bool, ok: Option<&I2cMsg>) -> u32 {
     if !has_status {
         return 0;
@@ -289,13 +295,19 @@ fn reply(chain: &DescChain, mem: &GuestMem, has_status: bool, ok: Option<&I2cMsg
     let Ok(mut status) = writer.split_tail(1) else {
         return 0;
     };
-    // A failed write_all writes nothing, so an error reply is the status
-    // byte alone: the driver must not use the buffer then.
     let code = match ok {
+        // write_all writes all or nothing.
         Some(msg) if msg.read && writer.write_all(&msg.buf).is_err() => VIRTIO_I2C_MSG_ERR,
         Some(_) => VIRTIO_I2C_MSG_OK,
         None => VIRTIO_I2C_MSG_ERR,
     };
+    if code == VIRTIO_I2C_MSG_ERR {
+        let room = writer.available();
+        if room > MAX_MSG_LEN || writer.write_zeros(room).is_err() {
+            let _ = status.write_obj(code);
+            return 0;
+        }
+    }
     if status.write_obj(code).is_err() {
         return 0;
     }
@@ -537,9 +549,9 @@ mod tests {
         assert_eq!(ring.status(&c), VIRTIO_I2C_MSG_ERR);
         // The next group is unaffected.
         assert_eq!(ring.status(&d), VIRTIO_I2C_MSG_OK);
-        // A failed read leaves its buffer alone and reports the status only.
-        assert_eq!(ring.data(&b), [0xaa, 0xaa]);
-        assert_eq!(done[1], (b.chain.head(), 1));
+        // A failed read returns zeros, never stale or partial data.
+        assert_eq!(ring.data(&b), [0, 0]);
+        assert_eq!(done[1], (b.chain.head(), 3));
         assert_eq!(log.lock().unwrap().len(), 1);
     }
 
@@ -639,29 +651,33 @@ mod tests {
         let (mut dev, log) = device(None);
         let mut ring = Ring::new();
         let h = hdr(0x20 << 1, 0);
-        let cases: Vec<(Vec<Vec<u8>>, Vec<u32>)> = vec![
+        let cases: Vec<(Vec<Vec<u8>>, Vec<u32>, u32)> = vec![
             // Header cut short.
-            (vec![h[..4].to_vec()], vec![1]),
+            (vec![h[..4].to_vec()], vec![1], 1),
             // Reserved flag bits.
-            (vec![hdr(0x20 << 1, 1 << 5)], vec![1]),
+            (vec![hdr(0x20 << 1, 1 << 5)], vec![1], 1),
             // Address bit 0 and the high byte must be zero.
-            (vec![hdr((0x20 << 1) | 1, 0)], vec![1]),
-            (vec![hdr(0x1_00 | (0x20 << 1), 0)], vec![1]),
+            (vec![hdr((0x20 << 1) | 1, 0)], vec![1], 1),
+            (vec![hdr(0x1_00 | (0x20 << 1), 0)], vec![1], 1),
             // 10-bit address form.
-            (vec![hdr(0x78 << 1, 0)], vec![1]),
+            (vec![hdr(0x78 << 1, 0)], vec![1], 1),
             // A read with a device-readable buffer where a writable one belongs.
-            (vec![hdr(0x20 << 1, RD), vec![1, 2]], vec![1]),
-            // A write with a device-writable buffer.
-            (vec![h.clone()], vec![4, 1]),
-            // Huge lengths.
-            (vec![hdr(0x20 << 1, RD)], vec![MAX_MSG_LEN as u32 + 2]),
-            (vec![h.clone(), vec![0; MAX_MSG_LEN + 1]], vec![1]),
+            (vec![hdr(0x20 << 1, RD), vec![1, 2]], vec![1], 1),
+            // A write with a device-writable buffer (zeroed, then the status).
+            (vec![h.clone()], vec![4, 1], 5),
+            // Huge lengths: the status only, reported as nothing written.
+            (vec![hdr(0x20 << 1, RD)], vec![MAX_MSG_LEN as u32 + 2], 0),
+            (vec![h.clone(), vec![0; MAX_MSG_LEN + 1]], vec![1], 1),
         ];
-        for (readable, writable) in cases {
+        for (readable, writable, used) in cases {
             let (chain, wr) = ring.raw(&readable, &writable);
             let mut done = Vec::new();
             dev.accept(chain.clone(), ring.mem(), &mut done);
-            assert_eq!(done, vec![(chain.head(), 1)], "{readable:?} {writable:?}");
+            assert_eq!(
+                done,
+                vec![(chain.head(), used)],
+                "{readable:?} {writable:?}"
+            );
             let status = read_region(ring.mem(), wr.last().unwrap());
             assert_eq!(*status.last().unwrap(), VIRTIO_I2C_MSG_ERR);
         }
