@@ -229,16 +229,22 @@ impl SocketWorker {
                 }
             };
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-            let backend = DeviceBackend::new(device, mem.clone());
+            let backend = DeviceBackend::new(device, mem.clone()).map_err(Error::io("eventfd"))?;
             let mut daemon = VhostUserDaemon::new(self.name.clone(), backend.clone(), mem)
                 .map_err(|e| daemon_error(e.to_string()))?;
-            for handler in daemon.get_epoll_handlers() {
-                backend
-                    .activate(worker_epoll(&*handler))
-                    .map_err(|e| daemon_error(format!("device activation: {e}")))?;
+            let activated = daemon
+                .get_epoll_handlers()
+                .iter()
+                .try_for_each(|handler| backend.activate(worker_epoll(&**handler)));
+            if let Err(e) = activated {
+                error!("{}: device activation failed: {e}", self.socket.name());
+                backend.stop_worker();
+                let _ = listener.accept();
+                continue;
             }
             if let Err(e) = daemon.start(&mut listener) {
                 warn!("{}: accept failed: {e}", self.socket.name());
+                backend.stop_worker();
                 continue;
             }
             info!("{}: frontend connected", self.socket.name());
@@ -248,10 +254,16 @@ impl SocketWorker {
             }
             match daemon.wait() {
                 Ok(()) => info!("{}: frontend disconnected", self.socket.name()),
+                // A frontend that goes away without a word (QEMU quitting or
+                // killed) is normal life for a daemon.
+                Err(vhost_user_backend::Error::HandleRequest(
+                    vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+                )) => info!("{}: frontend disconnected", self.socket.name()),
                 Err(e) => warn!("{}: connection ended: {e}", self.socket.name()),
             }
             *self.lock_connection() = None;
-            // Dropping the daemon stops and joins its vring worker.
+            backend.stop_worker();
+            // Dropping the daemon joins the vring worker.
         }
         Ok(())
     }

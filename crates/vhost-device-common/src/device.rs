@@ -28,9 +28,8 @@ use virtio_bindings::bindings::virtio_ring::{
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::chain::DescChain;
 use crate::events::EventRegistry;
@@ -311,7 +310,12 @@ struct Shared<D> {
     protocol_features: VhostUserProtocolFeatures,
     acked_features: AtomicU64,
     log: RateLimited,
+    stop: EventFd,
 }
+
+/// Epoll data value of the worker's stop event. Device tokens stay below it
+/// (see [`EventRegistry::max_token`]).
+pub(crate) const STOP_TOKEN: u16 = u16::MAX;
 
 /// Adapts a [`VirtioDevice`] to `vhost-user-backend`. Clones share the device.
 pub struct DeviceBackend<D> {
@@ -337,7 +341,7 @@ impl<D> std::fmt::Debug for DeviceBackend<D> {
 
 impl<D: VirtioDevice> DeviceBackend<D> {
     /// Wraps `device`; `mem` is the guest memory the daemon maintains.
-    pub fn new(device: D, mem: GuestMemoryAtomic<GuestMem>) -> Self {
+    pub fn new(device: D, mem: GuestMemoryAtomic<GuestMem>) -> io::Result<Self> {
         let mut protocol_features = device.protocol_features()
             | VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK;
@@ -353,10 +357,11 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             mem,
             acked_features: AtomicU64::new(0),
             log: RateLimited::default(),
+            stop: EventFd::new(EFD_NONBLOCK | libc::EFD_CLOEXEC)?,
         };
-        DeviceBackend {
+        Ok(DeviceBackend {
             shared: Arc::new(shared),
-        }
+        })
     }
 
     /// Locks the device. A device method that panicked poisons the lock;
@@ -368,12 +373,22 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Gives the device its event registry for the worker's epoll `epoll`.
+    /// Gives the device its event registry for the worker's epoll `epoll`,
+    /// and registers the worker's stop event there.
     pub(crate) fn activate(&self, epoll: BorrowedFd<'_>) -> io::Result<()> {
         let registry = EventRegistry::new(epoll, self.shared.num_queues)?;
+        registry.register_raw(&self.shared.stop, EventSet::IN, STOP_TOKEN)?;
         self.device()
             .activate(registry)
             .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Ends the vring worker. Call it once the connection is over, before
+    /// dropping the daemon (which joins the worker).
+    pub(crate) fn stop_worker(&self) {
+        if let Err(e) = self.shared.stop.write(1) {
+            warn!("cannot stop the vring worker: {e}");
+        }
     }
 
     fn with_queues(
@@ -445,20 +460,16 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
 
     fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
         let mut device = self.device();
-        let in_range = crate::config::read(
-            device.config(),
-            offset,
-            u32::try_from(buf.len()).unwrap_or(u32::MAX),
-        )
-        .is_some();
-        if in_range && device.write_config(offset, buf) {
-            Ok(())
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("config write {offset}+{} refused", buf.len()),
-            ))
+        let size = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let in_range = crate::config::read(device.config(), offset, size).is_some();
+        if !(in_range && device.write_config(offset, buf)) {
+            // Ignored, as a device ignores writes to read-only registers: an
+            // error here would make vhost-user drop the whole connection.
+            self.shared
+                .log
+                .warn(|| format!("config write {offset}+{size} refused"));
         }
+        Ok(())
     }
 
     fn update_memory(&self, _mem: GuestMemoryAtomic<GuestMem>) -> io::Result<()> {
@@ -475,15 +486,10 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        // Without an exit event the worker thread would outlive the
-        // connection; each connection's worker gets its own.
-        match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
-            Ok(pair) => Some(pair),
-            Err(e) => {
-                warn!("cannot create the worker exit event: {e}");
-                None
-            }
-        }
+        // vhost-user-backend 0.24 turns the exit consumer into a raw fd and
+        // never closes it, leaking one fd per connection. The worker is
+        // stopped through `stop_worker` instead.
+        None
     }
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
@@ -500,6 +506,10 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
         vrings: &[Vring],
         _thread_id: usize,
     ) -> io::Result<()> {
+        if device_event == STOP_TOKEN {
+            // The only way to end the worker loop without its exit event.
+            return Err(io::Error::other("connection closed"));
+        }
         let index = usize::from(device_event);
         if index < self.shared.num_queues {
             self.with_queues(vrings, |device, queues| device.process_queue(queues, index));
@@ -511,7 +521,7 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
                 });
             }
         }
-        // Never an error: an error here ends the worker thread for good.
+        // Never an error otherwise: an error here ends the worker thread.
         Ok(())
     }
 }

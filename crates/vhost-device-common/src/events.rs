@@ -37,16 +37,29 @@ impl EventRegistry {
         })
     }
 
-    /// The largest token a device may use.
+    /// The largest token a device may use. The value above the last one is
+    /// the core's own stop event.
     pub fn max_token(&self) -> u16 {
-        u16::MAX - self.base
+        crate::device::STOP_TOKEN - 1 - self.base
     }
 
     fn data(&self, token: u16) -> io::Result<u64> {
-        token
-            .checked_add(self.base)
-            .map(u64::from)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "event token too large"))
+        if token > self.max_token() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "event token too large",
+            ));
+        }
+        Ok(u64::from(token + self.base))
+    }
+
+    /// Registers `fd` with a raw epoll data value, for the core's own events.
+    pub(crate) fn register_raw(&self, fd: &impl AsRawFd, events: EventSet, data: u16) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: events.bits(),
+            u64: u64::from(data),
+        };
+        self.epoll_ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut event)
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, events: EventSet, token: u16) -> io::Result<()> {
@@ -54,9 +67,13 @@ impl EventRegistry {
             events: events.bits(),
             u64: self.data(token)?,
         };
+        self.epoll_ctl(op, fd, &mut event)
+    }
+
+    fn epoll_ctl(&self, op: libc::c_int, fd: RawFd, event: &mut libc::epoll_event) -> io::Result<()> {
         // SAFETY: both fds are valid for the duration of the call, and
         // `event` is a properly initialised epoll_event that outlives it.
-        let ret = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &raw mut event) };
+        let ret = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, event) };
         if ret < 0 {
             Err(io::Error::last_os_error())
         } else {

@@ -17,6 +17,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod device;
+#[cfg(feature = "test-frontend")]
+pub mod echo;
 pub mod error;
 pub mod events;
 #[cfg(any(test, feature = "test-frontend"))]

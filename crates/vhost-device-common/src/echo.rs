@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! A tiny test-only device behind the real daemon, for the core's own
+//! integration tests and the benchmark floor.
+//!
+//! One queue. Each request's readable bytes come back after a 12-byte
+//! header: the request's sequence number on this connection (le64) and the
+//! guest index (le32). The sequence restarts with every connection, so tests
+//! can see that each frontend gets fresh device state. A request whose
+//! payload starts with `hold` is kept unanswered until a `release` request
+//! arrives, so a test can disconnect with requests in flight.
+//!
+//! Config space (8 bytes): the guest index (le32, read-only) and a scratch
+//! word (le32) the driver may write.
+
+use crate::chain::DescChain;
+use crate::device::{DeviceResult, GuestMem, Queues, VirtioDevice};
+
+/// Device ID from the range the spec reserves for experiments.
+pub const ECHO_DEVICE_ID: u32 = 0xfff0;
+
+/// The largest payload echoed.
+const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// The echo device.
+#[derive(Debug)]
+pub struct Echo {
+    guest: u32,
+    seq: u64,
+    config: [u8; 8],
+    held: Vec<DescChain>,
+}
+
+impl Echo {
+    /// The device for guest `guest`.
+    pub fn new(guest: u32) -> Self {
+        let mut config = [0; 8];
+        config[..4].copy_from_slice(&guest.to_le_bytes());
+        Echo {
+            guest,
+            seq: 0,
+            config,
+            held: Vec::new(),
+        }
+    }
+
+    /// Answers one request; `None` keeps the chain.
+    fn answer(&mut self, chain: DescChain, mem: &GuestMem) -> Option<u32> {
+        let mut payload = [0u8; 16];
+        let prefix_len = chain.reader(mem).available().min(payload.len());
+        let prefix = payload.get_mut(..prefix_len)?;
+        if chain.reader(mem).read_exact(prefix).is_err() {
+            return Some(0);
+        }
+        if prefix.starts_with(b"hold") {
+            self.held.push(chain);
+            return None;
+        }
+        Some(self.echo(&chain, mem))
+    }
+
+    fn echo(&mut self, chain: &DescChain, mem: &GuestMem) -> u32 {
+        self.seq += 1;
+        let mut reader = chain.reader(mem);
+        let mut writer = chain.writer(mem);
+        let Ok(data) = reader.read_to_vec(MAX_PAYLOAD) else {
+            return 0;
+        };
+        // A reply that does not fit is cut short: the used length says how
+        // much the driver got.
+        let _ = writer
+            .write_obj(self.seq.to_le())
+            .and_then(|()| writer.write_obj(self.guest.to_le()))
+            .and_then(|()| writer.write_all(data.get(..writer.available().min(data.len())).unwrap_or(&[])));
+        writer.used_len()
+    }
+}
+
+impl VirtioDevice for Echo {
+    fn num_queues(&self) -> usize {
+        1
+    }
+
+    fn config(&self) -> &[u8] {
+        &self.config
+    }
+
+    fn write_config(&mut self, offset: u32, data: &[u8]) -> bool {
+        crate::config::write(&mut self.config, 4..8, offset, data)
+    }
+
+    fn process_queue(&mut self, queues: &mut Queues<'_>, index: usize) -> DeviceResult {
+        let Some(mut queue) = queues.get(index) else {
+            return Ok(());
+        };
+        let mut release = false;
+        queue.drain(|chain, mem| {
+            let mut tag = [0u8; 7];
+            if chain.reader(mem).read_exact(&mut tag).is_ok() && &tag == b"release" {
+                release = true;
+            }
+            self.answer(chain, mem)
+        });
+        if release {
+            for chain in std::mem::take(&mut self.held) {
+                let len = self.echo(&chain, queue.memory());
+                queue.complete(chain.head(), len);
+            }
+        }
+        Ok(())
+    }
+
+    fn queue_stopped(&mut self, _index: usize) {
+        self.held.clear();
+    }
+
+    fn reset(&mut self) {
+        *self = Echo::new(self.guest);
+    }
+}
