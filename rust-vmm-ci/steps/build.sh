@@ -7,4 +7,4 @@ set -euo pipefail
 # shellcheck source=rust-vmm-ci/steps/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-cargo build --locked --workspace --all-targets
+cargo build --workspace --all-targets

@@ -5,4 +5,4 @@ set -euo pipefail
 # shellcheck source=rust-vmm-ci/steps/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings

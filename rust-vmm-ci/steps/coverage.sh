@@ -46,7 +46,7 @@ score="$(jq -r '.coverage_score' "$config")"
 exclude="$(jq -r '.exclude_path // ""' "$config")"
 features="$(jq -r '.crate_features // ""' "$config")"
 
-args=(--locked --workspace)
+args=(--workspace)
 if [ -n "$features" ]; then
 	args+=(--features "$features")
 else

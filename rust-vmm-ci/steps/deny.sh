@@ -12,5 +12,5 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # A no-op when setup already ran; lets this step run alone.
-cargo fetch --locked --quiet
+cargo fetch --quiet
 cargo deny --offline check licenses bans sources

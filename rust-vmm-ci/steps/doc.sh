@@ -7,5 +7,5 @@ set -euo pipefail
 # shellcheck source=rust-vmm-ci/steps/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-cargo doc --locked --workspace --no-deps --all-features
-cargo test --locked --workspace --all-features --doc
+cargo doc --workspace --no-deps --all-features
+cargo test --workspace --all-features --doc
