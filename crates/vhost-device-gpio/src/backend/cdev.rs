@@ -119,6 +119,21 @@ impl CdevChip {
         &self.path
     }
 
+    /// Waits up to `timeout` for an edge event on a claimed line, without
+    /// consuming it: for tests and tools that have no worker epoll.
+    pub fn wait_edge_event(&self, line: u16, timeout: std::time::Duration) -> Result<bool> {
+        let Some(request) = self
+            .lines
+            .get(usize::from(line))
+            .and_then(|slot| slot.request.as_ref())
+        else {
+            return Ok(false);
+        };
+        request
+            .wait_edge_event(timeout)
+            .map_err(self.line_error(line, "wait for an edge event"))
+    }
+
     fn slot(&mut self, line: u16) -> Result<&mut CdevLine> {
         let ngpio = self.num_lines;
         self.lines

@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The gpiocdev backend against a real kernel GPIO chip: gpio-sim, set up
+//! through configfs inside the rig's guest (this host has no gpio-sim). The
+//! backend sets outputs that gpio-sim's sysfs shows, reads inputs that
+//! gpio-sim's pull controls drive, and receives the edge events those pulls
+//! cause; the device on top of it turns them into edge and level
+//! interrupts.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vhost_device_common::{DescChain, GuestMem, Region};
+use vhost_device_gpio::backend::cdev::{find_by_label, CdevChip};
+use vhost_device_gpio::backend::{Direction, Edge, Edges, GpioBackend};
+use vhost_device_gpio::device::{msg, IrqType, IRQ_STATUS_VALID, STATUS_OK};
+use vhost_device_gpio::GpioDevice;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+const CONFIGFS: &str = "/sys/kernel/config/gpio-sim/vdg";
+
+/// The guest-side setup: a gpio-sim chip with four named lines, labelled so
+/// the backend can find it by label.
+const SETUP: &str = "\
+set -e
+d=/sys/kernel/config/gpio-sim/vdg
+mkdir $d $d/bank0
+echo 4 > $d/bank0/num_lines
+echo vdg-bank > $d/bank0/label
+for i in 0 1 2 3; do mkdir $d/bank0/line$i; echo vdg-$i > $d/bank0/line$i/name; done
+echo 1 > $d/live
+cat $d/dev_name $d/bank0/chip_name
+";
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+/// gpio-sim's sysfs directory for `line`.
+fn sim_line(line: u16) -> PathBuf {
+    let dev = read(&Path::new(CONFIGFS).join("dev_name"));
+    let chip = read(&Path::new(CONFIGFS).join("bank0/chip_name"));
+    PathBuf::from(format!("/sys/devices/platform/{dev}/{chip}/sim_gpio{line}"))
+}
+
+fn pull(line: u16, up: bool) {
+    let path = sim_line(line).join("pull");
+    std::fs::write(&path, if up { "pull-up" } else { "pull-down" })
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+fn sim_value(line: u16) -> String {
+    read(&sim_line(line).join("value"))
+}
+
+fn edges(chip: &mut CdevChip, line: u16) -> Vec<(u16, Edge)> {
+    assert!(
+        chip.wait_edge_event(line, Duration::from_secs(2)).unwrap(),
+        "no edge event on line {line}"
+    );
+    let mut seen = Vec::new();
+    chip.read_events(line, &mut |l, e| seen.push((l, e)));
+    seen
+}
+
+fn no_edges(chip: &mut CdevChip, line: u16) {
+    assert!(
+        !chip
+            .wait_edge_event(line, Duration::from_millis(300))
+            .unwrap(),
+        "unexpected edge event on line {line}"
+    );
+}
+
+fn in_guest_backend() {
+    let path = find_by_label("vdg-bank").unwrap();
+    let mut chip = CdevChip::open(&path).unwrap();
+    assert_eq!(chip.num_lines(), 4);
+    assert_eq!(chip.line_names(), ["vdg-0", "vdg-1", "vdg-2", "vdg-3"]);
+
+    // Outputs: the value is set before the direction, as Linux does.
+    chip.set_value(0, true).unwrap();
+    chip.set_direction(0, Direction::Out).unwrap();
+    assert_eq!(chip.direction(0).unwrap(), Direction::Out);
+    assert_eq!(sim_value(0), "1");
+    chip.set_value(0, false).unwrap();
+    assert_eq!(sim_value(0), "0");
+    assert!(!chip.value(0).unwrap());
+
+    // Inputs driven by gpio-sim's pulls, claimed or not.
+    pull(2, true);
+    assert!(chip.value(2).unwrap(), "reading an unclaimed line works");
+    chip.set_direction(1, Direction::In).unwrap();
+    pull(1, true);
+    assert!(chip.value(1).unwrap());
+    pull(1, false);
+    assert!(!chip.value(1).unwrap());
+
+    // Edges the backend caused through the pulls.
+    chip.set_edges(1, Edges::Both).unwrap();
+    pull(1, true);
+    assert_eq!(edges(&mut chip, 1), [(1, Edge::Rising)]);
+    pull(1, false);
+    assert_eq!(edges(&mut chip, 1), [(1, Edge::Falling)]);
+    chip.set_edges(1, Edges::Rising).unwrap();
+    pull(1, true);
+    assert_eq!(edges(&mut chip, 1), [(1, Edge::Rising)]);
+    pull(1, false);
+    no_edges(&mut chip, 1);
+    chip.set_edges(1, Edges::None).unwrap();
+    pull(1, true);
+    no_edges(&mut chip, 1);
+    // An output refuses edge detection; releasing works.
+    chip.set_edges(0, Edges::Both).unwrap_err();
+    chip.set_direction(0, Direction::None).unwrap();
+    chip.set_direction(1, Direction::None).unwrap();
+    pull(1, false);
+    assert!(!chip.value(1).unwrap());
+}
+
+/// Guest memory with room for a few chains.
+struct Guest {
+    mem: GuestMem,
+    next: u64,
+    head: u16,
+}
+
+impl Guest {
+    fn chain(&mut self, readable: &[u8], writable: u32) -> DescChain {
+        let r = Region {
+            addr: GuestAddress(self.next),
+            len: readable.len() as u32,
+        };
+        self.mem.write_slice(readable, r.addr).unwrap();
+        let w = Region {
+            addr: GuestAddress(self.next + 64),
+            len: writable,
+        };
+        self.next += 128;
+        self.head += 1;
+        DescChain::from_regions(self.head, &[r], &[w])
+    }
+
+    fn written(&self, chain: &DescChain) -> Vec<u8> {
+        let region = chain.writable().get(0).unwrap();
+        let mut buf = vec![0; region.len as usize];
+        self.mem.read_slice(&mut buf, region.addr).unwrap();
+        buf
+    }
+}
+
+fn request(kind: u16, gpio: u16, value: u32) -> Vec<u8> {
+    let mut req = kind.to_le_bytes().to_vec();
+    req.extend(gpio.to_le_bytes());
+    req.extend(value.to_le_bytes());
+    req
+}
+
+/// The device over the real chip: level interrupts emulated from the
+/// kernel's edges plus the line's current value.
+fn in_guest_device_level_irq() {
+    let path = find_by_label("vdg-bank").unwrap();
+    let mut dev = GpioDevice::new(CdevChip::open(&path).unwrap());
+    dev.set_irq_negotiated(true);
+    let mut g = Guest {
+        mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0x1000), 0x10000)]).unwrap(),
+        next: 0x1000,
+        head: 0,
+    };
+    pull(3, false);
+    let chain = g.chain(&request(msg::SET_IRQ_TYPE, 3, IrqType::LevelHigh as u32), 2);
+    assert_eq!(dev.handle_request(&chain, &g.mem), 2);
+    assert_eq!(g.written(&chain), [STATUS_OK, 0]);
+
+    // Low: the buffer is held.
+    let event = g.chain(&3u16.to_le_bytes(), 1);
+    assert_eq!(dev.handle_event_buffer(event.clone(), &g.mem), None);
+    // The host raises the line: the kernel reports the edge, the level fires.
+    pull(3, true);
+    assert!(dev
+        .backend()
+        .wait_edge_event(3, Duration::from_secs(2))
+        .unwrap());
+    dev.handle_backend_event(3, &g.mem);
+    let fired: Vec<_> = dev.take_fired().collect();
+    assert_eq!(fired, [(event.head(), 1)]);
+    assert_eq!(g.written(&event), [IRQ_STATUS_VALID]);
+    // Still high: each re-posted buffer fires again at once.
+    for _ in 0..3 {
+        let event = g.chain(&3u16.to_le_bytes(), 1);
+        assert_eq!(dev.handle_event_buffer(event.clone(), &g.mem), Some(1));
+        assert_eq!(g.written(&event), [IRQ_STATUS_VALID]);
+    }
+    // Low again: held, and the falling edge does not fire it.
+    pull(3, false);
+    assert!(dev
+        .backend()
+        .wait_edge_event(3, Duration::from_secs(2))
+        .unwrap());
+    let event = g.chain(&3u16.to_le_bytes(), 1);
+    dev.handle_backend_event(3, &g.mem);
+    assert_eq!(dev.handle_event_buffer(event, &g.mem), None);
+    assert_eq!(dev.take_fired().count(), 0);
+
+    // Edge rising on line 2 through the device as well.
+    pull(2, false);
+    let chain = g.chain(
+        &request(msg::SET_IRQ_TYPE, 2, IrqType::EdgeRising as u32),
+        2,
+    );
+    assert_eq!(dev.handle_request(&chain, &g.mem), 2);
+    assert_eq!(g.written(&chain), [STATUS_OK, 0]);
+    let event = g.chain(&2u16.to_le_bytes(), 1);
+    assert_eq!(dev.handle_event_buffer(event.clone(), &g.mem), None);
+    pull(2, true);
+    assert!(dev
+        .backend()
+        .wait_edge_event(2, Duration::from_secs(2))
+        .unwrap());
+    dev.handle_backend_event(2, &g.mem);
+    assert_eq!(dev.take_fired().collect::<Vec<_>>(), [(event.head(), 1)]);
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn host_kernel_gpiocdev_backend() {
+    if vhost_device_rig::in_guest() {
+        in_guest_backend();
+        in_guest_device_level_irq();
+        return;
+    }
+    vhost_device_rig::Scenario::host_test(
+        "host_kernel_gpiocdev_backend",
+        std::env::current_exe().unwrap(),
+        "host_kernel_gpiocdev_backend",
+    )
+    .modules(&["gpio-sim"])
+    .guest_script(SETUP)
+    .timeout(Duration::from_secs(120))
+    .run()
+    .expect("scenario could not start")
+    .assert_success();
+}
