@@ -1,0 +1,20 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! `vhost-device-sound`: parses the flags and serves the device.
+
+use std::process::ExitCode;
+
+use vhost_device_common::{cli, daemon};
+use vhost_device_sound::args::SoundArgs;
+use vhost_device_sound::SoundDevice;
+
+fn main() -> ExitCode {
+    cli::run::<SoundArgs>(|args| {
+        let config = args.sound_config()?;
+        let backend = args.backend_spec()?;
+        daemon::serve("vhost-device-sound", &args.socket, move |_guest| {
+            Ok(SoundDevice::new(config.clone(), backend.build()?))
+        })?;
+        Ok(())
+    })
+}
