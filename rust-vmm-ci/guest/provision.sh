@@ -325,7 +325,7 @@ if [[ -r /dev/kvm && -w /dev/kvm && "${VHOST_DEVICE_RIG_NO_KVM_PROBE:-}" != 1 ]]
     size=$(stat -c %s "$probe/initrd")
     truncate -s $(( (size + 3) / 4 * 4 )) "$probe/initrd"
     cat "$probe/rig.cpio" >>"$probe/initrd"
-    timeout 40 "$CACHE/qemu" -nodefaults -no-user-config -machine q35 -accel kvm -cpu host -m 256M \
+    timeout 20 "$CACHE/qemu" -nodefaults -no-user-config -machine q35 -accel kvm -cpu host -m 256M \
         -kernel "$KDIR/vmlinuz" -initrd "$probe/initrd" -append "console=ttyS0 quiet panic=-1" \
         -display none -serial "file:$probe/serial" -no-reboot >"$probe/qemu.log" 2>&1 || true
     if grep -q '^@@RIG-EXIT 0@@' "$probe/serial" 2>/dev/null; then
