@@ -798,3 +798,198 @@ impl TestQueue {
         self.avail_idx
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::super::memory::{create_memory, plan_memory};
+    use super::*;
+
+    /// A queue over fresh memory, with the test playing the device by
+    /// poking the rings directly.
+    fn lone_queue(size: u16, event_idx: bool) -> (TestQueue, RingLayout, u64) {
+        let base = 0x10_0000;
+        let (mem, _) = create_memory(1 << 20, base).unwrap();
+        let area = plan_memory(base, 1 << 20, 1, size, 4096).unwrap()[0];
+        let cfg = QueueConfig {
+            index: 0,
+            size,
+            event_idx,
+            indirect: true,
+            zero_writable: true,
+        };
+        (
+            TestQueue::new(cfg, mem, area).unwrap(),
+            RingLayout::new(size),
+            area.rings,
+        )
+    }
+
+    fn poke_u16(q: &TestQueue, gpa: u64, v: u16) {
+        q.write_guest(gpa, &v.to_le_bytes()).unwrap();
+    }
+
+    fn peek_u16(q: &TestQueue, gpa: u64) -> u16 {
+        let mut b = [0u8; 2];
+        q.read_guest(gpa, &mut b).unwrap();
+        u16::from_le_bytes(b)
+    }
+
+    /// Device side: return `head` with `len` at used index `idx`.
+    fn device_use(q: &TestQueue, l: &RingLayout, rings: u64, idx: u16, head: u32, len: u32) {
+        let mut elem = head.to_le_bytes().to_vec();
+        elem.extend(len.to_le_bytes());
+        q.write_guest(rings + l.used_entry(idx), &elem).unwrap();
+        poke_u16(q, rings + l.used_idx(), idx.wrapping_add(1));
+    }
+
+    fn drain_kick(q: &TestQueue) -> u64 {
+        let mut b = [0u8; 8];
+        // SAFETY: reading 8 bytes from a non-blocking eventfd we own.
+        let n = unsafe { libc::read(q.kick_fd(), b.as_mut_ptr().cast(), 8) };
+        if n == 8 {
+            u64::from_ne_bytes(b)
+        } else {
+            0
+        }
+    }
+
+    #[test]
+    fn chains_are_laid_out_as_the_spec_says() {
+        let (mut q, l, rings) = lone_queue(8, false);
+        let head = q.add(&[b"abc", b"de"], &[4]).unwrap();
+        assert_eq!(peek_u16(&q, rings + l.avail_idx()), 1);
+        assert_eq!(peek_u16(&q, rings + l.avail_entry(0)), head);
+        // Walk the chain the way a device would.
+        let mut descs = Vec::new();
+        let mut i = head;
+        loop {
+            let mut d = [0u8; 16];
+            q.read_guest(rings + l.desc_entry(i), &mut d).unwrap();
+            let addr = u64::from_le_bytes(d[..8].try_into().unwrap());
+            let len = u32::from_le_bytes(d[8..12].try_into().unwrap());
+            let flags = u16::from_le_bytes(d[12..14].try_into().unwrap());
+            let next = u16::from_le_bytes(d[14..].try_into().unwrap());
+            descs.push((addr, len, flags & !VIRTQ_DESC_F_NEXT));
+            if flags & VIRTQ_DESC_F_NEXT == 0 {
+                break;
+            }
+            i = next;
+        }
+        assert_eq!(descs.len(), 3);
+        assert_eq!(descs[0].1, 3);
+        assert_eq!(descs[1], (descs[0].0 + 3, 2, 0));
+        assert_eq!(descs[2], (descs[0].0 + 5, 4, VIRTQ_DESC_F_WRITE));
+        let mut data = [0u8; 5];
+        q.read_guest(descs[0].0, &mut data).unwrap();
+        assert_eq!(&data, b"abcde");
+        // The device writes a reply and returns the chain.
+        q.write_guest(descs[2].0, b"wxyz").unwrap();
+        device_use(&q, &l, rings, 0, u32::from(head), 3);
+        let used = q.try_used().unwrap().unwrap();
+        assert_eq!((used.head, used.len, used.data), (head, 3, b"wxy".to_vec()));
+        assert_eq!(q.free_descriptors(), 8);
+    }
+
+    #[test]
+    fn kicks_honour_no_notify_without_event_idx() {
+        let (mut q, l, rings) = lone_queue(8, false);
+        assert!(!q.kick().unwrap());
+        q.add(&[b"a"], &[]).unwrap();
+        assert!(q.kick().unwrap());
+        assert_eq!(drain_kick(&q), 1);
+        poke_u16(&q, rings + l.used_flags(), 1);
+        q.add(&[b"b"], &[]).unwrap();
+        assert!(!q.kick().unwrap());
+        assert_eq!(drain_kick(&q), 0);
+        // notify() ignores suppression.
+        q.notify().unwrap();
+        assert_eq!(drain_kick(&q), 1);
+    }
+
+    #[test]
+    fn kicks_honour_avail_event() {
+        let (mut q, l, rings) = lone_queue(8, true);
+        // avail_event 0: the first chain (index 0 -> 1) needs a kick.
+        q.add(&[b"a"], &[]).unwrap();
+        assert!(q.kick().unwrap());
+        // Device says "kick me when you publish index 3".
+        poke_u16(&q, rings + l.avail_event(), 3);
+        q.add(&[b"b"], &[]).unwrap(); // 1 -> 2
+        assert!(!q.kick().unwrap());
+        q.add(&[b"c"], &[]).unwrap(); // 2 -> 3
+        assert!(!q.kick().unwrap());
+        q.add(&[b"d"], &[]).unwrap(); // 3 -> 4 crosses 3
+        assert!(q.kick().unwrap());
+        // Several chains in one batch crossing the event: one kick.
+        poke_u16(&q, rings + l.avail_event(), 5);
+        q.add(&[b"e"], &[]).unwrap();
+        q.add(&[b"f"], &[]).unwrap();
+        assert!(q.kick().unwrap());
+        assert_eq!(drain_kick(&q), 3);
+    }
+
+    #[test]
+    fn used_event_asks_for_the_next_element() {
+        let (mut q, l, rings) = lone_queue(8, true);
+        let h0 = q.add(&[b"a"], &[]).unwrap();
+        let h1 = q.add(&[b"b"], &[]).unwrap();
+        device_use(&q, &l, rings, 0, u32::from(h1), 0);
+        device_use(&q, &l, rings, 1, u32::from(h0), 0);
+        // Out of order completion is fine.
+        assert_eq!(q.try_used().unwrap().unwrap().head, h1);
+        assert_eq!(peek_u16(&q, rings + l.used_event()), 1);
+        assert_eq!(q.try_used().unwrap().unwrap().head, h0);
+        assert_eq!(peek_u16(&q, rings + l.used_event()), 2);
+        assert!(q.try_used().unwrap().is_none());
+        assert!(matches!(
+            q.wait_used(Duration::from_millis(10)),
+            Err(FrontendError::Timeout { .. })
+        ));
+        assert_eq!(q.in_flight(), 0);
+    }
+
+    #[test]
+    fn device_errors_are_reported() {
+        let (mut q, l, rings) = lone_queue(8, false);
+        let h = q.add(&[b"a"], &[]).unwrap();
+        // An id that was never posted.
+        device_use(&q, &l, rings, 0, u32::from(h) + 1, 0);
+        assert!(matches!(
+            q.try_used(),
+            Err(FrontendError::BadUsedId { id, .. }) if id == u32::from(h) + 1
+        ));
+        // An id beyond the queue.
+        device_use(&q, &l, rings, 0, 1000, 0);
+        assert!(matches!(
+            q.try_used(),
+            Err(FrontendError::BadUsedId { id: 1000, .. })
+        ));
+        // used.idx jumping past what is in flight.
+        poke_u16(&q, rings + l.used_idx(), 5);
+        assert!(matches!(
+            q.try_used(),
+            Err(FrontendError::BadUsedIdx { now: 5, .. })
+        ));
+        // Returning the right chain still works.
+        device_use(&q, &l, rings, 0, u32::from(h), 0);
+        assert_eq!(q.try_used().unwrap().unwrap().head, h);
+    }
+
+    #[test]
+    fn stale_reply_bytes_are_zeroed() {
+        let (mut q, l, rings) = lone_queue(8, false);
+        for round in 0..2u8 {
+            let h = q.add(&[], &[4]).unwrap();
+            let mut d = [0u8; 16];
+            q.read_guest(rings + l.desc_entry(h), &mut d).unwrap();
+            let addr = u64::from_le_bytes(d[..8].try_into().unwrap());
+            let mut buf = [0xffu8; 4];
+            q.read_guest(addr, &mut buf).unwrap();
+            assert_eq!(buf, [0; 4], "round {round}");
+            q.write_guest(addr, &[0xab; 4]).unwrap();
+            device_use(&q, &l, rings, u16::from(round), u32::from(h), 4);
+            assert_eq!(q.try_used().unwrap().unwrap().data, [0xab; 4]);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Guest memory: a memfd mapped in-process and shared with the backend.
+
+use std::fs::File;
+use std::os::fd::FromRawFd;
+
+use vhost::VhostUserMemoryRegionInfo;
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+use super::error::FrontendError;
+use super::queue::QueueArea;
+use super::ring::{align_up, RingLayout};
+
+pub(crate) const PAGE_SIZE: u64 = 4096;
+
+/// Splits guest memory between `nq` queues: rings, then scratch areas, then
+/// data areas.
+pub(crate) fn plan_memory(
+    base: u64,
+    size: u64,
+    nq: usize,
+    queue_size: u16,
+    scratch_size: u64,
+) -> Result<Vec<QueueArea>, FrontendError> {
+    let nq64 = nq as u64;
+    let rings = align_up(RingLayout::new(queue_size).total, PAGE_SIZE);
+    let scratch = align_up(scratch_size, PAGE_SIZE);
+    let fixed = nq64
+        .checked_mul(rings + scratch)
+        .filter(|&f| f < size)
+        .ok_or_else(|| {
+            FrontendError::InvalidOptions(format!(
+                "{size:#x} bytes of guest memory cannot hold {nq} queues of {queue_size}"
+            ))
+        })?;
+    let data = ((size - fixed) / nq64) & !(PAGE_SIZE - 1);
+    if data == 0 {
+        return Err(FrontendError::InvalidOptions(format!(
+            "{size:#x} bytes of guest memory leave no data area for {nq} queues"
+        )));
+    }
+    Ok((0..nq64)
+        .map(|i| QueueArea {
+            rings: base + i * rings,
+            scratch: (base + nq64 * rings + i * scratch, scratch),
+            data: (base + nq64 * (rings + scratch) + i * data, data),
+        })
+        .collect())
+}
+
+/// Creates `size` bytes of memfd-backed guest memory at GPA `base`, and the
+/// region description SET_MEM_TABLE needs.
+pub(crate) fn create_memory(
+    size: usize,
+    base: u64,
+) -> Result<(GuestMemoryMmap, VhostUserMemoryRegionInfo), FrontendError> {
+    // SAFETY: the name is a valid NUL-terminated string and the flags are
+    // valid for memfd_create.
+    let fd =
+        unsafe { libc::memfd_create(c"vhost-device-test-frontend".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(FrontendError::Memory(format!(
+            "memfd_create: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `fd` was just returned by memfd_create, is open and is owned by
+    // nothing else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size as u64)
+        .map_err(|e| FrontendError::Memory(format!("memfd ftruncate to {size:#x}: {e}")))?;
+    let mapping = MmapRegion::from_file(FileOffset::new(file, 0), size)
+        .map_err(|e| FrontendError::Memory(format!("mmap of {size:#x} bytes: {e}")))?;
+    let region = GuestRegionMmap::new(mapping, GuestAddress(base))
+        .ok_or_else(|| FrontendError::Memory(format!("region at {base:#x} overflows")))?;
+    let info = VhostUserMemoryRegionInfo::from_guest_region(&region)
+        .map_err(|e| FrontendError::Memory(format!("region description: {e}")))?;
+    let mem = GuestMemoryMmap::from_regions(vec![region])
+        .map_err(|e| FrontendError::Memory(format!("guest memory: {e}")))?;
+    Ok((mem, info))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestMemoryBackend;
+
+    #[test]
+    fn memory_plan_is_disjoint_and_in_bounds() {
+        let base = 0x1_0000_0000;
+        let size = 16 << 20;
+        let areas = plan_memory(base, size, 3, 256, 64 << 10).unwrap();
+        assert_eq!(areas.len(), 3);
+        let mut ranges = Vec::new();
+        for a in &areas {
+            ranges.push((a.rings, RingLayout::new(256).total));
+            ranges.push(a.scratch);
+            ranges.push(a.data);
+            assert_eq!(a.rings % PAGE_SIZE, 0);
+            assert_eq!(a.data.0 % PAGE_SIZE, 0);
+            assert!(a.data.1 > 5 << 20);
+        }
+        for (i, &(s, l)) in ranges.iter().enumerate() {
+            assert!(s >= base && s + l <= base + size);
+            for &(s2, l2) in &ranges[i + 1..] {
+                assert!(s + l <= s2 || s2 + l2 <= s, "overlap");
+            }
+        }
+    }
+
+    #[test]
+    fn memory_plan_rejects_too_small() {
+        assert!(matches!(
+            plan_memory(0, 8192, 2, 256, 4096),
+            Err(FrontendError::InvalidOptions(_))
+        ));
+        assert_eq!(plan_memory(0, 3 * 4096, 1, 16, 4096).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn memory_is_memfd_backed_at_base() {
+        let (mem, info) = create_memory(1 << 20, 0x4000_0000).unwrap();
+        assert_eq!(info.guest_phys_addr, 0x4000_0000);
+        assert_eq!(info.memory_size, 1 << 20);
+        assert!(info.mmap_handle >= 0);
+        let host = mem.get_host_address(GuestAddress(0x4000_0000)).unwrap();
+        assert_eq!(host as u64, info.userspace_addr);
+    }
+}
