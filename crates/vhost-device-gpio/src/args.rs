@@ -37,8 +37,8 @@ pub struct Args {
     /// Control socket of the simulated chips: a Unix socket that drives
     /// their inputs and reads their outputs while the guest runs (see the
     /// sim-set and sim-get subcommands). With --socket-count N > 1, guest i's
-    /// control socket is PATH<i>, like the vhost-user sockets. Only simulated
-    /// entries get one.
+    /// control socket is PATH followed by i (PATH0, PATH1, …), like the
+    /// vhost-user sockets. Only simulated entries get one.
     #[arg(long, value_name = "PATH")]
     pub sim_control: Option<PathBuf>,
 
