@@ -13,7 +13,7 @@ use vhost::vhost_user::{
     Frontend, VhostUserFrontend, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
 use vhost::{VhostBackend, VringConfigData};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use super::error::FrontendError;
@@ -191,11 +191,10 @@ impl TestFrontend {
             .set_features(acked_features)
             .map_err(FrontendError::vhost("SET_FEATURES"))?;
 
-        let (mem, region) = create_memory(opts.mem_size, opts.mem_base)?;
+        let (mem, regions) = create_memory(opts.mem_size, opts.mem_base, opts.mem_regions)?;
         frontend
-            .set_mem_table(&[region])
+            .set_mem_table(&regions)
             .map_err(FrontendError::vhost("SET_MEM_TABLE"))?;
-        let host_base = region.userspace_addr;
 
         let areas = plan_memory(
             opts.mem_base,
@@ -214,7 +213,7 @@ impl TestFrontend {
                 zero_writable: opts.zero_writable,
             };
             let q = TestQueue::new(cfg, mem.clone(), area)?;
-            Self::setup_queue(&mut frontend, &q, host_base - opts.mem_base, has_protocol)?;
+            Self::setup_queue(&mut frontend, &q, &mem, has_protocol)?;
             queues.push(q);
         }
 
@@ -232,16 +231,21 @@ impl TestFrontend {
         })
     }
 
-    /// Sends the per-queue messages. `hva_offset` turns a GPA into our
-    /// virtual address, which is what SET_VRING_ADDR carries.
+    /// Sends the per-queue messages. SET_VRING_ADDR carries our own virtual
+    /// addresses, hence the translation through `mem`.
     fn setup_queue(
         frontend: &mut Frontend,
         q: &TestQueue,
-        hva_offset: u64,
+        mem: &GuestMemoryMmap,
         enable: bool,
     ) -> Result<(), FrontendError> {
         let i = q.index();
         let (desc, avail, used) = q.ring_addresses();
+        let hva = |gpa: u64| {
+            mem.get_host_address(GuestAddress(gpa))
+                .map(|p| p as u64)
+                .map_err(FrontendError::mem(gpa))
+        };
         frontend
             .set_vring_num(i, q.size())
             .map_err(FrontendError::vhost(format!("SET_VRING_NUM({i})")))?;
@@ -249,9 +253,9 @@ impl TestFrontend {
             queue_max_size: q.size(),
             queue_size: q.size(),
             flags: 0,
-            desc_table_addr: desc.wrapping_add(hva_offset),
-            used_ring_addr: used.wrapping_add(hva_offset),
-            avail_ring_addr: avail.wrapping_add(hva_offset),
+            desc_table_addr: hva(desc)?,
+            used_ring_addr: hva(used)?,
+            avail_ring_addr: hva(avail)?,
             log_addr: None,
         };
         frontend

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::os::fd::FromRawFd;
+use std::sync::Arc;
 
 use vhost::VhostUserMemoryRegionInfo;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
@@ -47,12 +48,23 @@ pub(crate) fn plan_memory(
         .collect())
 }
 
-/// Creates `size` bytes of memfd-backed guest memory at GPA `base`, and the
-/// region description SET_MEM_TABLE needs.
+/// Creates `size` bytes of memfd-backed guest memory at GPA `base`, split
+/// into `regions` equal regions (contiguous in GPA, separate mappings of one
+/// memfd at increasing file offsets, as QEMU does with a RAM block split
+/// around a hole), and the region descriptions SET_MEM_TABLE needs.
 pub(crate) fn create_memory(
     size: usize,
     base: u64,
-) -> Result<(GuestMemoryMmap, VhostUserMemoryRegionInfo), FrontendError> {
+    regions: usize,
+) -> Result<(GuestMemoryMmap, Vec<VhostUserMemoryRegionInfo>), FrontendError> {
+    let region_size = size
+        .checked_div(regions)
+        .filter(|r| r * regions == size && *r as u64 % PAGE_SIZE == 0)
+        .ok_or_else(|| {
+            FrontendError::InvalidOptions(format!(
+                "{size:#x} bytes cannot be split into {regions} page-aligned regions"
+            ))
+        })?;
     // SAFETY: the name is a valid NUL-terminated string and the flags are
     // valid for memfd_create.
     let fd =
@@ -68,22 +80,35 @@ pub(crate) fn create_memory(
     let file = unsafe { File::from_raw_fd(fd) };
     file.set_len(size as u64)
         .map_err(|e| FrontendError::Memory(format!("memfd ftruncate to {size:#x}: {e}")))?;
-    let mapping = MmapRegion::from_file(FileOffset::new(file, 0), size)
-        .map_err(|e| FrontendError::Memory(format!("mmap of {size:#x} bytes: {e}")))?;
-    let region = GuestRegionMmap::new(mapping, GuestAddress(base))
-        .ok_or_else(|| FrontendError::Memory(format!("region at {base:#x} overflows")))?;
-    let info = VhostUserMemoryRegionInfo::from_guest_region(&region)
-        .map_err(|e| FrontendError::Memory(format!("region description: {e}")))?;
-    let mem = GuestMemoryMmap::from_regions(vec![region])
+    let file = Arc::new(file);
+    let mut mapped = Vec::with_capacity(regions);
+    let mut infos = Vec::with_capacity(regions);
+    for i in 0..regions as u64 {
+        let offset = i * region_size as u64;
+        let gpa = base + offset;
+        let mapping =
+            MmapRegion::from_file(FileOffset::from_arc(file.clone(), offset), region_size)
+                .map_err(|e| {
+                    FrontendError::Memory(format!("mmap of {region_size:#x} bytes: {e}"))
+                })?;
+        let region = GuestRegionMmap::new(mapping, GuestAddress(gpa))
+            .ok_or_else(|| FrontendError::Memory(format!("region at {gpa:#x} overflows")))?;
+        infos.push(
+            VhostUserMemoryRegionInfo::from_guest_region(&region)
+                .map_err(|e| FrontendError::Memory(format!("region description: {e}")))?,
+        );
+        mapped.push(region);
+    }
+    let mem = GuestMemoryMmap::from_regions(mapped)
         .map_err(|e| FrontendError::Memory(format!("guest memory: {e}")))?;
-    Ok((mem, info))
+    Ok((mem, infos))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use vm_memory::GuestMemoryBackend;
+    use vm_memory::{Bytes, GuestMemoryBackend};
 
     #[test]
     fn memory_plan_is_disjoint_and_in_bounds() {
@@ -119,11 +144,33 @@ mod tests {
 
     #[test]
     fn memory_is_memfd_backed_at_base() {
-        let (mem, info) = create_memory(1 << 20, 0x4000_0000).unwrap();
-        assert_eq!(info.guest_phys_addr, 0x4000_0000);
-        assert_eq!(info.memory_size, 1 << 20);
-        assert!(info.mmap_handle >= 0);
+        let (mem, info) = create_memory(1 << 20, 0x4000_0000, 1).unwrap();
+        assert_eq!(info.len(), 1);
+        assert_eq!(info[0].guest_phys_addr, 0x4000_0000);
+        assert_eq!(info[0].memory_size, 1 << 20);
+        assert!(info[0].mmap_handle >= 0);
         let host = mem.get_host_address(GuestAddress(0x4000_0000)).unwrap();
-        assert_eq!(host as u64, info.userspace_addr);
+        assert_eq!(host as u64, info[0].userspace_addr);
+    }
+
+    #[test]
+    fn memory_regions_share_one_memfd_at_increasing_offsets() {
+        let (mem, info) = create_memory(1 << 20, 0x1000, 4).unwrap();
+        assert_eq!(info.len(), 4);
+        for (i, r) in info.iter().enumerate() {
+            let i = i as u64;
+            assert_eq!(r.guest_phys_addr, 0x1000 + i * (256 << 10));
+            assert_eq!(r.mmap_offset, i * (256 << 10));
+            assert_eq!(r.memory_size, 256 << 10);
+            assert_eq!(r.mmap_handle, info[0].mmap_handle);
+        }
+        // Bytes written across a region boundary land in both regions.
+        let boundary = GuestAddress(0x1000 + (256 << 10) - 2);
+        mem.write_slice(b"abcd", boundary).unwrap();
+        let mut out = [0u8; 4];
+        mem.read_slice(&mut out, boundary).unwrap();
+        assert_eq!(&out, b"abcd");
+        assert!(create_memory(1 << 20, 0, 3)
+            .is_err_and(|e| matches!(e, FrontendError::InvalidOptions(_))));
     }
 }

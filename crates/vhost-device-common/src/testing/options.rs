@@ -39,6 +39,12 @@ pub struct FrontendOptions {
     /// Guest physical address of the first byte of guest memory, so tests
     /// can check that a backend translates addresses. Default 0.
     pub mem_base: u64,
+    /// Number of memory regions guest memory is split into (equal sizes,
+    /// contiguous GPAs, one memfd mapped at increasing offsets), so tests
+    /// can place buffers across a region boundary and check `mmap_offset`
+    /// handling. Region `i` starts at `mem_base + i * mem_size /
+    /// mem_regions`. Default 1.
+    pub mem_regions: usize,
     /// Size of every queue, a power of two. Default 256.
     pub queue_size: u16,
     /// Number of queues to set up. `None` means what GET_QUEUE_NUM reports
@@ -68,6 +74,7 @@ impl Default for FrontendOptions {
         FrontendOptions {
             mem_size: 16 << 20,
             mem_base: 0,
+            mem_regions: 1,
             queue_size: 256,
             num_queues: None,
             features_mask: !0,
@@ -117,6 +124,15 @@ impl FrontendOptions {
         if self.mem_base.checked_add(self.mem_size as u64).is_none() {
             return bad("memory base + size overflows".to_string());
         }
+        if !(1..=8).contains(&self.mem_regions)
+            || self.mem_size % self.mem_regions != 0
+            || (self.mem_size / self.mem_regions) as u64 % PAGE_SIZE != 0
+        {
+            return bad(format!(
+                "{} regions: need 1 to 8 regions of a whole number of pages",
+                self.mem_regions
+            ));
+        }
         if self.num_queues == Some(0) {
             return bad("zero queues".to_string());
         }
@@ -147,6 +163,14 @@ mod tests {
             },
             FrontendOptions {
                 num_queues: Some(0),
+                ..Default::default()
+            },
+            FrontendOptions {
+                mem_regions: 0,
+                ..Default::default()
+            },
+            FrontendOptions {
+                mem_regions: 3,
                 ..Default::default()
             },
             FrontendOptions {

@@ -809,7 +809,7 @@ mod tests {
     /// poking the rings directly.
     fn lone_queue(size: u16, event_idx: bool) -> (TestQueue, RingLayout, u64) {
         let base = 0x10_0000;
-        let (mem, _) = create_memory(1 << 20, base).unwrap();
+        let (mem, _) = create_memory(1 << 20, base, 1).unwrap();
         let area = plan_memory(base, 1 << 20, 1, size, 4096).unwrap()[0];
         let cfg = QueueConfig {
             index: 0,
