@@ -22,10 +22,33 @@
 //! # }
 //! ```
 //!
-//! Guest memory layout (all page aligned): the rings of every queue, then a
-//! scratch area per queue that the frontend never touches (for hand-made
-//! chains, see [`TestQueue::add_raw`]), then the rest split evenly into one
-//! data area per queue, from which chain buffers are allocated and recycled.
+//! # Driving load
+//!
+//! [`TestQueue::request_into`] and [`TestQueue::wait_used_into`] reuse the
+//! caller's [`Used`], and descriptors and buffer space are recycled when a
+//! chain comes back, so a loop of millions of requests allocates nothing. To
+//! keep several requests in flight, [`TestQueue::add`] a batch, kick once,
+//! then for every [`TestQueue::wait_used_into`] add the next one. Queues are
+//! independent: [`TestFrontend::queues_mut`] lets scoped threads drive one
+//! each. [`TestQueue::call_fd`] and [`TestQueue::try_used_into`] serve load
+//! generators with their own poll loop.
+//!
+//! # Notification suppression
+//!
+//! [`TestQueue::kick`] behaves like a guest driver: with EVENT_IDX it kicks
+//! only when the new avail index crosses the device's `avail_event`, without
+//! it only when `VIRTQ_USED_F_NO_NOTIFY` is clear. A device that has not yet
+//! re-armed `avail_event` must find the new chain when it re-checks the ring,
+//! so a test must not expect every request to produce a kick. Use
+//! [`TestQueue::notify`] to kick unconditionally.
+//!
+//! # Guest memory layout
+//!
+//! All page aligned, starting at [`FrontendOptions::mem_base`]: the rings of
+//! every queue, then a scratch area per queue that the frontend never
+//! touches (for hand-made chains, see [`TestQueue::add_raw`]), then the rest
+//! split evenly into one data area per queue, from which chain buffers are
+//! allocated and recycled.
 
 mod alloc;
 mod error;
