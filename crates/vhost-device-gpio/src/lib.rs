@@ -199,3 +199,61 @@ fn indexed_path(base: &Path, index: usize, count: usize) -> PathBuf {
         PathBuf::from(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    #[test]
+    fn device_list_syntax() {
+        assert_eq!(
+            parse_device_list("3:s4:6:s1").unwrap(),
+            [
+                ChipSpec::Number(3),
+                ChipSpec::Sim(4),
+                ChipSpec::Number(6),
+                ChipSpec::Sim(1)
+            ]
+        );
+        assert_eq!(
+            parse_device_list("s2, /dev/gpiochip1 ,label=a:b,gpio-sim.0-node0").unwrap(),
+            [
+                ChipSpec::Sim(2),
+                ChipSpec::Path("/dev/gpiochip1".into()),
+                ChipSpec::Label("a:b".into()),
+                ChipSpec::Label("gpio-sim.0-node0".into())
+            ]
+        );
+        assert_eq!(
+            parse_device_list("INT34C6:00,").unwrap(),
+            [ChipSpec::Label("INT34C6:00".into())]
+        );
+        assert_eq!(
+            parse_device_list("sensor").unwrap(),
+            [ChipSpec::Label("sensor".into())]
+        );
+        for (bad, needle) in [
+            ("", "empty entry"),
+            ("1::2", "empty entry"),
+            ("1,,2", "empty entry"),
+            ("s0", "1 to 1024"),
+            ("s1025", "1 to 1024"),
+            ("s99999", "1 to 1024"),
+            ("99999999999", "too large"),
+            ("label=", "empty label"),
+            ("two words", "not a chip"),
+        ] {
+            let e = parse_device_list(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+            assert!(!e.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn control_paths_follow_the_socket_suffixes() {
+        assert_eq!(indexed_path(Path::new("/t/c"), 0, 1), Path::new("/t/c"));
+        assert_eq!(indexed_path(Path::new("/t/c"), 2, 3), Path::new("/t/c2"));
+    }
+}
