@@ -879,3 +879,48 @@ fn buffers_across_memory_regions() {
     fe.disconnect().unwrap();
     d.join();
 }
+
+#[test]
+fn without_protocol_features_or_reply_ack() {
+    // No VHOST_USER_F_PROTOCOL_FEATURES: rings start enabled, no
+    // SET_VRING_ENABLE, no config space, a single queue unless told.
+    let d = Daemon::start();
+    let mut fe =
+        d.connect(opts().without_features(VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()));
+    assert!(fe.protocol_features().is_empty());
+    assert_eq!(fe.num_queues(), 1);
+    let used = fe
+        .queue(0)
+        .unwrap()
+        .request(&[b"plain"], &[5], TIMEOUT)
+        .unwrap();
+    assert_eq!(used.data, b"plain");
+    assert!(matches!(
+        fe.get_config(0, 1),
+        Err(FrontendError::NotNegotiated(_))
+    ));
+    fe.disconnect().unwrap();
+    d.join();
+
+    // Protocol features but no REPLY_ACK: messages are not acked.
+    let d = Daemon::start();
+    let mut fe = d.connect(FrontendOptions {
+        protocol_features_mask: !VhostUserProtocolFeatures::REPLY_ACK.bits(),
+        ..opts()
+    });
+    assert!(!fe
+        .protocol_features()
+        .contains(VhostUserProtocolFeatures::REPLY_ACK));
+    assert_eq!(fe.num_queues(), 2);
+    let mut gpu = fe.set_gpu_socket().unwrap();
+    gpu.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut msg = [0u8; 24];
+    gpu.read_exact(&mut msg).unwrap();
+    assert_eq!(fe.get_config(0, 2).unwrap(), [1, 2]);
+    fe.queue(1)
+        .unwrap()
+        .request(&[b"ack-less"], &[8], TIMEOUT)
+        .unwrap();
+    fe.disconnect().unwrap();
+    d.join();
+}
