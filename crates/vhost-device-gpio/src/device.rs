@@ -186,12 +186,9 @@ impl<B: GpioBackend> GpioDevice<B> {
         let ngpio = backend.num_lines();
         let names = names_block(&backend.line_names(), ngpio);
         let names_size = u32::try_from(names.len()).unwrap_or(0);
-        let mut config = [0u8; 8];
-        let (head, tail) = config.split_at_mut(4);
-        head.get_mut(..2)
-            .unwrap_or_default()
-            .copy_from_slice(&ngpio.to_le_bytes());
-        tail.copy_from_slice(&names_size.to_le_bytes());
+        let [n0, n1] = ngpio.to_le_bytes();
+        let [s0, s1, s2, s3] = names_size.to_le_bytes();
+        let config = [n0, n1, 0, 0, s0, s1, s2, s3];
         GpioDevice {
             backend,
             ngpio,
@@ -253,9 +250,9 @@ impl<B: GpioBackend> GpioDevice<B> {
                 });
                 return error_reply(&mut writer);
             }
-            if writer.write_all(&[STATUS_OK]).is_err() || writer.write_all(&self.names).is_err() {
-                return writer.used_len();
-            }
+            // Room was checked above.
+            let _ = writer.write_all(&[STATUS_OK]);
+            let _ = writer.write_all(&self.names);
             return writer.used_len();
         }
         if writer.available() < RESPONSE_SIZE {
