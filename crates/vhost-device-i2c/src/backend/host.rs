@@ -29,11 +29,13 @@ pub trait HostAdapter: Send {
     /// `I2C_FUNC_*` bits.
     fn funcs(&self) -> u64;
 
-    /// One `I2C_RDWR` with these messages.
+    /// One `I2C_RDWR` with these messages. Returns how many completed: an
+    /// adapter may stop early without an error (Linux's own virtio-i2c
+    /// driver does).
     ///
     /// # Errors
     /// The kernel's error.
-    fn rdwr(&mut self, msgs: &mut [I2cMsg]) -> std::io::Result<()>;
+    fn rdwr(&mut self, msgs: &mut [I2cMsg]) -> std::io::Result<usize>;
 
     /// One SMBus command to `addr`.
     ///
@@ -194,7 +196,8 @@ impl LinuxAdapter {
             funcs,
             bus,
             device,
-            current: addrs.first().copied(),
+            // The busy check above left the last address set.
+            current: addrs.last().copied().or(Some(first)),
         })
     }
 
@@ -225,7 +228,7 @@ impl HostAdapter for LinuxAdapter {
         self.funcs
     }
 
-    fn rdwr(&mut self, msgs: &mut [I2cMsg]) -> std::io::Result<()> {
+    fn rdwr(&mut self, msgs: &mut [I2cMsg]) -> std::io::Result<usize> {
         let mut raw: Vec<LinuxI2CMessage<'_>> = msgs
             .iter_mut()
             .map(|m| {
@@ -237,7 +240,8 @@ impl HostAdapter for LinuxAdapter {
                 }
             })
             .collect();
-        self.bus.transfer(&mut raw).map_err(io_err).map(drop)
+        let done = self.bus.transfer(&mut raw).map_err(io_err)?;
+        Ok(usize::try_from(done).unwrap_or(0))
     }
 
     fn smbus(&mut self, addr: u8, op: &SmbusOp) -> std::io::Result<SmbusReply> {
@@ -346,10 +350,22 @@ impl<A: HostAdapter> AdapterBus<A> {
                 ),
             ));
         }
-        // The kernel does not say which message failed: none is trusted.
-        self.adapter.rdwr(msgs).map_err(|e| {
+        // On an error the kernel does not say which message failed: none
+        // is trusted.
+        let done = self.adapter.rdwr(msgs).map_err(|e| {
             TransferError::new(0, format!("{}: I2C_RDWR: {e}", self.adapter.describe()))
-        })
+        })?;
+        if done < msgs.len() {
+            return Err(TransferError::new(
+                done,
+                format!(
+                    "{}: I2C_RDWR completed {done} of {} messages",
+                    self.adapter.describe(),
+                    msgs.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn transfer_smbus(&mut self, msgs: &mut [I2cMsg]) -> Result<(), TransferError> {
@@ -409,13 +425,15 @@ pub(crate) mod tests {
         pub smbus_log: Vec<(u8, SmbusOp)>,
         pub reply: Option<SmbusReply>,
         pub fail: bool,
+        /// Messages an I2C_RDWR completes before stopping (all if None).
+        pub stop_after: Option<usize>,
     }
 
     impl HostAdapter for MockAdapter {
         fn funcs(&self) -> u64 {
             self.funcs
         }
-        fn rdwr(&mut self, msgs: &mut [I2cMsg]) -> std::io::Result<()> {
+        fn rdwr(&mut self, msgs: &mut [I2cMsg]) -> std::io::Result<usize> {
             self.rdwr_log.push(msgs.to_vec());
             if self.fail {
                 return Err(std::io::Error::from_raw_os_error(libc::ENXIO));
@@ -425,7 +443,7 @@ pub(crate) mod tests {
                     *b = i as u8;
                 }
             }
-            Ok(())
+            Ok(self.stop_after.unwrap_or(msgs.len()).min(msgs.len()))
         }
         fn smbus(&mut self, addr: u8, op: &SmbusOp) -> std::io::Result<SmbusReply> {
             self.smbus_log.push((addr, op.clone()));
@@ -459,6 +477,19 @@ pub(crate) mod tests {
         assert_eq!(msgs[1].buf, [0, 1, 2]);
         assert_eq!(bus.adapter().rdwr_log.len(), 1);
         assert!(bus.adapter().smbus_log.is_empty());
+    }
+
+    #[test]
+    fn a_short_rdwr_counts_what_completed() {
+        let mut bus = AdapterBus::new(MockAdapter {
+            funcs: func::I2C,
+            stop_after: Some(1),
+            ..Default::default()
+        });
+        let mut msgs = [I2cMsg::write(0x50, &[0]), I2cMsg::read(0x51, 1)];
+        let err = bus.transfer(&mut msgs).unwrap_err();
+        assert_eq!(err.completed, 1);
+        assert!(err.reason.contains("1 of 2"), "{err}");
     }
 
     #[test]
