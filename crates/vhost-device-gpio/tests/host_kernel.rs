@@ -5,7 +5,7 @@
 //! backend sets outputs that gpio-sim's sysfs shows, reads inputs that
 //! gpio-sim's pull controls drive, and receives the edge events those pulls
 //! cause; the device on top of it turns them into edge and level
-//! interrupts.
+//! interrupts, and the daemon itself serves the chip to the test frontend.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -226,12 +226,135 @@ fn in_guest_device_level_irq() {
     assert_eq!(dev.take_fired().collect::<Vec<_>>(), [(event.head(), 1)]);
 }
 
+/// Where the scenario puts the daemon binary in the guest.
+const GUEST_BIN: &str = "/rig/vhost-device-gpio";
+
+/// The real daemon on the real chip, found by label, driven by the test
+/// frontend: the chip's line fds on the worker's epoll deliver the edges.
+fn in_guest_daemon() {
+    use std::process::{Command, Stdio};
+    use vhost_device_common::testing::{FrontendOptions, TestFrontend};
+    use vhost_device_gpio::device::{IRQ_STATUS_INVALID, STATUS_ERR};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("gpio.sock");
+    let mut child = Command::new(GUEST_BIN)
+        .arg("--socket-path")
+        .arg(&sock)
+        .args(["--device-list", "label=vdg-bank"])
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let opts = FrontendOptions {
+        num_queues: Some(2),
+        ..Default::default()
+    };
+    let wait = Duration::from_secs(5);
+    let mut fe = TestFrontend::connect_retry(&sock, opts, wait).unwrap();
+    let config = fe.get_config(0, 8).unwrap();
+    assert_eq!(&config[..2], &[4, 0]);
+    let names = b"vdg-0\0vdg-1\0vdg-2\0vdg-3\0";
+    let used = fe
+        .queue(0)
+        .unwrap()
+        .request(
+            &[&request(msg::GET_LINE_NAMES, 0, 0)],
+            &[1 + names.len() as u32],
+            wait,
+        )
+        .unwrap();
+    assert_eq!(used.data[0], STATUS_OK);
+    assert_eq!(&used.data[1..], names);
+    let mut req = |kind: u16, gpio: u16, value: u32| -> Vec<u8> {
+        fe.queue(0)
+            .unwrap()
+            .request(&[&request(kind, gpio, value)], &[2], wait)
+            .unwrap()
+            .data
+    };
+    // Output seen in gpio-sim's sysfs; input read from its pull.
+    assert_eq!(req(msg::SET_VALUE, 0, 1), [STATUS_OK, 0]);
+    assert_eq!(req(msg::SET_DIRECTION, 0, 1), [STATUS_OK, 0]);
+    assert_eq!(sim_value(0), "1");
+    pull(2, true);
+    assert_eq!(req(msg::GET_VALUE, 2, 0), [STATUS_OK, 1]);
+    pull(2, false);
+    assert_eq!(req(msg::GET_VALUE, 2, 0), [STATUS_OK, 0]);
+    assert_eq!(req(msg::GET_VALUE, 4, 0), [STATUS_ERR, 0]);
+    // Edge rising on line 1, level high on line 3.
+    pull(1, false);
+    pull(3, false);
+    assert_eq!(req(msg::SET_DIRECTION, 1, 2), [STATUS_OK, 0]);
+    assert_eq!(
+        req(msg::SET_IRQ_TYPE, 1, IrqType::EdgeRising as u32),
+        [STATUS_OK, 0]
+    );
+    assert_eq!(
+        req(msg::SET_IRQ_TYPE, 3, IrqType::LevelHigh as u32),
+        [STATUS_OK, 0]
+    );
+    let q = fe.queue(1).unwrap();
+    let post = |q: &mut vhost_device_common::testing::TestQueue, line: u16| {
+        let head = q.add(&[&line.to_le_bytes()], &[1]).unwrap();
+        q.kick().unwrap();
+        head
+    };
+    let quiet = |q: &mut vhost_device_common::testing::TestQueue| {
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(q.try_used().unwrap().is_none(), "unexpected event");
+    };
+    let edge = post(q, 1);
+    let level = post(q, 3);
+    quiet(q);
+    pull(1, true);
+    let used = q.wait_used(wait).unwrap();
+    assert_eq!((used.head, used.data), (edge, vec![IRQ_STATUS_VALID]));
+    pull(3, true);
+    let used = q.wait_used(wait).unwrap();
+    assert_eq!((used.head, used.data), (level, vec![IRQ_STATUS_VALID]));
+    for _ in 0..3 {
+        let level = post(q, 3);
+        let used = q.wait_used(wait).unwrap();
+        assert_eq!((used.head, used.data), (level, vec![IRQ_STATUS_VALID]));
+    }
+    pull(3, false);
+    let level = post(q, 3);
+    let edge = post(q, 1);
+    pull(1, false);
+    quiet(q);
+    // Disabling returns both buffers unused.
+    let mut req = |kind: u16, gpio: u16, value: u32| -> Vec<u8> {
+        fe.queue(0)
+            .unwrap()
+            .request(&[&request(kind, gpio, value)], &[2], wait)
+            .unwrap()
+            .data
+    };
+    assert_eq!(req(msg::SET_IRQ_TYPE, 3, 0), [STATUS_OK, 0]);
+    assert_eq!(req(msg::SET_IRQ_TYPE, 1, 0), [STATUS_OK, 0]);
+    let q = fe.queue(1).unwrap();
+    let mut returned =
+        [q.wait_used(wait).unwrap(), q.wait_used(wait).unwrap()].map(|u| (u.head, u.data));
+    returned.sort();
+    let mut expected = [
+        (level, vec![IRQ_STATUS_INVALID]),
+        (edge, vec![IRQ_STATUS_INVALID]),
+    ];
+    expected.sort();
+    assert_eq!(returned, expected);
+    fe.disconnect().unwrap();
+    // SAFETY: kill() on our own child's pid.
+    unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
 #[test]
 #[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
 fn host_kernel_gpiocdev_backend() {
     if vhost_device_rig::in_guest() {
         in_guest_backend();
         in_guest_device_level_irq();
+        in_guest_daemon();
         return;
     }
     vhost_device_rig::Scenario::host_test(
@@ -240,6 +363,7 @@ fn host_kernel_gpiocdev_backend() {
         "host_kernel_gpiocdev_backend",
     )
     .modules(&["gpio-sim"])
+    .guest_file(env!("CARGO_BIN_EXE_vhost-device-gpio"), GUEST_BIN)
     .guest_script(SETUP)
     .timeout(Duration::from_secs(120))
     .run()
