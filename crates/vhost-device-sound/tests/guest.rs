@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Guest scenarios: the Linux virtio_snd driver through QEMU's
+//! vhost-user-snd-pci, used with alsa-utils, against the daemon's wav
+//! backend. Run with rust-vmm-ci/guest/run-tests.sh.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use vhost_device_rig::{Scenario, ScenarioResult};
+use vhost_device_sound::backend::wav::{read_file, WavWriter};
+use vhost_device_sound::format::SampleFormat;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-sound");
+
+/// The QEMU device, as the README shows it. `controls=on` lets the guest
+/// negotiate VIRTIO_SND_F_CTLS (QEMU leaves it off by default).
+const QEMU: [&str; 4] = [
+    "-chardev",
+    "socket,id=snd0,path={sock}",
+    "-device",
+    "vhost-user-snd-pci,chardev=snd0,controls=on",
+];
+
+/// Distinct samples, so a dropped, repeated or reordered frame shows.
+fn signal(frames: usize, channels: usize) -> Vec<u8> {
+    (0..frames * channels)
+        .flat_map(|i| {
+            let v = ((i as u32).wrapping_mul(2_654_435_761) >> 17) as i16;
+            // Keep it clear of zero so silence cannot pass for audio.
+            (v | 1).to_le_bytes()
+        })
+        .collect()
+}
+
+fn write_wav(path: &Path, channels: u16, data: &[u8]) {
+    let mut w = WavWriter::create(path, channels, 48000, SampleFormat::S16).unwrap();
+    w.append(data).unwrap();
+}
+
+/// Uptime stamps the guest script printed as `MARK <name> <seconds>`.
+fn mark(result: &ScenarioResult, name: &str) -> f64 {
+    let prefix = format!("MARK {name} ");
+    result
+        .guest_output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name} mark in:\n{}", result.report()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_sound_aplay_is_bit_exact_and_real_time() {
+    let files = tempfile::tempdir().unwrap();
+    let wav = files.path().join("two-seconds.wav");
+    let samples = signal(96_000, 2);
+    write_wav(&wav, 2, &samples);
+    let result = Scenario::new("guest_sound_aplay_is_bit_exact_and_real_time")
+        .backend(
+            BIN,
+            &[
+                "--socket-path",
+                "{sock}",
+                "--backend",
+                "wav",
+                "--wav-dir",
+                "{dir}",
+            ],
+        )
+        .qemu_args(&QEMU)
+        .guest_file(&wav, "/rig/two-seconds.wav")
+        .guest_script(
+            "set -e\n\
+             aplay -l\n\
+             arecord -l\n\
+             aplay -l | grep -q 'device 0'\n\
+             arecord -l | grep -q 'device 0'\n\
+             echo MARK start $(cut -d' ' -f1 /proc/uptime)\n\
+             aplay -D hw:0,0 --period-size=960 --buffer-size=7680 /rig/two-seconds.wav\n\
+             echo MARK end $(cut -d' ' -f1 /proc/uptime)\n",
+        )
+        .timeout(Duration::from_secs(90))
+        .run()
+        .expect("scenario could not start");
+    result.assert_success();
+    let took = mark(&result, "end") - mark(&result, "start");
+    assert!(
+        (1.9..4.0).contains(&took),
+        "aplay of 2 s took {took:.3} s in the guest\n{}",
+        result.report()
+    );
+    let out = read_file(&result.dir.join("output0.wav")).unwrap();
+    assert_eq!(
+        (out.channels, out.rate, out.format),
+        (2, 48000, SampleFormat::S16)
+    );
+    assert_eq!(out.data.len(), samples.len(), "{}", result.report());
+    assert!(out.data == samples, "the host WAV differs from the guest's");
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_sound_arecord_gets_the_host_wav() {
+    let files = tempfile::tempdir().unwrap();
+    let wav = files.path().join("source.wav");
+    let samples = signal(48_000, 2);
+    write_wav(&wav, 2, &samples);
+    let expect = files.path().join("expect.raw");
+    std::fs::write(&expect, &samples).unwrap();
+    let result = Scenario::new("guest_sound_arecord_gets_the_host_wav")
+        .backend(
+            BIN,
+            &[
+                "--socket-path",
+                "{sock}",
+                "--backend",
+                "wav",
+                "--wav-dir",
+                "{dir}",
+                "--wav-input",
+                wav.to_str().unwrap(),
+            ],
+        )
+        .qemu_args(&QEMU)
+        .guest_file(&expect, "/rig/expect.raw")
+        .guest_script(
+            "set -e\n\
+             echo MARK start $(cut -d' ' -f1 /proc/uptime)\n\
+             arecord -D hw:0,0 -f S16_LE -r 48000 -c 2 --period-size=960 --buffer-size=7680 \
+               -s 48000 /tmp/cap.wav\n\
+             echo MARK end $(cut -d' ' -f1 /proc/uptime)\n\
+             ls -l /tmp/cap.wav\n\
+             tail -c +45 /tmp/cap.wav > /tmp/cap.raw\n\
+             cmp /tmp/cap.raw /rig/expect.raw\n\
+             echo CAPTURE-MATCHES\n",
+        )
+        .timeout(Duration::from_secs(90))
+        .run()
+        .expect("scenario could not start");
+    result.assert_success();
+    assert!(result.guest_output.contains("CAPTURE-MATCHES"));
+    let took = mark(&result, "end") - mark(&result, "start");
+    assert!(
+        (0.9..3.0).contains(&took),
+        "1 s of capture took {took:.3} s"
+    );
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_sound_amixer_volume_and_six_channels() {
+    let files = tempfile::tempdir().unwrap();
+    let stereo = files.path().join("stereo.wav");
+    let stereo_samples = signal(9600, 2);
+    write_wav(&stereo, 2, &stereo_samples);
+    let six = files.path().join("six.wav");
+    let six_samples = signal(9600, 6);
+    write_wav(&six, 6, &six_samples);
+    let result = Scenario::new("guest_sound_amixer_volume_and_six_channels")
+        .backend(
+            BIN,
+            &[
+                "--socket-path",
+                "{sock}",
+                "--backend",
+                "wav",
+                "--wav-dir",
+                "{dir}",
+                "--outputs",
+                "2",
+                "--output-channels",
+                "2,6",
+            ],
+        )
+        .qemu_args(&QEMU)
+        .guest_file(&stereo, "/rig/stereo.wav")
+        .guest_file(&six, "/rig/six.wav")
+        .guest_script(
+            "set -e\n\
+             amixer -c 0 controls\n\
+             amixer -c 0 sget PCM,0\n\
+             amixer -c 0 sset PCM,0 50%\n\
+             amixer -c 0 sget PCM,0 | grep -q '\\[50%\\]'\n\
+             aplay -D hw:0,0 --period-size=960 --buffer-size=7680 /rig/stereo.wav\n\
+             aplay -l | grep -q 'device 1'\n\
+             aplay -D hw:0,1 --period-size=960 --buffer-size=7680 /rig/six.wav\n\
+             echo MIXER-DONE\n",
+        )
+        .timeout(Duration::from_secs(90))
+        .run()
+        .expect("scenario could not start");
+    result.assert_success();
+    assert!(
+        result.guest_output.contains("Playback Volume"),
+        "{}",
+        result.report()
+    );
+
+    let halved: Vec<u8> = stereo_samples
+        .chunks(2)
+        .flat_map(|c| {
+            ((i32::from(i16::from_le_bytes([c[0], c[1]])) * 50 / 100) as i16).to_le_bytes()
+        })
+        .collect();
+    let out = read_file(&result.dir.join("output0.wav")).unwrap();
+    assert!(
+        out.data == halved,
+        "the host output does not reflect the volume"
+    );
+
+    let out = read_file(&result.dir.join("output1.wav")).unwrap();
+    assert_eq!((out.channels, out.format), (6, SampleFormat::S16));
+    assert!(out.data == six_samples, "the 6-channel output differs");
+}
