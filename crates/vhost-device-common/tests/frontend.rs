@@ -346,6 +346,28 @@ fn small_request_round_trip_time() {
         elapsed / n
     );
     assert_eq!(used.data, b"ping");
+
+    // Pipelined: keep 32 requests in flight.
+    let depth = 32u32;
+    for _ in 0..depth {
+        q.add(&[b"pipe"], &[8]).unwrap();
+    }
+    q.kick().unwrap();
+    let start = Instant::now();
+    for _ in 0..n {
+        q.wait_used_into(&mut used, TIMEOUT).unwrap();
+        assert_eq!(used.data, b"pipe");
+        q.add(&[b"pipe"], &[8]).unwrap();
+        q.kick().unwrap();
+    }
+    let elapsed = start.elapsed();
+    for _ in 0..depth {
+        q.wait_used_into(&mut used, TIMEOUT).unwrap();
+    }
+    eprintln!(
+        "{n} echo requests of 4 bytes, {depth} in flight: {:?} per request",
+        elapsed / n
+    );
     drop(fe);
     d.join();
 }
