@@ -126,8 +126,9 @@ impl TestFrontend {
         path: Option<PathBuf>,
         opts: FrontendOptions,
     ) -> Result<Self, FrontendError> {
-        // The socket options are per socket, so they also apply to the
-        // `vhost` crate's handle, which cannot set them itself.
+        // Timeouts are per socket, so they cover both handles. They bound
+        // the replies read here; the `vhost` crate retries a timed-out read,
+        // so its own calls stay blocking.
         stream
             .set_read_timeout(Some(opts.timeout))
             .and_then(|()| stream.set_write_timeout(Some(opts.timeout)))
