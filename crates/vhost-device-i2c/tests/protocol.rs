@@ -315,3 +315,36 @@ fn bad_command_lines_are_one_line_errors() {
     cli_error(&["-l", "sim:0x90=lm75"], "outside");
     cli_error(&["-l", "bogus"], "\"bogus\"");
 }
+
+#[test]
+fn without_event_idx_and_with_indirect_chains() {
+    let daemon = Daemon::start(&["-l", "sim:0x50=eeprom:256"], 1);
+    let opts = FrontendOptions::default().without_event_idx();
+    let mut fe = TestFrontend::connect_retry(&daemon.sockets[0], opts, WAIT).unwrap();
+    let q = fe.queue(0).unwrap();
+    assert!(!q.event_idx());
+    // Many small groups in one kick, each a write then a read, as indirect
+    // chains: every one is completed and signalled.
+    let mut heads = Vec::new();
+    for i in 0..16u8 {
+        heads.push(
+            q.add_indirect(&[&hdr(0x50, 0), &[i, i ^ 0x5a]], &[1])
+                .unwrap(),
+        );
+    }
+    for i in 0..16u8 {
+        heads.push(q.add_indirect(&[&hdr(0x50, FN), &[i]], &[1]).unwrap());
+        heads.push(q.add_indirect(&[&hdr(0x50, RD)], &[1, 1]).unwrap());
+    }
+    q.kick().unwrap();
+    let mut replies = std::collections::BTreeMap::new();
+    for _ in 0..heads.len() {
+        let used = q.wait_used(WAIT).unwrap();
+        replies.insert(used.head, used.data);
+    }
+    for i in 0..16u8 {
+        let read = heads[16 + 2 * usize::from(i) + 1];
+        assert_eq!(replies[&read], [i ^ 0x5a, OK], "byte {i}");
+    }
+    fe.disconnect().unwrap();
+}
