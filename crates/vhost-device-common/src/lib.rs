@@ -23,7 +23,7 @@ pub mod error;
 pub mod events;
 #[cfg(any(test, feature = "test-frontend"))]
 pub mod mock;
-mod ratelimit;
+pub mod ratelimit;
 pub mod socket;
 #[cfg(feature = "test-frontend")]
 pub mod testing;
@@ -34,5 +34,6 @@ pub use device::{
 };
 pub use error::{ChainError, Error};
 pub use events::EventRegistry;
+pub use ratelimit::RateLimited;
 pub use socket::SocketArgs;
 pub use vmm_sys_util::epoll::EventSet;
