@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The alsa backend against a real kernel sound card: snd-aloop, loaded in
+//! the rig's guest (this host has no snd-aloop). The daemon plays a test
+//! signal into `hw:Loopback,0,0` and records `hw:Loopback,1,0`, the other
+//! end of the same cable, driven by the test frontend; what it records
+//! must contain what it played, sample for sample.
+
+#![cfg(feature = "alsa-backend")]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vhost_device_common::testing::{FrontendOptions, TestFrontend};
+use vhost_device_sound::spec::*;
+
+const GUEST_BIN: &str = "/rig/vhost-device-sound";
+const WAIT: Duration = Duration::from_secs(5);
+/// 50 ms periods: the guest runs under TCG, and the host PCM's buffer is
+/// four of them.
+const PERIOD: u32 = 9600;
+
+/// The daemon, killed if the test fails half-way.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn words(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn status(data: &[u8]) -> u32 {
+    u32::from_le_bytes(data[..4].try_into().unwrap())
+}
+
+fn control(fe: &mut TestFrontend, request: &[u8]) -> u32 {
+    let used = fe
+        .queue(CONTROL_QUEUE)
+        .unwrap()
+        .request(&[request], &[4], WAIT)
+        .unwrap();
+    status(&used.data)
+}
+
+/// A signal with no zero sample, distinct from the loopback's silence.
+fn signal(bytes: usize) -> Vec<u8> {
+    (0..bytes / 2)
+        .flat_map(|i| ((((i as u32).wrapping_mul(2_654_435_761) >> 17) as i16) | 1).to_le_bytes())
+        .collect()
+}
+
+fn in_guest_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("snd.sock");
+    let mut child = Child(
+        Command::new(GUEST_BIN)
+            .arg("--socket-path")
+            .arg(&sock)
+            .args([
+                "--backend",
+                "alsa",
+                "--alsa-output",
+                "hw:Loopback,0,0",
+                "--alsa-input",
+                "hw:Loopback,1,0",
+            ])
+            .env("RUST_LOG", "debug")
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let opts = FrontendOptions {
+        num_queues: Some(4),
+        ..Default::default()
+    };
+    let mut fe = TestFrontend::connect_retry(&sock, opts, WAIT).unwrap();
+    for stream in [0, 1] {
+        let mut req = words(&[R_PCM_SET_PARAMS, stream, 4 * PERIOD, PERIOD, 0]);
+        req.extend_from_slice(&[2, PCM_FMT_S16, 7, 0]);
+        assert_eq!(control(&mut fe, &req), S_OK);
+        assert_eq!(control(&mut fe, &words(&[R_PCM_PREPARE, stream])), S_OK);
+    }
+    // One second of signal, recorded for up to two. Every buffer is posted
+    // up front: the device holds them until they are due, so a slow
+    // frontend cannot starve it.
+    let played = signal(192_000);
+    let out_id = 0u32.to_le_bytes();
+    let in_id = 1u32.to_le_bytes();
+    let rx_buffers = 2 * played.len() / PERIOD as usize;
+    {
+        let rx = fe.queue(RX_QUEUE).unwrap();
+        for _ in 0..rx_buffers {
+            rx.add(&[&in_id], &[PERIOD, 8]).unwrap();
+        }
+        rx.kick().unwrap();
+    }
+    assert_eq!(control(&mut fe, &words(&[R_PCM_START, 1])), S_OK);
+    let tx = fe.queue(TX_QUEUE).unwrap();
+    for period in played.chunks(PERIOD as usize) {
+        tx.add(&[&out_id, period], &[8]).unwrap();
+    }
+    tx.kick().unwrap();
+    assert_eq!(control(&mut fe, &words(&[R_PCM_START, 0])), S_OK);
+    let mut recorded = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for _ in 0..rx_buffers {
+        assert!(
+            Instant::now() < deadline,
+            "capture stalled at {} bytes",
+            recorded.len()
+        );
+        let used = fe.queue(RX_QUEUE).unwrap().wait_used(WAIT).unwrap();
+        assert_eq!(status(&used.data[used.data.len() - 8..]), S_OK);
+        recorded.extend_from_slice(&used.data[..used.data.len() - 8]);
+    }
+    let tx = fe.queue(TX_QUEUE).unwrap();
+    let mut next = 0;
+    while let Some(used) = tx.try_used().unwrap() {
+        assert_eq!(status(&used.data), S_OK);
+        next += 1;
+    }
+    let periods: Vec<&[u8]> = played.chunks(PERIOD as usize).collect();
+    assert_eq!(next, periods.len(), "not all of the signal was played");
+    // The signal starts after some silence (the cable's latency); from
+    // there on every sample must match.
+    let start = (0..recorded.len() - 4)
+        .step_by(4)
+        .find(|&i| recorded[i..i + 4] == played[..4])
+        .expect("the played signal never reached the capture side");
+    let got = &recorded[start..];
+    let len = got.len().min(played.len());
+    eprintln!("signal found at byte {start}; comparing {len} bytes");
+    assert!(
+        len >= played.len() * 9 / 10,
+        "only {len} bytes of the signal came back"
+    );
+    assert!(
+        got[..len] == played[..len],
+        "the loopback capture differs from the playback"
+    );
+    for stream in [0, 1] {
+        assert_eq!(control(&mut fe, &words(&[R_PCM_STOP, stream])), S_OK);
+        assert_eq!(control(&mut fe, &words(&[R_PCM_RELEASE, stream])), S_OK);
+    }
+    fe.disconnect().unwrap();
+    // SAFETY: kill() on our own child's pid.
+    unsafe { libc::kill(libc::pid_t::try_from(child.0.id()).unwrap(), libc::SIGTERM) };
+    assert!(child.0.wait().unwrap().success());
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn host_kernel_alsa_loopback() {
+    if vhost_device_rig::in_guest() {
+        in_guest_loopback();
+        return;
+    }
+    vhost_device_rig::Scenario::host_test(
+        "host_kernel_alsa_loopback",
+        std::env::current_exe().unwrap(),
+        "host_kernel_alsa_loopback",
+    )
+    .modules(&["snd-aloop"])
+    .guest_file(env!("CARGO_BIN_EXE_vhost-device-sound"), GUEST_BIN)
+    .timeout(Duration::from_secs(120))
+    .run()
+    .expect("scenario could not start")
+    .assert_success();
+}
