@@ -1075,6 +1075,13 @@ impl Scenario {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        // qboot starts a guest faster than SeaBIOS; VHOST_DEVICE_RIG_BIOS=seabios
+        // (or a firmware file name) overrides it.
+        match std::env::var("VHOST_DEVICE_RIG_BIOS").as_deref() {
+            Ok("seabios") => {}
+            Ok(bios) if !bios.is_empty() => args.extend(["-bios".to_owned(), bios.to_owned()]),
+            _ => args.extend(["-bios".to_owned(), "qboot.rom".to_owned()]),
+        }
         args.extend(user.iter().cloned());
         args
     }
@@ -1180,6 +1187,7 @@ mod tests {
             initrd: "/i".into(),
             kernel_release: String::new(),
             accel: "tcg".into(),
+            root: "/r".into(),
         };
         let s = Scenario::new("n").memory_mb(256);
         let args = s

@@ -295,6 +295,7 @@ fn missing_backend_binary_is_a_setup_error() {
         initrd: "/bin/false".into(),
         kernel_release: String::new(),
         accel: "tcg".into(),
+        root: "/r".into(),
     };
     let err = Scenario::new("expected_setup_error")
         .image(image)
@@ -302,4 +303,36 @@ fn missing_backend_binary_is_a_setup_error() {
         .run()
         .unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_rig_builds_and_loads_a_module() {
+    // A device test can ship its own probe module: built against the guest
+    // kernel's headers inside the provisioned root, loaded with insmod.
+    let image = vhost_device_rig::GuestImage::locate().expect("guest rig not provisioned");
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("Kbuild"), "obj-m += rig_hello.o\n").unwrap();
+    std::fs::write(
+        src.path().join("rig_hello.c"),
+        "#include <linux/module.h>\n\
+         static int __init rig_hello_init(void) { pr_info(\"rig_hello: loaded\\n\"); return 0; }\n\
+         static void __exit rig_hello_exit(void) {}\n\
+         module_init(rig_hello_init);\nmodule_exit(rig_hello_exit);\n\
+         MODULE_LICENSE(\"GPL\");\nMODULE_DESCRIPTION(\"rig test module\");\n",
+    )
+    .unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let built = image.build_modules(src.path(), out_dir.path()).unwrap();
+    assert_eq!(built.len(), 1, "{built:?}");
+    let at24 = image.extract_module("at24", out_dir.path()).unwrap();
+    let out = Scenario::new("guest_rig_builds_and_loads_a_module")
+        .guest_file(&built[0], "/rig/rig_hello.ko")
+        .guest_file(&at24, "/rig/at24-copy.ko")
+        .guest_script("set -e\ninsmod /rig/rig_hello.ko\ngrep -q '^rig_hello ' /proc/modules\nmodprobe at24\necho MODULE-OK")
+        .timeout(Duration::from_secs(90))
+        .run()
+        .expect("scenario could not start");
+    out.assert_success();
+    assert!(out.guest_output.contains("MODULE-OK"), "{}", out.report());
 }
