@@ -159,7 +159,7 @@ pub struct GpuDevice {
     backlog: VecDeque<DescChain>,
     next_ticket: u64,
     events: Option<EventRegistry>,
-    pixels: Vec<u8>,
+    frontend_outputs: u32,
 }
 
 impl std::fmt::Debug for GpuDevice {
@@ -225,7 +225,7 @@ impl GpuDevice {
             backlog: VecDeque::new(),
             next_ticket: 1,
             events: None,
-            pixels: Vec::new(),
+            frontend_outputs: 1,
         }
     }
 
@@ -332,9 +332,13 @@ impl GpuDevice {
     }
 
     /// The response to a held command, once the display has answered.
-    pub fn finish(&self, kind: WaitKind, hdr: &CtrlHdr, answer: DisplayReply) -> Vec<u8> {
+    pub fn finish(&mut self, kind: WaitKind, hdr: &CtrlHdr, answer: DisplayReply) -> Vec<u8> {
         match (kind, answer) {
             (WaitKind::DisplayInfo, DisplayReply::DisplayInfo(modes)) => {
+                let last_enabled = modes.iter().rposition(|m| m.enabled).unwrap_or(0);
+                self.frontend_outputs = self
+                    .frontend_outputs
+                    .max(u32::try_from(last_enabled + 1).unwrap_or(1));
                 encode_display_info(&hdr.response(cmd::RESP_OK_DISPLAY_INFO), &modes)
             }
             (WaitKind::DisplayInfo, _) => {
@@ -381,7 +385,10 @@ impl GpuDevice {
         if scanout_id >= self.num_scanouts() {
             return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
         }
-        if self.frontend_display {
+        // QEMU never answers an EDID request for an output beyond its
+        // max_outputs, which would stall the display thread for good; it
+        // is only asked about outputs it has reported.
+        if self.frontend_display && scanout_id < self.frontend_outputs {
             return Outcome::Wait {
                 batch: vec![DisplayRequest::Edid { scanout_id }],
                 kind: WaitKind::Edid { scanout_id },
@@ -486,7 +493,7 @@ impl GpuDevice {
 
     /// Reads `rect` of resource `id` as B,G,R,X rows for an UPDATE.
     fn update_pixels(&mut self, id: u32, format: Format, rect: Rect) -> Option<Vec<u8>> {
-        let mut out = std::mem::take(&mut self.pixels);
+        let mut out = Vec::new();
         if let Err(e) = self.renderer.read_rect(id, rect, &mut out) {
             warn!("resource {id}: read: {e}");
             return None;
