@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The floor: a bare eventfd ping-pong between two threads, the same
+//! notification path a vhost-user request takes with no virtqueue and no
+//! device in it.
+//!
+//! The "frontend" thread writes the kick eventfd and waits for the call
+//! eventfd with `poll`, as the test frontend does; the "device" thread
+//! waits for the kick with `epoll_wait`, as the vring worker does, reads it
+//! and writes the call eventfd.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::affinity::{pin_self, Placement};
+use crate::error::{Error, Result};
+use crate::load::{wait_readable, RunLimits};
+use crate::stats::Histogram;
+
+/// One floor measurement.
+#[derive(Debug, Clone)]
+pub struct FloorResult {
+    /// Where the two threads ran.
+    pub placement: Placement,
+    /// Round-trip times.
+    pub latency: Histogram,
+    /// Wall time of the measured part.
+    pub elapsed: Duration,
+}
+
+fn drain(fd: &EventFd) -> Result<bool> {
+    match fd.read() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(Error::io("reading an eventfd", e)),
+    }
+}
+
+/// Measures the eventfd round trip with the frontend thread (the caller) on
+/// `cpus.0` and the device thread on `cpus.1`.
+pub fn measure(
+    placement: Placement,
+    cpus: (usize, usize),
+    limits: &RunLimits,
+) -> Result<FloorResult> {
+    let new_fd = || EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("creating an eventfd", e));
+    let kick = Arc::new(new_fd()?);
+    let call = Arc::new(new_fd()?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (front_cpu, device_cpu) = placement.cpus(cpus);
+    pin_self(front_cpu).map_err(|e| Error::io(format!("pinning to CPU {front_cpu}"), e))?;
+
+    let device = {
+        let (kick, call, stop) = (kick.clone(), call.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("floor-device".into())
+            .spawn(move || -> Result<()> {
+                pin_self(device_cpu)
+                    .map_err(|e| Error::io(format!("pinning to CPU {device_cpu}"), e))?;
+                let epoll = Epoll::new().map_err(|e| Error::io("epoll_create", e))?;
+                epoll
+                    .ctl(
+                        ControlOperation::Add,
+                        kick.as_raw_fd(),
+                        EpollEvent::new(EventSet::IN, 1),
+                    )
+                    .map_err(|e| Error::io("epoll_ctl", e))?;
+                let mut events = [EpollEvent::default(); 4];
+                loop {
+                    match epoll.wait(-1, &mut events) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(Error::io("epoll_wait", e)),
+                    }
+                    if !drain(&kick)? {
+                        continue;
+                    }
+                    if stop.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                    call.write(1)
+                        .map_err(|e| Error::io("writing the call eventfd", e))?;
+                }
+            })
+            .map_err(|e| Error::io("starting the floor thread", e))?
+    };
+
+    let result = run_frontend(&kick, &call, limits);
+    stop.store(true, Ordering::Release);
+    let _ = kick.write(1);
+    let joined = device
+        .join()
+        .map_err(|_| Error::Failed("the floor's device thread panicked".into()))?;
+    let (latency, elapsed) = result?;
+    joined?;
+    Ok(FloorResult {
+        placement,
+        latency,
+        elapsed,
+    })
+}
+
+fn run_frontend(
+    kick: &EventFd,
+    call: &EventFd,
+    limits: &RunLimits,
+) -> Result<(Histogram, Duration)> {
+    let mut hist = Histogram::new();
+    let warmup_end = Instant::now() + limits.warmup;
+    let mut measuring = false;
+    let mut start = Instant::now();
+    let mut end = start + limits.duration;
+    loop {
+        let t0 = Instant::now();
+        if !measuring && t0 >= warmup_end {
+            measuring = true;
+            start = t0;
+            end = t0 + limits.duration;
+        }
+        if measuring && (t0 >= end || hist.count() >= limits.max_requests) {
+            return Ok((hist, t0 - start));
+        }
+        kick.write(1)
+            .map_err(|e| Error::io("writing the kick eventfd", e))?;
+        loop {
+            wait_readable(call.as_raw_fd(), limits.stall)?;
+            if drain(call)? {
+                break;
+            }
+        }
+        if measuring {
+            hist.record(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+}

@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! One invocation: the floor, the daemon, the scenario's load runs in each
+//! placement, and the idle cost.
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use vhost_device_common::testing::TestFrontend;
+
+use crate::affinity::{self, Placement};
+use crate::args::{Args, DriverArg, PlacementArg, ShapeArg};
+use crate::daemon::{find_binary, peer_pid, Spawned};
+use crate::driver::{FrontendDriver, LeanDriver};
+use crate::error::{Error, Result};
+use crate::floor;
+use crate::load::{self, Driver, LoadResult, RunLimits, Shape};
+use crate::machine::Machine;
+use crate::memcpy;
+use crate::procstat;
+use crate::report::{DaemonInfo, Idle, Report};
+use crate::scenario::{self, Scenario, GPU_FRAME_BYTES};
+use crate::sound;
+
+/// How long to wait for a daemon's socket to accept the frontend.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// The limits of every measured run, from the arguments.
+pub fn limits(args: &Args) -> RunLimits {
+    let duration = Duration::from_millis(args.duration_ms);
+    RunLimits {
+        warmup: (duration / 10).min(Duration::from_millis(200)),
+        duration,
+        max_requests: args.requests.unwrap_or(u64::MAX),
+        stall: Duration::from_secs(5),
+    }
+}
+
+/// Runs the scenario the arguments name.
+pub fn run(args: &Args) -> Result<Report> {
+    let (first, second) =
+        affinity::cpu_pair(args.cpus).map_err(|e| Error::io("reading the CPU affinity", e))?;
+    let mut report = Report {
+        scenario: args.scenario.name(),
+        driver: args.driver.name(),
+        machine: Machine::detect(),
+        cpus: (first, second),
+        daemon: None,
+        floors: Vec::new(),
+        loads: Vec::new(),
+        bytes_per_round: None,
+        idle: None,
+        memcpy: None,
+        sound: Vec::new(),
+        notes: Vec::new(),
+    };
+    let mut placements = Vec::new();
+    if matches!(args.placement, PlacementArg::Same | PlacementArg::Both) {
+        placements.push(Placement::SameCpu);
+    }
+    if matches!(args.placement, PlacementArg::Cross | PlacementArg::Both) {
+        match second {
+            Some(_) => placements.push(Placement::CrossCpu),
+            None if args.placement == PlacementArg::Cross => {
+                return Err(Error::Unsupported(
+                    "the cross-cpu placement needs two CPUs".into(),
+                ))
+            }
+            None => report
+                .notes
+                .push("one CPU only: the cross-cpu placement was skipped".into()),
+        }
+    }
+    let pair = (first, second.unwrap_or(first));
+    let limits = limits(args);
+
+    if args.scenario != Scenario::Memcpy {
+        for &p in &placements {
+            report.floors.push(floor::measure(p, pair, &limits)?);
+        }
+    }
+    match args.scenario {
+        Scenario::Floor => return Ok(report),
+        Scenario::Memcpy => {
+            affinity::pin_self(first).map_err(|e| Error::io("pinning", e))?;
+            report.memcpy = Some(memcpy::measure(GPU_FRAME_BYTES, &limits));
+            return Ok(report);
+        }
+        _ => {}
+    }
+
+    let mut spawned = start_daemon(args)?;
+    let socket: PathBuf = match (&spawned, &args.socket_path) {
+        (Some(s), _) => s.socket().to_path_buf(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => return Err(Error::Failed("no daemon to drive".into())),
+    };
+    let mut fe =
+        TestFrontend::connect_retry(&socket, args.scenario.frontend_options(), CONNECT_WAIT)
+            .map_err(Error::frontend(format!(
+                "connecting to {}",
+                socket.display()
+            )))?;
+    let pid = args
+        .pid
+        .or_else(|| spawned.as_ref().map(Spawned::pid))
+        .or_else(|| peer_pid(fe.raw().as_raw_fd()));
+    if pid.is_none() {
+        report
+            .notes
+            .push("the daemon's pid is unknown: no CPU, wake-up or memory figures".into());
+    }
+    report.daemon = Some(DaemonInfo {
+        description: spawned.as_ref().map_or_else(
+            || format!("listening on {}", socket.display()),
+            |s| s.command().to_owned(),
+        ),
+        pid,
+        exit_code: None,
+    });
+
+    if args.scenario == Scenario::SoundNull {
+        for &p in &placements {
+            place(p, pair, pid)?;
+            report.sound.push(sound::measure(&mut fe, p, pid, &limits)?);
+        }
+        report.idle = measure_idle(pid, Duration::from_millis(args.idle_ms))?;
+    } else {
+        let prepared = scenario::prepare(args.scenario, &mut fe)?;
+        report.bytes_per_round = prepared
+            .bytes_per_round
+            .map(|b| (b, prepared.templates.len()));
+        // Idle after setup: the state a guest leaves the device in.
+        place(Placement::SameCpu, pair, pid)?;
+        report.idle = measure_idle(pid, Duration::from_millis(args.idle_ms))?;
+        let shapes = shapes(args);
+        let depth = shapes
+            .iter()
+            .map(|s| match s {
+                Shape::PingPong => 1,
+                Shape::Pipelined(n) => *n,
+            })
+            .max()
+            .unwrap_or(1);
+        let name = args.scenario.name();
+        let queue = fe
+            .queue(prepared.queue)
+            .map_err(Error::frontend("selecting the queue"))?;
+        report.loads = match args.driver {
+            DriverArg::Lean => {
+                let mut d = LeanDriver::new(queue, name, &prepared.templates, depth)?;
+                run_loads(&mut d, &placements, &shapes, pair, pid, &limits)?
+            }
+            DriverArg::Frontend => {
+                let mut d = FrontendDriver::new(queue, name, &prepared.templates);
+                run_loads(&mut d, &placements, &shapes, pair, pid, &limits)?
+            }
+        };
+        if args.scenario == Scenario::Gpu2d {
+            affinity::pin_self(first).map_err(|e| Error::io("pinning", e))?;
+            report.memcpy = Some(memcpy::measure(GPU_FRAME_BYTES, &limits));
+        }
+    }
+
+    // The orderly stop QEMU does; a daemon that cannot take it is news.
+    if let Err(e) = fe.disconnect() {
+        report.notes.push(format!("disconnecting: {e}"));
+    }
+    if let Some(s) = spawned.take() {
+        let code = s.stop();
+        if let Some(d) = report.daemon.as_mut() {
+            d.exit_code = code;
+        }
+    }
+    Ok(report)
+}
+
+fn shapes(args: &Args) -> Vec<Shape> {
+    let mut shapes = Vec::new();
+    if matches!(args.shape, ShapeArg::PingPong | ShapeArg::Both) {
+        shapes.push(Shape::PingPong);
+    }
+    if matches!(args.shape, ShapeArg::Pipelined | ShapeArg::Both) {
+        shapes.push(Shape::Pipelined(usize::from(args.in_flight)));
+    }
+    shapes
+}
+
+/// Starts the daemon the arguments ask for, if any (none with
+/// --socket-path).
+fn start_daemon(args: &Args) -> Result<Option<Spawned>> {
+    if args.socket_path.is_some() {
+        return Ok(None);
+    }
+    let (binary, extra): (String, Vec<String>) = if let Some(cmd) = &args.spawn {
+        let (bin, rest) = cmd
+            .split_first()
+            .ok_or_else(|| Error::Failed("--spawn needs a binary".into()))?;
+        (bin.clone(), rest.to_vec())
+    } else {
+        let spec = match &args.device {
+            Some(name) => scenario::device_spec(name)
+                .ok_or_else(|| Error::Failed(format!("no device '{name}' in the table")))?,
+            None => args.scenario.default_device().ok_or_else(|| {
+                Error::Failed(format!("{} needs no daemon", args.scenario.name()))
+            })?,
+        };
+        (
+            spec.binary.to_owned(),
+            spec.args.iter().map(|s| (*s).to_owned()).collect(),
+        )
+    };
+    let path = find_binary(&binary, args.bin_dir.as_deref())?;
+    Spawned::start(&path, &extra).map(Some)
+}
+
+/// Pins this thread and the daemon's threads for `placement`.
+fn place(placement: Placement, pair: (usize, usize), pid: Option<u32>) -> Result<()> {
+    let (front, daemon) = placement.cpus(pair);
+    affinity::pin_self(front).map_err(|e| Error::io(format!("pinning to CPU {front}"), e))?;
+    if let Some(pid) = pid {
+        affinity::pin_process(pid, &[daemon])
+            .map_err(|e| Error::io(format!("pinning the daemon (pid {pid}) to CPU {daemon}"), e))?;
+    }
+    Ok(())
+}
+
+/// Counts the daemon's context switches while nothing is sent.
+fn measure_idle(pid: Option<u32>, window: Duration) -> Result<Option<Idle>> {
+    let Some(pid) = pid else { return Ok(None) };
+    // Let whatever the setup started settle first.
+    std::thread::sleep(Duration::from_millis(100));
+    let read = || procstat::context_switches(pid).map_err(|e| Error::io("reading /proc", e));
+    let before = read()?;
+    let start = Instant::now();
+    std::thread::sleep(window);
+    let after = read()?;
+    let window = start.elapsed();
+    let memory = procstat::memory(pid).map_err(|e| Error::io("reading /proc", e))?;
+    Ok(Some(Idle {
+        window,
+        switches: after.saturating_sub(before),
+        memory,
+    }))
+}
+
+fn run_loads<D: Driver>(
+    d: &mut D,
+    placements: &[Placement],
+    shapes: &[Shape],
+    pair: (usize, usize),
+    pid: Option<u32>,
+    limits: &RunLimits,
+) -> Result<Vec<LoadResult>> {
+    let mut results = Vec::new();
+    for &p in placements {
+        place(p, pair, pid)?;
+        for &shape in shapes {
+            results.push(match shape {
+                Shape::PingPong => load::ping_pong(d, p, pid, limits)?,
+                Shape::Pipelined(n) => load::pipelined(d, n, p, pid, limits)?,
+            });
+        }
+    }
+    Ok(results)
+}
