@@ -131,6 +131,7 @@ pub struct Scenario {
     kernel_args: Vec<String>,
     host_test: Option<HostTest>,
     image: Option<GuestImage>,
+    expect_failure: bool,
 }
 
 /// Why a scenario did not pass, or that it did.
@@ -493,6 +494,7 @@ impl Scenario {
             kernel_args: Vec::new(),
             host_test: None,
             image: None,
+            expect_failure: false,
         }
     }
 
@@ -585,6 +587,13 @@ impl Scenario {
     pub fn kernel_args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
         self.kernel_args
             .extend(args.iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Marks a scenario that tests a failure path: its one-line report says
+    /// `failed as expected` instead of `FAILED` (the result is unchanged).
+    pub fn expecting_failure(mut self) -> Self {
+        self.expect_failure = true;
         self
     }
 
@@ -691,6 +700,8 @@ impl Scenario {
                     .unwrap_or_default();
                 let verdict = if result.passed() {
                     "ok".to_owned()
+                } else if self.expect_failure {
+                    format!("failed as expected ({})", result.outcome)
                 } else {
                     format!(
                         "FAILED ({}; logs in {})",
@@ -704,7 +715,14 @@ impl Scenario {
             Err(e) => {
                 print_line(
                     &self.name,
-                    &format!("FAILED (setup: {e})"),
+                    &format!(
+                        "{} (setup: {e})",
+                        if self.expect_failure {
+                            "failed as expected"
+                        } else {
+                            "FAILED"
+                        }
+                    ),
                     started.elapsed(),
                     "",
                 );

@@ -158,6 +158,7 @@ fn host_kernel_vcan_socketcan() {
 #[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
 fn guest_rig_reports_a_failing_script() {
     let out = Scenario::new("guest_rig_reports_a_failing_script")
+        .expecting_failure()
         .guest_script("echo about to fail\nexit 1")
         .timeout(Duration::from_secs(60))
         .run()
@@ -184,6 +185,7 @@ fn guest_rig_reports_a_failing_script() {
 #[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
 fn guest_rig_reports_a_missing_module() {
     let out = Scenario::new("guest_rig_reports_a_missing_module")
+        .expecting_failure()
         .modules(&["no_such_module_xyz"])
         .timeout(Duration::from_secs(60))
         .run()
@@ -201,6 +203,7 @@ fn guest_rig_reports_a_missing_module() {
 fn guest_rig_reports_a_timeout() {
     let timeout = Duration::from_secs(30);
     let out = Scenario::new("guest_rig_reports_a_timeout")
+        .expecting_failure()
         .guest_script("echo hanging\nsleep 1000")
         .timeout(timeout)
         .run()
@@ -231,6 +234,7 @@ fn guest_rig_reports_a_timeout() {
 #[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
 fn guest_rig_reports_a_backend_that_never_listens() {
     let out = Scenario::new("guest_rig_reports_a_backend_that_never_listens")
+        .expecting_failure()
         .backend(
             "/bin/sh",
             &["-c", "echo backend giving up on {sock} >&2; exit 3"],
@@ -257,6 +261,7 @@ fn guest_rig_reports_a_backend_that_never_listens() {
 #[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
 fn guest_rig_reports_a_backend_dying_mid_run() {
     let out = Scenario::new("guest_rig_reports_a_backend_dying_mid_run")
+        .expecting_failure()
         .backend_with(
             vhost_device_rig::Backend::new("/bin/sh")
                 .args(&["-c", "sleep 4; echo backend crashed >&2; exit 2"])
@@ -298,6 +303,7 @@ fn missing_backend_binary_is_a_setup_error() {
         root: "/r".into(),
     };
     let err = Scenario::new("expected_setup_error")
+        .expecting_failure()
         .image(image)
         .backend("vhost-device-does-not-exist", &["--socket-path", "{sock}"])
         .run()
