@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use log::warn;
+use log::{debug, warn};
 use vhost_device_common::{
     DescChain, DeviceResult, EventRegistry, EventSet, GuestMem, Queues, VirtioDevice,
 };
@@ -374,6 +374,10 @@ impl<B: GpioBackend> GpioDevice<B> {
         } else {
             IrqNote::Returned
         };
+        debug!(
+            "line {gpio}: event buffer {} returned, status {status}",
+            chain.head()
+        );
         self.backend.irq_note(gpio, note);
         reply_status(chain, mem, status)
     }
@@ -456,6 +460,7 @@ impl<B: GpioBackend> GpioDevice<B> {
         if fire_now {
             return Some(self.reply_event(gpio, &chain, IRQ_STATUS_VALID, mem));
         }
+        debug!("line {gpio}: event buffer {} held", chain.head());
         if let Some(line) = self.lines.get_mut(usize::from(gpio)) {
             line.held = Some(chain);
         }

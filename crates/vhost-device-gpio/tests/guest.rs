@@ -18,6 +18,7 @@
 //! | 6 | host → guest: "saw your output" |
 //! | 7 | host → guest: "edges done" |
 //! | 8 | host → guest: "level done" |
+//! | 9 | guest → host: "monitors ready" (`gpioset`) |
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -69,9 +70,22 @@ gpiomon -c "$CHIP" -e falling -F 'MON %o %E' 3 &
 M2=$!
 gpiomon -c "$CHIP" -e both -F 'MON %o %E' 4 &
 M3=$!
+# Tell the host once all three are requested. The kernel turns a line's
+# edge flags on just after requesting its interrupt, and drops an edge that
+# comes in between, so give the requests a moment to finish as well.
+n=0
+until [ "$(gpioinfo -c "$CHIP" 2 3 4 | grep -c gpiomon)" -eq 3 ]; do
+    n=$((n + 1)); [ $n -lt 300 ] || { echo "gpiomon did not start"; exit 1; }
+    sleep 0.1
+done
+sleep 0.5
+gpioset -c "$CHIP" 9=1 &
+S9=$!
 wait_high 7 "the host to finish the edges"
+kill $S9; wait $S9 || true
 # Nothing changes from here on: no further events may come.
 sleep 1
+grep -E 'virtio[0-9]+ +[0-9]' /proc/interrupts || true
 kill $M1 $M2 $M3
 wait $M1 $M2 $M3 || true
 echo "MON DONE"
@@ -139,6 +153,9 @@ fn host_side(path: &Path) -> Result<Vec<String>, String> {
     ctl.set(6, true).map_err(e)?;
 
     let step = Duration::from_secs(20);
+    wait_for(&mut ctl, "the guest's monitors (line 9)", boot, |c| {
+        field(c, 9, "direction") == "out" && c.get(9).unwrap_or(false)
+    })?;
     for (line, edges) in [(2u16, "rising"), (3, "falling"), (4, "both")] {
         wait_for(&mut ctl, &format!("gpiomon on line {line}"), step, |c| {
             field(c, line, "edges") == edges && field(c, line, "armed") == "1"
