@@ -24,7 +24,8 @@ trap 'die "command failed at line $LINENO (see messages above)"' ERR
 
 # Every file that shapes the result feeds the stamp: change one, rebuild.
 stamp_inputs() {
-    cat "$HERE/provision.sh" "$HERE/init" "$HERE/modules.list" "$HERE"/bin/* "$HERE/kmod/Kbuild."*
+    cat "$HERE/provision.sh" "$HERE/init" "$HERE/modules.list" "$HERE"/bin/* "$HERE/kmod/Kbuild."* \
+        "$HERE"/tools/*.c
 }
 STAMP="$(stamp_inputs | sha256sum | cut -d' ' -f1)"
 
@@ -291,6 +292,20 @@ chmod +x "$STAGE/init"
 for h in "$HERE"/bin/*; do
     install -m 0755 "$h" "$STAGE/usr/bin/$(basename "$h")"
 done
+# Small static C helpers for what no packaged tool does (rpmsg endpoints,
+# framebuffer readback), compiled in the root.
+mkdir -p "$ROOT/tmp/rig-tools"
+for c in "$HERE"/tools/*.c; do
+    t="$(basename "$c" .c)"
+    cp "$c" "$ROOT/tmp/rig-tools/"
+    if in_root gcc -static -O2 -Wall -o "/tmp/rig-tools/$t" "/tmp/rig-tools/$t.c" \
+            >"$CACHE/tool-$t.log" 2>&1; then
+        install -m 0755 "$ROOT/tmp/rig-tools/$t" "$STAGE/usr/bin/$t"
+    else
+        log "warning: guest tool $t did not build (see $CACHE/tool-$t.log)"
+    fi
+done
+rm -rf "$ROOT/tmp/rig-tools"
 
 # Kernel modules: the listed ones plus their dependencies, uncompressed (the
 # whole archive is gzipped anyway, and busybox modprobe wants plain .ko).

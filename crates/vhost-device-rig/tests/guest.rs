@@ -95,6 +95,7 @@ cat /sys/class/graphics/fb0/name
 echo "hello from the vhost-device guest rig" >/dev/tty1
 rig-screendump console
 rig-fbfill /dev/fb0 255
+rig-fbcheck /dev/fb0
 rig-screendump white
 "#,
         )
@@ -114,6 +115,23 @@ rig-screendump white
         "filled framebuffer mostly black: {ws:?}"
     );
     assert!(ws.non_black > cs.non_black, "{ws:?} vs {cs:?}");
+    // The guest's own readback of the filled framebuffer: every pixel set.
+    let line = out
+        .guest_output
+        .lines()
+        .find(|l| l.starts_with("fb=/dev/fb0"))
+        .unwrap_or_else(|| panic!("no rig-fbcheck line\n{}", out.report()));
+    let field = |k: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+    };
+    // (fbcon may still draw a cursor cell in between: allow 0.1 %.)
+    assert!(
+        field("nonzero=") * 1000 >= field("width=") * field("height=") * 999,
+        "{line}"
+    );
 }
 
 /// Host-kernel mode: this function runs twice. On the host it boots the guest
