@@ -69,6 +69,10 @@ for t in /usr/bin/modetest /usr/bin/hciconfig /usr/bin/btmgmt /usr/bin/candump; 
     [ -x "$t" ] || { echo "missing $t"; exit 1; }
 done
 /usr/bin/modetest -h >/dev/null 2>&1 || true
+# Our own static helpers are there and run (no rpmsg device here: usage only).
+if rig-rpmsg >/tmp/rpmsg 2>&1; then exit 1; fi
+grep -q usage /tmp/rpmsg
+[ -x /usr/bin/rig-fbcheck ] && [ -x /usr/bin/rig-screendump ] && [ -x /usr/bin/rig-fbfill ]
 echo SMOKE-OK
 "#,
         )
