@@ -56,8 +56,8 @@ if ((${#need_host[@]})); then
 fi
 
 # The mirror this machine already uses, so provisioning reaches the same place.
-MIRROR="$(grep -rhoE 'https?://[^ ]*/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-          | head -n1 | tr -d ' ' || true)"
+MIRROR="$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+          | grep -v '^[[:space:]]*#' | grep -oE 'https?://[^ ]*/debian/?( |$)' | head -n1 | tr -d ' ' || true)"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 MIRROR="${MIRROR%/}"
 
