@@ -37,6 +37,13 @@ APT_PACKAGES=(
 	# llvm-cov and llvm-profdata matching rustc's LLVM, for coverage.
 	# On Debian 12 llvm-22 comes from bookworm-security.
 	"llvm-${llvm_major}"
+	# vhost-device-sound's default features: alsa links libasound,
+	# pipewire links libpipewire-0.3 and runs bindgen (libclang).
+	# None of them is on a new machine of ours. (A crate can also list
+	# its packages itself, in its apt-packages.txt: see below.)
+	libasound2-dev
+	libpipewire-0.3-dev
+	libclang-dev
 )
 
 # A crate that needs more Debian packages (a C library's -dev package,
