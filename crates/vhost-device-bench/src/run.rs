@@ -121,6 +121,7 @@ pub fn run(args: &Args) -> Result<Report> {
     });
 
     if args.scenario == Scenario::SoundNull {
+        sound::post_event_buffers(&mut fe)?;
         for &p in &placements {
             place(p, pair, pid)?;
             report.sound.push(sound::measure(&mut fe, p, pid, &limits)?);

@@ -158,6 +158,22 @@ fn gpu_2d_with_its_memcpy_baseline() {
 }
 
 #[test]
+fn sound_null_stream_at_real_time_pace() {
+    let r = report(&["sound-null"]);
+    let runs = r["sound"].as_array().unwrap();
+    assert_eq!(runs.len(), if two_cpus() { 2 } else { 1 });
+    for s in runs {
+        assert!(num(&s["periods"], "periods") >= 10.0, "{s}");
+        assert!(num(&s["interval_p50_us"], "interval") > 0.0, "{s}");
+        assert!(num(&s["jitter_max_us"], "jitter") >= 0.0, "{s}");
+        assert!(s["daemon_cpu_percent"].is_number(), "{s}");
+    }
+    assert!(r["loads"].as_array().unwrap().is_empty());
+    assert!(num(&r["idle"]["memory"]["rss_kib"], "idle rss") > 0.0);
+    assert_eq!(r["daemon"]["exit_code"], 0, "{r}");
+}
+
+#[test]
 fn memcpy_alone() {
     let r = report(&["memcpy"]);
     assert!(num(&r["memcpy"]["mb_per_s"], "memcpy") > 0.0);
