@@ -134,6 +134,14 @@ impl Args {
             edid: !self.no_edid,
             headless: self.headless,
             max_hostmem: self.max_hostmem << 20,
+            capsets: self
+                .capset
+                .iter()
+                .map(|c| match c {
+                    CapsetArg::Virgl => 1,
+                    CapsetArg::Virgl2 => 2,
+                })
+                .collect(),
         })
     }
 }

@@ -11,7 +11,7 @@
 //! response, fenced or not, is only ever completed after its work is done,
 //! and fences complete in submission order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 
 use log::{debug, info, warn};
@@ -21,11 +21,14 @@ use vhost_device_common::{
 };
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
-use crate::backend::{DisplayReply, DisplayRequest, DisplayThread, HostIovec, Renderer};
+use crate::backend::{
+    Create3d, DisplayReply, DisplayRequest, DisplayThread, Fence, HostIovec, Renderer, Transfer3d,
+};
 use crate::edid;
 use crate::protocol::{
     cmd, encode_display_info, encode_edid, CtrlHdr, DisplayMode, Fields, Format, Rect,
-    UpdateCursor, CONFIG_SIZE, CURSOR_SIZE, F_EDID, HDR_SIZE, MAX_SCANOUTS, UPDATE_CURSOR_SIZE,
+    UpdateCursor, CONFIG_SIZE, CURSOR_SIZE, FLAG_FENCE, FLAG_INFO_RING_IDX, F_CONTEXT_INIT, F_EDID,
+    F_VIRGL, HDR_SIZE, MAX_SCANOUTS, UPDATE_CURSOR_SIZE,
 };
 
 /// Queue indices.
@@ -40,6 +43,12 @@ pub const MAX_BACKING_ENTRIES: u32 = 1 << 18;
 
 /// Event token of the display thread's eventfd.
 const DISPLAY_TOKEN: u16 = 0;
+/// Event token of the 3D renderer's fence eventfd.
+const FENCE_TOKEN: u16 = 1;
+/// Event token of the 3D renderer's own poll fd.
+const RENDERER_POLL_TOKEN: u16 = 2;
+/// Largest SUBMIT_3D command stream.
+pub const MAX_SUBMIT_SIZE: u32 = 16 << 20;
 
 /// How the device renders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +73,8 @@ pub struct GpuConfig {
     pub headless: bool,
     /// Bytes of host memory all resources together may use.
     pub max_hostmem: u64,
+    /// Capability set ids offered in the virgl mode (empty: all).
+    pub capsets: Vec<u32>,
 }
 
 impl Default for GpuConfig {
@@ -74,6 +85,7 @@ impl Default for GpuConfig {
             edid: true,
             headless: false,
             max_hostmem: 256 << 20,
+            capsets: Vec::new(),
         }
     }
 }
@@ -123,6 +135,8 @@ struct Resource {
     height: u32,
     format: Format,
     backing: Option<Backing>,
+    // A 3D resource of a format the display path cannot convert.
+    displayable: bool,
 }
 
 impl Resource {
@@ -135,6 +149,21 @@ impl Resource {
 struct Scanout {
     resource_id: u32,
     rect: Rect,
+}
+
+/// A fenced 3D-mode response, held until the renderer signals its fence.
+#[derive(Debug)]
+struct Fenced {
+    chain: DescChain,
+    bytes: Vec<u8>,
+    fence: Fence,
+}
+
+/// Whether fence `done` completes `held`: same timeline (the context's
+/// ring with INFO_RING_IDX, else the global one) and not newer.
+fn completes(done: &Fence, held: &Fence) -> bool {
+    let ring = |f: &Fence| (f.flags & FLAG_INFO_RING_IDX != 0).then_some((f.ctx_id, f.ring_idx));
+    ring(done) == ring(held) && held.id <= done.id
 }
 
 #[derive(Debug)]
@@ -160,6 +189,11 @@ pub struct GpuDevice {
     next_ticket: u64,
     events: Option<EventRegistry>,
     frontend_outputs: u32,
+    contexts: HashSet<u32>,
+    stale_resources: Vec<u32>,
+    stale_contexts: Vec<u32>,
+    fenced: Vec<Fenced>,
+    poll_registered: bool,
 }
 
 impl std::fmt::Debug for GpuDevice {
@@ -212,6 +246,9 @@ impl GpuDevice {
         if let Some(dst) = config_space.get_mut(8..12) {
             dst.copy_from_slice(&scanouts.to_le_bytes());
         }
+        if let Some(dst) = config_space.get_mut(12..16) {
+            dst.copy_from_slice(&renderer.num_capsets().to_le_bytes());
+        }
         GpuDevice {
             cfg,
             config_space,
@@ -226,6 +263,11 @@ impl GpuDevice {
             next_ticket: 1,
             events: None,
             frontend_outputs: 1,
+            contexts: HashSet::new(),
+            stale_resources: Vec::new(),
+            stale_contexts: Vec::new(),
+            fenced: Vec::new(),
+            poll_registered: false,
         }
     }
 
@@ -277,13 +319,13 @@ impl GpuDevice {
         edid::generate(w, h, scanout_id)
     }
 
-    /// Forgets every resource and scanout: the driver reset the device.
+    /// Forgets every resource, context and scanout: the driver reset the
+    /// device. The renderer is told on the worker thread, before the next
+    /// command (a 3D renderer is bound to that thread).
     pub fn reset_state(&mut self) {
-        for id in self.resources.keys().copied().collect::<Vec<_>>() {
-            if let Err(e) = self.renderer.unref(id) {
-                debug!("reset: unref {id}: {e}");
-            }
-        }
+        self.stale_resources.extend(self.resources.keys().copied());
+        self.stale_contexts.extend(self.contexts.drain());
+        self.fenced.clear();
         self.resources.clear();
         self.hostmem = 0;
         self.scanouts = [None; MAX_SCANOUTS];
@@ -294,8 +336,26 @@ impl GpuDevice {
         }
     }
 
+    /// Tells the renderer about resources and contexts a reset dropped.
+    fn cleanup_stale(&mut self) {
+        for id in std::mem::take(&mut self.stale_resources) {
+            if let Err(e) = self.renderer.unref(id) {
+                debug!("reset: unref {id}: {e}");
+            }
+        }
+        let contexts = std::mem::take(&mut self.stale_contexts);
+        if let Some(r3) = self.renderer.three_d() {
+            for ctx in contexts {
+                if let Err(e) = r3.destroy_context(ctx) {
+                    debug!("reset: destroy context {ctx}: {e}");
+                }
+            }
+        }
+    }
+
     /// Decodes and carries out one control command.
     pub fn execute(&mut self, chain: &DescChain, mem: &GuestMem) -> Outcome {
+        self.cleanup_stale();
         let mut reader = chain.reader(mem);
         let Some(raw) = body::<HDR_SIZE>(&mut reader) else {
             warn!("control request shorter than its header");
@@ -314,6 +374,20 @@ impl GpuDevice {
             cmd::TRANSFER_TO_HOST_2D => self.transfer(&hdr, &mut reader),
             cmd::RESOURCE_ATTACH_BACKING => self.attach_backing(&hdr, &mut reader, mem),
             cmd::RESOURCE_DETACH_BACKING => self.detach_backing(&hdr, &mut reader),
+            cmd::GET_CAPSET_INFO
+            | cmd::GET_CAPSET
+            | cmd::CTX_CREATE
+            | cmd::CTX_DESTROY
+            | cmd::CTX_ATTACH_RESOURCE
+            | cmd::CTX_DETACH_RESOURCE
+            | cmd::RESOURCE_CREATE_3D
+            | cmd::TRANSFER_TO_HOST_3D
+            | cmd::TRANSFER_FROM_HOST_3D
+            | cmd::SUBMIT_3D
+                if self.renderer.is_3d() =>
+            {
+                self.execute_3d(&hdr, &mut reader)
+            }
             // No capsets in 2D: any index or id is out of range.
             cmd::GET_CAPSET_INFO | cmd::GET_CAPSET => reply(&hdr, cmd::RESP_ERR_INVALID_PARAMETER),
             other => {
@@ -429,6 +503,7 @@ impl GpuDevice {
             height,
             format,
             backing: None,
+            displayable: true,
         };
         let size = resource.size();
         if self.hostmem.saturating_add(size) > self.cfg.max_hostmem {
@@ -542,6 +617,10 @@ impl GpuDevice {
                 "scanout {scanout_id}: {rect:?} outside resource {resource_id} ({}x{})",
                 resource.width, resource.height
             );
+            return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+        }
+        if !resource.displayable {
+            warn!("scanout {scanout_id}: resource {resource_id} has a format we cannot show");
             return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
         }
         let format = resource.format;
@@ -759,6 +838,223 @@ impl GpuDevice {
         reply(hdr, cmd::RESP_OK_NODATA)
     }
 
+    /// The 3D commands (only with a 3D renderer).
+    fn execute_3d(
+        &mut self,
+        hdr: &CtrlHdr,
+        reader: &mut vhost_device_common::Reader<'_, GuestMem>,
+    ) -> Outcome {
+        let num_capsets = self.renderer.num_capsets();
+        let ctx_known = self.contexts.contains(&hdr.ctx_id);
+        let Some(r3) = self.renderer.three_d() else {
+            return reply(hdr, cmd::RESP_ERR_UNSPEC);
+        };
+        let err = |e: crate::backend::RendererError, what: &str| {
+            warn!("{what}: {e}");
+            reply(hdr, cmd::RESP_ERR_UNSPEC)
+        };
+        match hdr.type_ {
+            cmd::GET_CAPSET_INFO => {
+                let Some(index) = Self::resource_id_only(reader) else {
+                    return reply(hdr, cmd::RESP_ERR_UNSPEC);
+                };
+                if index >= num_capsets {
+                    return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+                }
+                match r3.capset_info(index) {
+                    Ok((id, version, size)) => {
+                        let mut out = hdr.response(cmd::RESP_OK_CAPSET_INFO).encode().to_vec();
+                        for v in [id, version, size, 0] {
+                            out.extend_from_slice(&v.to_le_bytes());
+                        }
+                        Outcome::Reply(out)
+                    }
+                    Err(e) => err(e, "capset info"),
+                }
+            }
+            cmd::GET_CAPSET => {
+                let Some(raw) = body::<8>(reader) else {
+                    return reply(hdr, cmd::RESP_ERR_UNSPEC);
+                };
+                let Ok(mut f) = Fields::new(&raw, 8) else {
+                    return reply(hdr, cmd::RESP_ERR_UNSPEC);
+                };
+                let (id, version) = (f.u32(), f.u32());
+                match r3.capset(id, version) {
+                    Ok(data) => {
+                        let mut out = hdr.response(cmd::RESP_OK_CAPSET).encode().to_vec();
+                        out.extend_from_slice(&data);
+                        Outcome::Reply(out)
+                    }
+                    Err(_) => reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER),
+                }
+            }
+            cmd::CTX_CREATE => {
+                let Some(raw) = body::<72>(reader) else {
+                    return reply(hdr, cmd::RESP_ERR_UNSPEC);
+                };
+                let Ok(mut f) = Fields::new(&raw, 8) else {
+                    return reply(hdr, cmd::RESP_ERR_UNSPEC);
+                };
+                let (nlen, init) = (f.u32(), f.u32());
+                if hdr.ctx_id == 0 || ctx_known {
+                    return reply(hdr, cmd::RESP_ERR_INVALID_CONTEXT_ID);
+                }
+                let name_len = (nlen as usize).min(64);
+                let name = String::from_utf8_lossy(raw.get(8..8 + name_len).unwrap_or_default())
+                    .into_owned();
+                match r3.create_context(hdr.ctx_id, init, &name) {
+                    Ok(()) => {
+                        self.contexts.insert(hdr.ctx_id);
+                        reply(hdr, cmd::RESP_OK_NODATA)
+                    }
+                    Err(e) => err(e, "context create"),
+                }
+            }
+            cmd::CTX_DESTROY => {
+                if !ctx_known {
+                    return reply(hdr, cmd::RESP_ERR_INVALID_CONTEXT_ID);
+                }
+                self.contexts.remove(&hdr.ctx_id);
+                match r3.destroy_context(hdr.ctx_id) {
+                    Ok(()) => reply(hdr, cmd::RESP_OK_NODATA),
+                    Err(e) => err(e, "context destroy"),
+                }
+            }
+            cmd::CTX_ATTACH_RESOURCE | cmd::CTX_DETACH_RESOURCE => {
+                let Some(id) = Self::resource_id_only(reader) else {
+                    return reply(hdr, cmd::RESP_ERR_UNSPEC);
+                };
+                if !ctx_known {
+                    return reply(hdr, cmd::RESP_ERR_INVALID_CONTEXT_ID);
+                }
+                if !self.resources.contains_key(&id) {
+                    return reply(hdr, cmd::RESP_ERR_INVALID_RESOURCE_ID);
+                }
+                let result = if hdr.type_ == cmd::CTX_ATTACH_RESOURCE {
+                    r3.attach(hdr.ctx_id, id)
+                } else {
+                    r3.detach(hdr.ctx_id, id)
+                };
+                match result {
+                    Ok(()) => reply(hdr, cmd::RESP_OK_NODATA),
+                    Err(e) => err(e, "context attach/detach"),
+                }
+            }
+            cmd::RESOURCE_CREATE_3D => {
+                let Some(raw) = body::<48>(reader) else {
+                    return reply(hdr, cmd::RESP_ERR_UNSPEC);
+                };
+                let Ok(mut f) = Fields::new(&raw, 44) else {
+                    return reply(hdr, cmd::RESP_ERR_UNSPEC);
+                };
+                let id = f.u32();
+                let c = Create3d {
+                    target: f.u32(),
+                    format: f.u32(),
+                    bind: f.u32(),
+                    width: f.u32(),
+                    height: f.u32(),
+                    depth: f.u32(),
+                    array_size: f.u32(),
+                    last_level: f.u32(),
+                    nr_samples: f.u32(),
+                    flags: f.u32(),
+                };
+                if id == 0 || self.resources.contains_key(&id) {
+                    return reply(hdr, cmd::RESP_ERR_INVALID_RESOURCE_ID);
+                }
+                let sides_ok = [c.width, c.height, c.depth.max(1), c.array_size.max(1)]
+                    .iter()
+                    .all(|&v| (1..=MAX_RESOURCE_SIDE).contains(&v));
+                if !sides_ok {
+                    return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+                }
+                let size = u64::from(c.width)
+                    * u64::from(c.height)
+                    * u64::from(c.depth.max(1))
+                    * u64::from(c.array_size.max(1))
+                    * 4;
+                if self.hostmem.saturating_add(size) > self.cfg.max_hostmem {
+                    return reply(hdr, cmd::RESP_ERR_OUT_OF_MEMORY);
+                }
+                if let Err(e) = r3.create_3d(id, &c) {
+                    return err(e, "resource create 3d");
+                }
+                self.hostmem += size;
+                let format = Format::from_code(c.format);
+                self.resources.insert(
+                    id,
+                    Resource {
+                        width: c.width,
+                        height: c.height,
+                        format: format.unwrap_or(Format::B8G8R8A8),
+                        backing: None,
+                        displayable: format.is_some(),
+                    },
+                );
+                reply(hdr, cmd::RESP_OK_NODATA)
+            }
+            cmd::TRANSFER_TO_HOST_3D | cmd::TRANSFER_FROM_HOST_3D => {
+                let Some(raw) = body::<48>(reader) else {
+                    return reply(hdr, cmd::RESP_ERR_UNSPEC);
+                };
+                let Ok(mut f) = Fields::new(&raw, 48) else {
+                    return reply(hdr, cmd::RESP_ERR_UNSPEC);
+                };
+                let bx = [f.u32(), f.u32(), f.u32(), f.u32(), f.u32(), f.u32()];
+                let offset = f.u64();
+                let id = f.u32();
+                let t = Transfer3d {
+                    bx,
+                    offset,
+                    level: f.u32(),
+                    stride: f.u32(),
+                    layer_stride: f.u32(),
+                };
+                if !self.resources.contains_key(&id) {
+                    return reply(hdr, cmd::RESP_ERR_INVALID_RESOURCE_ID);
+                }
+                let result = if hdr.type_ == cmd::TRANSFER_TO_HOST_3D {
+                    r3.transfer_to_host_3d(hdr.ctx_id, id, &t)
+                } else {
+                    r3.transfer_from_host_3d(hdr.ctx_id, id, &t)
+                };
+                match result {
+                    Ok(()) => reply(hdr, cmd::RESP_OK_NODATA),
+                    Err(e) => {
+                        warn!("transfer 3d, resource {id}: {e}");
+                        reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER)
+                    }
+                }
+            }
+            cmd::SUBMIT_3D => {
+                let Some(size) = Self::resource_id_only(reader) else {
+                    return reply(hdr, cmd::RESP_ERR_UNSPEC);
+                };
+                if !ctx_known {
+                    return reply(hdr, cmd::RESP_ERR_INVALID_CONTEXT_ID);
+                }
+                if size > MAX_SUBMIT_SIZE || reader.available() < size as usize {
+                    warn!(
+                        "submit of {size} bytes with {} available",
+                        reader.available()
+                    );
+                    return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
+                }
+                let mut commands = vec![0u8; size as usize];
+                if reader.read_exact(&mut commands).is_err() {
+                    return reply(hdr, cmd::RESP_ERR_UNSPEC);
+                }
+                match r3.submit(hdr.ctx_id, &mut commands) {
+                    Ok(()) => reply(hdr, cmd::RESP_OK_NODATA),
+                    Err(e) => err(e, "submit"),
+                }
+            }
+            _ => reply(hdr, cmd::RESP_ERR_UNSPEC),
+        }
+    }
+
     /// Decodes one cursor command into what the display must do (nothing
     /// for a malformed one or without a display).
     pub fn cursor(&mut self, chain: &DescChain, mem: &GuestMem) -> Option<DisplayRequest> {
@@ -852,7 +1148,19 @@ impl GpuDevice {
     /// Runs one control chain; None if it is now held for the display.
     fn run_one(&mut self, chain: DescChain, mem: &GuestMem) -> Option<u32> {
         match self.execute(&chain, mem) {
-            Outcome::Reply(bytes) => Some(Self::write_response(&chain, mem, &bytes)),
+            Outcome::Reply(bytes) => {
+                // With a 3D renderer work may still be running on the host
+                // GPU: a fenced response waits for the renderer's fence.
+                if let Some(fence) = self.fence_for(&bytes) {
+                    self.fenced.push(Fenced {
+                        chain,
+                        bytes,
+                        fence,
+                    });
+                    return None;
+                }
+                Some(Self::write_response(&chain, mem, &bytes))
+            }
             Outcome::Wait { batch, kind, hdr } => {
                 let ticket = self.next_ticket;
                 self.next_ticket += 1;
@@ -872,6 +1180,82 @@ impl GpuDevice {
                     let bytes = self.finish(kind, &hdr, DisplayReply::Unavailable);
                     Some(Self::write_response(&chain, mem, &bytes))
                 }
+            }
+        }
+    }
+
+    /// Creates a renderer fence for a fenced response (3D renderers only).
+    fn fence_for(&mut self, response: &[u8]) -> Option<Fence> {
+        let hdr = CtrlHdr::decode(response).ok()?;
+        if hdr.flags & FLAG_FENCE == 0 {
+            return None;
+        }
+        let r3 = self.renderer.three_d()?;
+        let fence = Fence {
+            id: hdr.fence_id,
+            flags: hdr.flags,
+            ctx_id: hdr.ctx_id,
+            ring_idx: hdr.ring_idx,
+        };
+        match r3.create_fence(fence) {
+            Ok(()) => Some(fence),
+            Err(e) => {
+                // Answer at once rather than never.
+                warn!("fence {}: {e}", fence.id);
+                None
+            }
+        }
+    }
+
+    /// The held responses that the renderer's signalled fences complete:
+    /// (chain, response bytes).
+    fn take_signalled(&mut self) -> Vec<(DescChain, Vec<u8>)> {
+        let Some(r3) = self.renderer.three_d() else {
+            return Vec::new();
+        };
+        let done = r3.signalled();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(held) = self.fenced.get(i) {
+            if done.iter().any(|d| completes(d, &held.fence)) {
+                let held = self.fenced.remove(i);
+                out.push((held.chain, held.bytes));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    fn fences_signalled(&mut self, queues: &mut Queues<'_>) {
+        let done = self.take_signalled();
+        if done.is_empty() {
+            return;
+        }
+        if let Some(mut queue) = queues.get(CONTROL_QUEUE) {
+            for (chain, bytes) in done {
+                let len = Self::write_response(&chain, queue.memory(), &bytes);
+                queue.complete(chain.head(), len);
+            }
+        }
+    }
+
+    /// Watches the 3D renderer's poll fd once it exists (it is created on
+    /// first use, on this thread).
+    fn register_renderer_poll(&mut self) {
+        if self.poll_registered {
+            return;
+        }
+        let Some(events) = &self.events else {
+            return;
+        };
+        let Some(r3) = self.renderer.three_d() else {
+            return;
+        };
+        if let Some(fd) = r3.poll_fd() {
+            match events.register(&fd, EventSet::IN, RENDERER_POLL_TOKEN) {
+                Ok(()) => self.poll_registered = true,
+                Err(e) => warn!("cannot watch the renderer's fd: {e}"),
             }
         }
     }
@@ -901,6 +1285,8 @@ impl GpuDevice {
             }
             self.run_one(chain, mem)
         });
+        drop(queue);
+        self.register_renderer_poll();
     }
 
     fn process_cursor(&mut self, queues: &mut Queues<'_>) {
@@ -982,11 +1368,14 @@ impl VirtioDevice for GpuDevice {
     }
 
     fn features(&self) -> u64 {
+        let mut features = 0;
         if self.cfg.edid {
-            F_EDID
-        } else {
-            0
+            features |= F_EDID;
         }
+        if self.renderer.is_3d() {
+            features |= F_VIRGL | F_CONTEXT_INIT;
+        }
+        features
     }
 
     fn config(&self) -> &[u8] {
@@ -1022,6 +1411,9 @@ impl VirtioDevice for GpuDevice {
             events.register(display.event(), EventSet::IN, DISPLAY_TOKEN)?;
             self.display = Some(display);
         }
+        if let Some(fd) = self.renderer.three_d().and_then(|r3| r3.fence_fd()) {
+            events.register(&fd, EventSet::IN, FENCE_TOKEN)?;
+        }
         self.events = Some(events);
         Ok(())
     }
@@ -1041,8 +1433,16 @@ impl VirtioDevice for GpuDevice {
         token: u16,
         _events: EventSet,
     ) -> DeviceResult {
-        if token == DISPLAY_TOKEN {
-            self.display_finished(queues);
+        match token {
+            DISPLAY_TOKEN => self.display_finished(queues),
+            FENCE_TOKEN => self.fences_signalled(queues),
+            RENDERER_POLL_TOKEN => {
+                if let Some(r3) = self.renderer.three_d() {
+                    r3.event_poll();
+                }
+                self.fences_signalled(queues);
+            }
+            _ => {}
         }
         Ok(())
     }

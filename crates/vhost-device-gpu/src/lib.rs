@@ -37,6 +37,15 @@ pub enum Error {
 pub fn make_renderer(cfg: &GpuConfig) -> Result<Box<dyn backend::Renderer>, Error> {
     match cfg.mode {
         GpuMode::TwoD => Ok(Box::new(backend::Rutabaga2d::new()?)),
+        #[cfg(feature = "virgl")]
+        GpuMode::Virgl => {
+            let all = cfg.capsets.is_empty();
+            Ok(Box::new(backend::virgl::Virgl::new(
+                all || cfg.capsets.contains(&1),
+                all || cfg.capsets.contains(&2),
+            )?))
+        }
+        #[cfg(not(feature = "virgl"))]
         GpuMode::Virgl => Err(Error::VirglNotBuilt),
     }
 }

@@ -7,7 +7,8 @@ use vhost_device_gpu::{make_renderer, Args, GpuDevice};
 fn main() -> ExitCode {
     vhost_device_common::cli::run::<Args>(|args| {
         let cfg = args.config()?;
-        // Fail on the command line, not on the first connection.
+        // Fail on the command line, not on the first connection (the
+        // virgl renderer only starts on first use, on the worker thread).
         drop(make_renderer(&cfg)?);
         log::info!("vhost-device-gpu: {cfg:?}");
         vhost_device_common::daemon::serve("vhost-device-gpu", &args.socket, move |_guest| {

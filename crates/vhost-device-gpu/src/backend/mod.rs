@@ -11,6 +11,12 @@
 
 pub mod display;
 pub mod renderer;
+#[cfg(test)]
+pub mod sim;
+#[cfg(feature = "virgl")]
+pub mod virgl;
 
 pub use display::{DisplayReply, DisplayRequest, DisplayThread};
-pub use renderer::{HostIovec, Renderer, RendererError, Rutabaga2d};
+pub use renderer::{
+    Create3d, Fence, HostIovec, Renderer, Renderer3d, RendererError, Rutabaga2d, Transfer3d,
+};

@@ -77,6 +77,120 @@ pub trait Renderer: Send {
     /// Reads `rect` of the resource into `out` as `rect.width × 4`-byte
     /// rows, in the resource's own format.
     fn read_rect(&mut self, id: u32, rect: Rect, out: &mut Vec<u8>) -> Result<(), RendererError>;
+
+    /// Whether this renderer does 3D (offers VIRGL and CONTEXT_INIT).
+    fn is_3d(&self) -> bool {
+        false
+    }
+
+    /// Number of capability sets.
+    fn num_capsets(&self) -> u32 {
+        0
+    }
+
+    /// The 3D half, if there is one.
+    fn three_d(&mut self) -> Option<&mut dyn Renderer3d> {
+        None
+    }
+}
+
+/// A fence: the renderer signals it when the work submitted before it is
+/// done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fence {
+    /// Fence id (monotonic per timeline).
+    pub id: u64,
+    /// `FLAG_FENCE` / `FLAG_INFO_RING_IDX`.
+    pub flags: u32,
+    /// Context (timeline with INFO_RING_IDX).
+    pub ctx_id: u32,
+    /// Ring (timeline with INFO_RING_IDX).
+    pub ring_idx: u8,
+}
+
+/// RESOURCE_CREATE_3D parameters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Create3d {
+    /// Gallium texture target.
+    pub target: u32,
+    /// virgl format.
+    pub format: u32,
+    /// Bind flags.
+    pub bind: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// Depth.
+    pub depth: u32,
+    /// Array size.
+    pub array_size: u32,
+    /// Mip levels - 1.
+    pub last_level: u32,
+    /// Samples.
+    pub nr_samples: u32,
+    /// `VIRTIO_GPU_RESOURCE_FLAG_*`.
+    pub flags: u32,
+}
+
+/// TRANSFER_TO/FROM_HOST_3D parameters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transfer3d {
+    /// Box origin and size: x, y, z, w, h, d.
+    pub bx: [u32; 6],
+    /// Offset in the backing.
+    pub offset: u64,
+    /// Mip level.
+    pub level: u32,
+    /// Row stride in the backing.
+    pub stride: u32,
+    /// Layer stride in the backing.
+    pub layer_stride: u32,
+}
+
+/// The 3D command set of a renderer (virgl).
+pub trait Renderer3d {
+    /// Capability set `index`: (id, max version, max size).
+    fn capset_info(&mut self, index: u32) -> Result<(u32, u32, u32), RendererError>;
+    /// Capability set data.
+    fn capset(&mut self, id: u32, version: u32) -> Result<Vec<u8>, RendererError>;
+    /// CTX_CREATE.
+    fn create_context(&mut self, ctx_id: u32, init: u32, name: &str) -> Result<(), RendererError>;
+    /// CTX_DESTROY.
+    fn destroy_context(&mut self, ctx_id: u32) -> Result<(), RendererError>;
+    /// CTX_ATTACH_RESOURCE.
+    fn attach(&mut self, ctx_id: u32, resource_id: u32) -> Result<(), RendererError>;
+    /// CTX_DETACH_RESOURCE.
+    fn detach(&mut self, ctx_id: u32, resource_id: u32) -> Result<(), RendererError>;
+    /// RESOURCE_CREATE_3D.
+    fn create_3d(&mut self, resource_id: u32, create: &Create3d) -> Result<(), RendererError>;
+    /// TRANSFER_TO_HOST_3D (from the guest backing).
+    fn transfer_to_host_3d(
+        &mut self,
+        ctx_id: u32,
+        resource_id: u32,
+        transfer: &Transfer3d,
+    ) -> Result<(), RendererError>;
+    /// TRANSFER_FROM_HOST_3D (into the guest backing).
+    fn transfer_from_host_3d(
+        &mut self,
+        ctx_id: u32,
+        resource_id: u32,
+        transfer: &Transfer3d,
+    ) -> Result<(), RendererError>;
+    /// SUBMIT_3D.
+    fn submit(&mut self, ctx_id: u32, commands: &mut [u8]) -> Result<(), RendererError>;
+    /// Asks to be told (through [`Self::signalled`]) when `fence` is done.
+    fn create_fence(&mut self, fence: Fence) -> Result<(), RendererError>;
+    /// Fences signalled since the last call.
+    fn signalled(&mut self) -> Vec<Fence>;
+    /// An fd readable when fences were signalled.
+    fn fence_fd(&self) -> Option<std::os::fd::RawFd>;
+    /// The renderer's own fd to poll, once it exists; when readable call
+    /// [`Self::event_poll`].
+    fn poll_fd(&self) -> Option<std::os::fd::RawFd>;
+    /// Lets the renderer process its events (fence callbacks).
+    fn event_poll(&mut self);
 }
 
 /// rutabaga_gfx's software 2D component: no host GPU, no system library.
