@@ -23,13 +23,12 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use vhost_device_gpio::control::ControlClient;
-use vhost_device_rig::Scenario;
+use vhost_device_rig::{GuestImage, Scenario};
 
 const LINES: u16 = 10;
 /// The drive sequence on each edge line: two rising and two falling edges,
@@ -225,48 +224,15 @@ fn host_side(path: &Path) -> Result<Vec<String>, String> {
 /// Builds the level-interrupt consumer module against the guest kernel's
 /// headers, inside the provisioned root (which has its compiler).
 fn build_level_probe(out: &Path) -> PathBuf {
-    let cache = std::env::var_os("VHOST_DEVICE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vhost-device")
-        })
-        .join("guest");
-    let env = std::fs::read_to_string(cache.join("env"))
-        .expect("guest rig not provisioned (rust-vmm-ci/guest/provision.sh)");
-    let kver = env
-        .lines()
-        .find_map(|l| l.strip_prefix("VHOST_DEVICE_GUEST_KVER="))
-        .expect("no VHOST_DEVICE_GUEST_KVER in the rig's env");
-    let root = cache.join("root");
-    let build = format!("/tmp/vdgpio-level-probe-{}", std::process::id());
-    let host_build = root.join(build.trim_start_matches('/'));
-    let _ = std::fs::remove_dir_all(&host_build);
-    std::fs::create_dir_all(&host_build).unwrap();
+    let image = GuestImage::locate().expect("guest rig not provisioned");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest");
-    for f in ["gpio_level_probe.c", "Kbuild"] {
-        std::fs::copy(src.join(f), host_build.join(f)).unwrap();
-    }
-    let status = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "chroot"])
-        .arg(&root)
-        .args([
-            "env",
-            "-i",
-            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-            "make",
-            "-s",
-            "-C",
-        ])
-        .arg(format!("/usr/src/linux-headers-{kver}"))
-        .arg(format!("M={build}"))
-        .arg("modules")
-        .status()
-        .expect("cannot run the module build");
-    assert!(status.success(), "building gpio_level_probe.ko failed");
-    let ko = out.join("gpio_level_probe.ko");
-    std::fs::copy(host_build.join("gpio_level_probe.ko"), &ko).unwrap();
-    let _ = std::fs::remove_dir_all(&host_build);
-    ko
+    let built = image
+        .build_modules(&src, out)
+        .expect("building gpio_level_probe.ko");
+    built
+        .into_iter()
+        .find(|p| p.ends_with("gpio_level_probe.ko"))
+        .expect("gpio_level_probe.ko was not built")
 }
 
 fn count(output: &str, needle: &str) -> usize {
