@@ -58,7 +58,7 @@ if [ -n "$exclude" ]; then
 	filter=(--ignore-filename-regex "$exclude")
 fi
 
-summary=target/coverage/summary.json
+summary="${CARGO_TARGET_DIR:-target}/coverage/summary.json"
 mkdir -p "$(dirname "$summary")"
 echo "config: $config (score $score, exclude '$exclude', features '${features:-<all>}')"
 echo "running the tests under cargo llvm-cov ${args[*]}"
