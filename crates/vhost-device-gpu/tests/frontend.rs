@@ -27,6 +27,7 @@ const TRANSFER_TO_HOST_2D: u32 = 0x0105;
 const RESOURCE_ATTACH_BACKING: u32 = 0x0106;
 const GET_EDID: u32 = 0x010a;
 const RESOURCE_CREATE_BLOB: u32 = 0x010c;
+const UPDATE_CURSOR: u32 = 0x0300;
 const MOVE_CURSOR: u32 = 0x0301;
 const OK_NODATA: u32 = 0x1100;
 const OK_DISPLAY_INFO: u32 = 0x1101;
@@ -38,6 +39,8 @@ const VU_GET_PROTOCOL_FEATURES: u32 = 1;
 const VU_SET_PROTOCOL_FEATURES: u32 = 2;
 const VU_GET_DISPLAY_INFO: u32 = 3;
 const VU_CURSOR_POS: u32 = 4;
+const VU_CURSOR_POS_HIDE: u32 = 5;
+const VU_CURSOR_UPDATE: u32 = 6;
 const VU_SCANOUT: u32 = 7;
 const VU_UPDATE: u32 = 8;
 const VU_GET_EDID: u32 = 11;
@@ -118,7 +121,13 @@ struct Msg {
 /// Plays QEMU's side of the display socket: answers the queries like QEMU
 /// does (display 640x480, EDID with a marker byte) and passes every
 /// message on.
-fn fake_qemu(mut sock: UnixStream) -> Receiver<Msg> {
+fn fake_qemu(sock: UnixStream) -> Receiver<Msg> {
+    fake_qemu_gated(sock, None)
+}
+
+/// Like [`fake_qemu`], but answers GET_DISPLAY_INFO only once `gate`
+/// yields, as QEMU does when its main loop is busy.
+fn fake_qemu_gated(mut sock: UnixStream, gate: Option<Receiver<()>>) -> Receiver<Msg> {
     let (tx, rx) = channel();
     thread::spawn(move || loop {
         let mut hdr = [0u8; 12];
@@ -128,6 +137,16 @@ fn fake_qemu(mut sock: UnixStream) -> Receiver<Msg> {
         let (request, size) = (u32_at(&hdr, 0), u32_at(&hdr, 8) as usize);
         let mut payload = vec![0; size];
         if sock.read_exact(&mut payload).is_err() {
+            return;
+        }
+        // Pass it on before answering, so a test sees a held query.
+        if tx
+            .send(Msg {
+                request,
+                payload: payload.clone(),
+            })
+            .is_err()
+        {
             return;
         }
         let answer = |sock: &mut UnixStream, body: &[u8]| {
@@ -141,6 +160,9 @@ fn fake_qemu(mut sock: UnixStream) -> Receiver<Msg> {
         match request {
             VU_GET_PROTOCOL_FEATURES => answer(&mut sock, &3u64.to_le_bytes()),
             VU_GET_DISPLAY_INFO => {
+                if let Some(gate) = &gate {
+                    let _ = gate.recv();
+                }
                 let mut body = vec![0u8; 408];
                 body[..4].copy_from_slice(&OK_DISPLAY_INFO.to_le_bytes());
                 for (i, v) in [0u32, 0, 640, 480, 1, 0].iter().enumerate() {
@@ -156,9 +178,6 @@ fn fake_qemu(mut sock: UnixStream) -> Receiver<Msg> {
                 answer(&mut sock, &body);
             }
             _ => {}
-        }
-        if tx.send(Msg { request, payload }).is_err() {
-            return;
         }
     });
     rx
@@ -366,4 +385,56 @@ fn the_daemon_serves_again_after_a_disconnect() {
         assert_eq!(next(&rx).request, VU_SCANOUT);
         fe.disconnect().unwrap();
     }
+}
+
+#[test]
+fn config_is_answered_while_the_display_is_slow() {
+    // QEMU reads the display socket in its main loop, which waits while a
+    // vCPU waits for GET_CONFIG: the device must answer GET_CONFIG while a
+    // display query is outstanding.
+    let d = Daemon::start(&[]);
+    let mut fe = d.connect();
+    let (open, gate) = channel();
+    let rx = fake_qemu_gated(fe.set_gpu_socket().unwrap(), Some(gate));
+    let request = req(GET_DISPLAY_INFO, &[]);
+    fe.queue(0).unwrap().add(&[&request], &[408]).unwrap();
+    fe.queue(0).unwrap().kick().unwrap();
+    assert_eq!(next(&rx).request, VU_GET_DISPLAY_INFO);
+    let config = fe.get_config(0, 20).unwrap();
+    assert_eq!(config.len(), 20);
+    // The control queue stays held until the display answers.
+    thread::sleep(Duration::from_millis(100));
+    assert!(fe.queue(0).unwrap().try_used().unwrap().is_none());
+    open.send(()).unwrap();
+    let used = fe.queue(0).unwrap().wait_used(T).unwrap();
+    assert_eq!(u32_at(&used.data, 0), OK_DISPLAY_INFO);
+    assert_eq!(u32_at(&used.data, 32), 640);
+    fe.disconnect().unwrap();
+}
+
+#[test]
+fn cursor_image_reaches_the_display_socket() {
+    let d = Daemon::start(&[]);
+    let mut fe = d.connect();
+    let rx = fake_qemu(fe.set_gpu_socket().unwrap());
+    // A 64x64 B8G8R8X8 cursor, pixel (x, y) = [x, y, 0x40, 0].
+    draw(&mut fe, 64, 64);
+    let update = req(UPDATE_CURSOR, &[0, 100, 50, 0, 1, 7, 9, 0]);
+    let used = fe.queue(1).unwrap().request(&[&update], &[], T).unwrap();
+    assert_eq!(used.len, 0);
+    let m = next(&rx);
+    assert_eq!(m.request, VU_CURSOR_UPDATE);
+    assert_eq!(m.payload.len(), 12 + 8 + 64 * 64 * 4);
+    assert_eq!(
+        &m.payload[..20],
+        [0u32, 100, 50, 7, 9].map(u32::to_le_bytes).concat()
+    );
+    // Pixel (3, 2): B8G8R8X8 source, so alpha becomes opaque.
+    let px = 20 + (2 * 64 + 3) * 4;
+    assert_eq!(&m.payload[px..px + 4], &[3, 2, 0x40, 0xff]);
+    // Resource 0 hides it.
+    let hide = req(UPDATE_CURSOR, &[0, 0, 0, 0, 0, 0, 0, 0]);
+    fe.queue(1).unwrap().request(&[&hide], &[], T).unwrap();
+    assert_eq!(next(&rx).request, VU_CURSOR_POS_HIDE);
+    fe.disconnect().unwrap();
 }
