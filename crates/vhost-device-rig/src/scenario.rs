@@ -316,6 +316,22 @@ fn signal_group(child: &Child, sig: libc::c_int) {
     }
 }
 
+/// Makes the kernel kill the child if the rig dies first (a test harness
+/// interrupted with Ctrl-C would otherwise leave QEMU and backends running,
+/// since they live in their own process groups).
+fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // prctl(2), which is async-signal-safe and touches no parent memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Ends a child: SIGTERM to its group, then SIGKILL after `grace`.
 fn stop_child(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
@@ -802,7 +818,6 @@ impl Scenario {
 
         let mut backends: Vec<Running> = Vec::new();
         let mut qemu: Option<Child> = None;
-        let mut qemu_started: Option<Instant> = None;
         let mut boot_to_script = None;
 
         let outcome = 'run: {
@@ -822,14 +837,14 @@ impl Scenario {
                         .join(" ")
                 );
                 let err = log.try_clone().map_err(Error::io("backend log"))?;
-                let spawned = Command::new(program)
-                    .args(args)
+                let mut cmd = Command::new(program);
+                cmd.args(args)
                     .envs(b.env.iter().map(|(k, v)| (k, v)))
                     .stdin(Stdio::null())
                     .stdout(log)
                     .stderr(err)
-                    .process_group(0)
-                    .spawn();
+                    .process_group(0);
+                let spawned = die_with_parent(&mut cmd).spawn();
                 let child = match spawned {
                     Ok(c) => c,
                     Err(e) => {
@@ -892,13 +907,13 @@ impl Scenario {
             let qlog =
                 File::create(dir.join("qemu.log")).map_err(Error::io("creating qemu.log"))?;
             let qerr = qlog.try_clone().map_err(Error::io("qemu.log"))?;
-            let spawned = Command::new(&image.qemu)
-                .args(&args)
+            let mut cmd = Command::new(&image.qemu);
+            cmd.args(&args)
                 .stdin(Stdio::null())
                 .stdout(qlog)
                 .stderr(qerr)
-                .process_group(0)
-                .spawn();
+                .process_group(0);
+            let spawned = die_with_parent(&mut cmd).spawn();
             match spawned {
                 Ok(c) => qemu = Some(c),
                 Err(e) => {
@@ -908,7 +923,6 @@ impl Scenario {
                 }
             }
             let q_start = Instant::now();
-            qemu_started = Some(q_start);
             let serial_path = dir.join("serial.log");
 
             loop {
@@ -1013,7 +1027,6 @@ impl Scenario {
             stop_child(&mut r.child, Duration::from_secs(3));
         }
         let screendumps = control.finish();
-        let _ = qemu_started;
 
         let serial_log = read_lossy(&dir.join("serial.log"));
         let state = parse_serial(&serial_log);
