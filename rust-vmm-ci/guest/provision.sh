@@ -272,6 +272,9 @@ sort -u "$STAGE/.libs" | while read -r lib; do
     esac
 done
 rm -f "$STAGE/.libs"
+# The rig ships a host test binary's other shared libraries itself; it needs
+# to know which ones the guest already has.
+(cd "$STAGE" && ls lib/x86_64-linux-gnu lib64) 2>/dev/null | grep '\.so' | sort -u >"$CACHE/initramfs-libs.txt"
 [[ -e "$STAGE/lib64/ld-linux-x86-64.so.2" ]] || cp -L "$ROOT/lib64/ld-linux-x86-64.so.2" "$STAGE/lib64/"
 
 cp "$ROOT/usr/bin/busybox" "$STAGE/bin/busybox"

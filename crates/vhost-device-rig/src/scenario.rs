@@ -632,7 +632,7 @@ impl Scenario {
             s.push_str("\n) || { echo \"rig: host-test setup failed\"; exit 98; }\n");
         }
         s.push_str(&format!(
-            "{{ {IN_GUEST_ENV}=1 RUST_BACKTRACE=1 {exe} --exact {test} --include-ignored \
+            "{{ {IN_GUEST_ENV}=1 RUST_BACKTRACE=1 LD_LIBRARY_PATH=/rig/lib {exe} --exact {test} --include-ignored \
              --nocapture --test-threads=1; echo $? >/tmp/rig-test.rc; }} 2>&1 | tee /tmp/rig-test.out\n\
              rc=$(cat /tmp/rig-test.rc)\n\
              [ \"$rc\" -eq 0 ] || exit \"$rc\"\n\
@@ -644,7 +644,22 @@ impl Scenario {
         s
     }
 
-    fn scenario_cpio(&self) -> Result<Vec<u8>, Error> {
+    /// Shared libraries of `exe` (per the host's `ldd`) that the guest's
+    /// initramfs lacks, per the list provisioning wrote next to it.
+    fn missing_libs(exe: &Path, image: &GuestImage) -> Vec<PathBuf> {
+        let Some(list) = image.initrd.parent().map(|d| d.join("initramfs-libs.txt")) else {
+            return Vec::new();
+        };
+        let Ok(have) = std::fs::read_to_string(list) else {
+            return Vec::new();
+        };
+        let Ok(out) = Command::new("ldd").arg(exe).output() else {
+            return Vec::new();
+        };
+        missing_from_ldd(&String::from_utf8_lossy(&out.stdout), &have)
+    }
+
+    fn scenario_cpio(&self, image: Option<&GuestImage>) -> Result<Vec<u8>, Error> {
         let mut w = CpioWriter::new();
         let io = Error::io("scenario archive");
         w.file("rig/script.sh", 0o755, self.effective_script().as_bytes())
@@ -668,6 +683,14 @@ impl Scenario {
         let mut files = self.files.clone();
         if let Some(ht) = &self.host_test {
             files.push((ht.exe.clone(), guest_exe_path(&ht.exe)));
+            if let Some(image) = image {
+                for lib in Self::missing_libs(&ht.exe, image) {
+                    if let Some(name) = lib.file_name() {
+                        let guest = format!("/rig/lib/{}", name.to_string_lossy());
+                        files.push((lib, guest));
+                    }
+                }
+            }
         }
         for (host, guest) in &files {
             let data = std::fs::read(host).map_err(Error::io(&format!(
@@ -785,7 +808,7 @@ impl Scenario {
         {
             let base = std::fs::read(&image.initrd)
                 .map_err(Error::io(&format!("reading {}", image.initrd.display())))?;
-            let extra = self.scenario_cpio()?;
+            let extra = self.scenario_cpio(Some(&image))?;
             let mut f = File::create(&initrd).map_err(Error::io("writing the initrd"))?;
             concat_initrd(&mut f, &base, &extra).map_err(Error::io("writing the initrd"))?;
         }
@@ -1118,6 +1141,23 @@ impl Scenario {
     }
 }
 
+/// The libraries in `ldd` output whose file names are not in `have` (one
+/// name per line). The loader and the vDSO are never shipped.
+fn missing_from_ldd(ldd: &str, have: &str) -> Vec<PathBuf> {
+    let have: std::collections::HashSet<&str> = have.lines().map(str::trim).collect();
+    ldd.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.trim().split_once(" => ")?;
+            let path = rest.split_whitespace().next()?;
+            (path.starts_with('/') && !have.contains(name.trim())).then(|| PathBuf::from(path))
+        })
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("ld-linux"))
+        })
+        .collect()
+}
+
 fn guest_exe_path(exe: &Path) -> String {
     let name = exe
         .file_name()
@@ -1182,7 +1222,7 @@ mod tests {
             .modules(&["vcan", "i2c-stub chip_addr=0x50"])
             .guest_env("X", "a b")
             .guest_file(&f, "/usr/local/bin/tool");
-        let bytes = s.scenario_cpio().unwrap();
+        let bytes = s.scenario_cpio(None).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         for needle in [
             "rig/script.sh",
@@ -1197,6 +1237,21 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle}");
         }
+    }
+
+    #[test]
+    fn only_missing_libraries_are_shipped() {
+        let ldd = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                   \tlibasound.so.2 => /lib/x86_64-linux-gnu/libasound.so.2 (0x1)\n\
+                   \tlibpipewire-0.3.so.0 => /lib/x86_64-linux-gnu/libpipewire-0.3.so.0 (0x2)\n\
+                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x3)\n\
+                   \t/lib64/ld-linux-x86-64.so.2 (0x4)\n\
+                   \tlibgone.so.1 => not found\n";
+        let have = "libc.so.6\nlibasound.so.2\nld-linux-x86-64.so.2\n";
+        assert_eq!(
+            missing_from_ldd(ldd, have),
+            [PathBuf::from("/lib/x86_64-linux-gnu/libpipewire-0.3.so.0")]
+        );
     }
 
     #[test]
