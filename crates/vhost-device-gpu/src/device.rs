@@ -137,12 +137,8 @@ struct Resource {
     backing: Option<Backing>,
     // A 3D resource of a format the display path cannot convert.
     displayable: bool,
-}
-
-impl Resource {
-    fn size(&self) -> u64 {
-        u64::from(self.width) * u64::from(self.height) * 4
-    }
+    // Host memory charged for it.
+    size: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -498,14 +494,15 @@ impl GpuDevice {
             warn!("resource {id}: bad size {width}x{height}");
             return reply(hdr, cmd::RESP_ERR_INVALID_PARAMETER);
         }
+        let size = u64::from(width) * u64::from(height) * 4;
         let resource = Resource {
             width,
             height,
             format,
             backing: None,
             displayable: true,
+            size,
         };
-        let size = resource.size();
         if self.hostmem.saturating_add(size) > self.cfg.max_hostmem {
             warn!("resource {id}: {size} bytes would exceed the host memory limit");
             return reply(hdr, cmd::RESP_ERR_OUT_OF_MEMORY);
@@ -535,7 +532,7 @@ impl GpuDevice {
         let Some(resource) = self.resources.remove(&id) else {
             return reply(hdr, cmd::RESP_ERR_INVALID_RESOURCE_ID);
         };
-        self.hostmem = self.hostmem.saturating_sub(resource.size());
+        self.hostmem = self.hostmem.saturating_sub(resource.size);
         if let Err(e) = self.renderer.unref(id) {
             warn!("resource {id}: unref: {e}");
         }
@@ -991,6 +988,7 @@ impl GpuDevice {
                         format: format.unwrap_or(Format::B8G8R8A8),
                         backing: None,
                         displayable: format.is_some(),
+                        size,
                     },
                 );
                 reply(hdr, cmd::RESP_OK_NODATA)

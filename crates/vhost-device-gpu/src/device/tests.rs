@@ -1078,3 +1078,44 @@ mod three_d {
         );
     }
 }
+
+#[test]
+fn three_d_resources_are_charged_and_refunded() {
+    let sim = crate::backend::sim::Sim3d::default();
+    let mut dev = GpuDevice::new(
+        GpuConfig {
+            max_hostmem: 64 * 64 * 2 * 4,
+            ..Default::default()
+        },
+        Box::new(sim),
+    );
+    let create3d = cmd_req(
+        cmd::RESOURCE_CREATE_3D,
+        &[5, 3, 1, 2, 64, 64, 2, 1, 0, 0, 0, 0],
+    );
+    assert_eq!(status(&mut dev, &create3d), cmd::RESP_OK_NODATA);
+    assert_eq!(
+        create(&mut dev, 6, Format::B8G8R8X8, 1, 1),
+        cmd::RESP_ERR_OUT_OF_MEMORY
+    );
+    assert_eq!(
+        status(&mut dev, &cmd_req(cmd::RESOURCE_UNREF, &[5, 0])),
+        cmd::RESP_OK_NODATA
+    );
+    assert_eq!(status(&mut dev, &create3d), cmd::RESP_OK_NODATA);
+    // Format 3 is A8R8G8B8: showable. An unknown format is not.
+    let odd = cmd_req(
+        cmd::RESOURCE_CREATE_3D,
+        &[7, 2, 200, 2, 16, 16, 1, 1, 0, 0, 0, 0],
+    );
+    let mut dev2 = GpuDevice::new(
+        GpuConfig::default(),
+        Box::new(crate::backend::sim::Sim3d::default()),
+    );
+    assert_eq!(status(&mut dev2, &odd), cmd::RESP_OK_NODATA);
+    dev2.assume_frontend_display();
+    assert_eq!(
+        status(&mut dev2, &cmd_req(cmd::SET_SCANOUT, &[0, 0, 16, 16, 0, 7])),
+        cmd::RESP_ERR_INVALID_PARAMETER
+    );
+}
