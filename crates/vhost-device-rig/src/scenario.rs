@@ -316,6 +316,36 @@ fn signal_group(child: &Child, sig: libc::c_int) {
     }
 }
 
+/// An exclusive `flock(2)` on the cache's `run.lock`, held while a guest runs.
+struct GuestLock {
+    _file: File,
+}
+
+impl GuestLock {
+    /// Blocks until no other scenario on this machine holds the lock. `None`
+    /// when the lock file cannot be opened (then scenarios may overlap).
+    fn acquire(cache: &Path) -> Option<Self> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cache.join("run.lock"))
+            .ok()?;
+        loop {
+            // SAFETY: flock(2) on a descriptor this function owns; no memory
+            // is passed.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Some(Self { _file: file });
+            }
+            if std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
+                return None;
+            }
+        }
+    }
+}
+
 /// Makes the kernel kill the child if the rig dies first (a test harness
 /// interrupted with Ctrl-C would otherwise leave QEMU and backends running,
 /// since they live in their own process groups).
@@ -776,6 +806,14 @@ impl Scenario {
         let image = match &self.image {
             Some(i) => i.clone(),
             None => GuestImage::locate()?,
+        };
+        // One guest at a time on this machine, whatever runs the tests: the
+        // wait does not count against the scenario's timeout.
+        let guest_lock = GuestLock::acquire(&crate::image::cache_dir());
+        let started = if guest_lock.is_some() {
+            Instant::now()
+        } else {
+            started
         };
         let dir = scenario_dir(&self.name);
         match std::fs::remove_dir_all(&dir) {
