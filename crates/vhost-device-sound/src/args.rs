@@ -83,7 +83,8 @@ pub struct SoundArgs {
     #[arg(long)]
     pub no_controls: bool,
 
-    /// wav: directory where output stream k is written as output<k>.wav.
+    /// wav: directory where the output streams are written, as output0.wav,
+    /// output1.wav, …
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub wav_dir: PathBuf,
 
@@ -105,8 +106,8 @@ pub struct SoundArgs {
     #[arg(long, value_name = "PCM")]
     pub alsa_input: Vec<String>,
 
-    /// pipewire: node name prefix; stream k is <NAME>-output<k> or
-    /// <NAME>-input<k>.
+    /// pipewire: node name prefix; the streams' nodes are NAME-output0, …,
+    /// NAME-input0, …
     #[arg(long, value_name = "NAME", default_value = "vhost-device-sound")]
     pub pw_node_name: String,
 
@@ -389,10 +390,10 @@ mod tests {
 
     #[test]
     fn bad_values_get_clear_errors() {
-        assert!(parse(&["--outputs", "9"]).is_err());
-        assert!(parse(&["--output-channels", "0"]).is_err());
-        assert!(parse(&["--output-channels", "9"]).is_err());
-        assert!(parse(&["--backend", "oss"]).is_err());
+        parse(&["--outputs", "9"]).unwrap_err();
+        parse(&["--output-channels", "0"]).unwrap_err();
+        parse(&["--output-channels", "9"]).unwrap_err();
+        parse(&["--backend", "oss"]).unwrap_err();
         let e = parse(&["--outputs", "0", "--inputs", "0"])
             .unwrap()
             .sound_config()

@@ -197,8 +197,8 @@ mod tests {
         assert_eq!(parse_chmap("FL,FR").unwrap(), vec![3, 4]);
         assert_eq!(parse_chmap("fl, fr ,lfe").unwrap(), vec![3, 4, 8]);
         assert!(parse_chmap("FL,XX").unwrap_err().contains("XX"));
-        assert!(parse_chmap("NONE").is_err());
-        assert!(parse_chmap("FL,FL,FL,FL,FL,FL,FL,FL,FL").is_err());
+        parse_chmap("NONE").unwrap_err();
+        parse_chmap("FL,FL,FL,FL,FL,FL,FL,FL,FL").unwrap_err();
         for n in 1..=8u8 {
             assert_eq!(default_chmap(n).len(), usize::from(n));
         }

@@ -673,7 +673,7 @@ impl SoundDevice {
         };
         let result = match &mut stream.endpoint {
             Some(Endpoint::Out(sink)) => sink.start().map(|()| sink.lead()),
-            Some(Endpoint::In(source)) => source.start().map(|()| Duration::ZERO),
+            Some(Endpoint::In(source)) => source.start().map(|()| source.lead()),
             None => Ok(Duration::ZERO),
         };
         let lead = match result {

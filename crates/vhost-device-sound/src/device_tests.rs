@@ -1191,7 +1191,7 @@ fn chains_from_the_mock_builder_validate_as_the_daemon_does() {
         flags: 2,
         next: 0,
     }]);
-    assert!(bad.is_err());
+    bad.unwrap_err();
     // An indirect chain works like a direct one.
     let (mem, chain) = ChainBuilder::new()
         .readable(&query(R_PCM_INFO, 1, 1, 32))

@@ -80,7 +80,12 @@ impl Daemon {
 
     fn stop(mut self) -> (Option<i32>, tempfile::TempDir) {
         // SAFETY: kill() on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        unsafe {
+            libc::kill(
+                libc::pid_t::try_from(self.child.id()).unwrap(),
+                libc::SIGTERM,
+            )
+        };
         let status = self.child.wait().unwrap();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         (status.code(), dir)
@@ -105,7 +110,7 @@ fn status(data: &[u8]) -> u32 {
 /// Sends one control request and returns the reply.
 fn control(fe: &mut TestFrontend, request: &[u8], reply: u32) -> Vec<u8> {
     let used = fe
-        .queue(CONTROL_QUEUE as usize)
+        .queue(CONTROL_QUEUE)
         .unwrap()
         .request(&[request], &[reply], WAIT)
         .unwrap();

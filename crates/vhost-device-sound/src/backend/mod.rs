@@ -110,6 +110,13 @@ pub trait InputSource: Send {
     fn latency_bytes(&mut self) -> u32 {
         0
     }
+
+    /// How far ahead of real time the source may be read: a source with
+    /// its own clock and buffer hands over what it has as soon as it has
+    /// it.
+    fn lead(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// Opens sinks and sources for one guest connection.

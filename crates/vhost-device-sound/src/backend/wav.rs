@@ -494,8 +494,8 @@ mod tests {
                 );
             }
         }
-        assert!(parse(b"RIFX").is_err());
-        assert!(parse(b"RIFF\0\0\0\0WAVEdata\x04\0\0\0abcd").is_err());
+        parse(b"RIFX").unwrap_err();
+        parse(b"RIFF\0\0\0\0WAVEdata\x04\0\0\0abcd").unwrap_err();
     }
 
     #[test]
