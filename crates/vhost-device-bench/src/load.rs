@@ -117,7 +117,7 @@ pub struct LoadResult {
     pub elapsed: Duration,
     /// Round-trip times (ping-pong only).
     pub latency: Option<Histogram>,
-    /// The daemon's utime + stime over the measured part.
+    /// The daemon's CPU time (all threads) over the measured part.
     pub daemon_cpu: Option<Duration>,
     /// The daemon's context switches over the measured part.
     pub daemon_switches: Option<u64>,
@@ -163,7 +163,7 @@ impl Probe {
     fn take(pid: Option<u32>) -> Self {
         Probe {
             pid,
-            daemon_cpu: pid.and_then(|p| procstat::cpu_time(p).ok()),
+            daemon_cpu: pid.and_then(|p| procstat::cpu_time_precise(p).ok()),
             daemon_switches: pid.and_then(|p| procstat::context_switches(p).ok()),
             bench_cpu: procstat::thread_cpu_time(),
             wall: Instant::now(),

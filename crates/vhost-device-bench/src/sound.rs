@@ -243,7 +243,7 @@ pub fn measure(
         } else if now - start >= warmup {
             measuring = Some((
                 now,
-                pid.and_then(|p| procstat::cpu_time(p).ok()),
+                pid.and_then(|p| procstat::cpu_time_precise(p).ok()),
                 pid.and_then(|p| procstat::context_switches(p).ok()),
             ));
         }
@@ -253,7 +253,7 @@ pub fn measure(
         tx.kick().map_err(Error::frontend("kicking the tx queue"))?;
     };
     let (t0, cpu0, cs0) = measuring.ok_or_else(|| Error::Failed("no measured part".into()))?;
-    let cpu1 = pid.and_then(|p| procstat::cpu_time(p).ok());
+    let cpu1 = pid.and_then(|p| procstat::cpu_time_precise(p).ok());
     let cs1 = pid.and_then(|p| procstat::context_switches(p).ok());
     control(fe, "PCM_STOP", &words(&[R_PCM_STOP, 0]))?;
     // The periods still posted come back before RELEASE is answered.
