@@ -131,6 +131,12 @@ struct IrqLine {
     latched: bool,
     /// The driver's event buffer: the interrupt is unmasked while it is here.
     held: Option<DescChain>,
+    /// The last attempt to enable the interrupt failed. Linux queues the
+    /// line's buffer anyway and re-queues a buffer returned `INVALID` at
+    /// once while it thinks the interrupt is enabled, so returning it would
+    /// ping-pong for ever; such a buffer is held (the interrupt never
+    /// fires) until the driver disables the interrupt.
+    refused: bool,
 }
 
 /// A few log lines per second at most, so a misbehaving guest cannot flood
@@ -320,6 +326,7 @@ impl<B: GpioBackend> GpioDevice<B> {
         let Some(trigger) = IrqType::from_spec(value) else {
             self.log
                 .warn(|| format!("SET_IRQ_TYPE line {gpio}: bad type {value}"));
+            self.refuse(gpio);
             return Err(());
         };
         if trigger == IrqType::None {
@@ -328,10 +335,12 @@ impl<B: GpioBackend> GpioDevice<B> {
         }
         if let Err(e) = self.backend.set_edges(gpio, trigger.edges()) {
             self.log.warn(|| format!("SET_IRQ_TYPE line {gpio}: {e}"));
+            self.refuse(gpio);
             return Err(());
         }
         if let Some(line) = self.lines.get_mut(usize::from(gpio)) {
             line.trigger = trigger;
+            line.refused = false;
             // Edges count from now on.
             line.latched = false;
         }
@@ -339,6 +348,15 @@ impl<B: GpioBackend> GpioDevice<B> {
         // NONE) fires at once if the new level is active.
         self.check_level(gpio, mem);
         Ok(0)
+    }
+
+    /// Records a failed attempt to enable the line's interrupt.
+    fn refuse(&mut self, gpio: u16) {
+        if let Some(line) = self.lines.get_mut(usize::from(gpio)) {
+            if line.trigger == IrqType::None {
+                line.refused = true;
+            }
+        }
     }
 
     /// Disables the line's interrupt: stops edge reporting, forgets a
@@ -350,6 +368,7 @@ impl<B: GpioBackend> GpioDevice<B> {
         let was = line.trigger;
         line.trigger = IrqType::None;
         line.latched = false;
+        line.refused = false;
         if let Some(chain) = line.held.take() {
             self.fire(gpio, &chain, IRQ_STATUS_INVALID, mem);
         }
@@ -448,6 +467,8 @@ impl<B: GpioBackend> GpioDevice<B> {
             return Some(reply_status(&chain, mem, IRQ_STATUS_INVALID));
         }
         let fire_now = match line.trigger {
+            // Enabling failed: keep it (see `IrqLine::refused`).
+            IrqType::None if line.refused => false,
             // Unmasked before enabled: the spec says return it unused.
             IrqType::None => {
                 return Some(self.reply_event(gpio, &chain, IRQ_STATUS_INVALID, mem));
@@ -1203,5 +1224,22 @@ mod tests {
             assert_eq!(g.written(&chain), vec![STATUS_ERR, 0], "request {kind}");
         }
         assert_eq!(dev.trigger(1), Some(IrqType::None));
+        // Linux queues the buffer even though enabling failed, and would
+        // re-queue an INVALID one at once: it is held instead...
+        let event = g.chain(&1u16.to_le_bytes(), 1);
+        assert_eq!(dev.handle_event_buffer(event.clone(), &g.mem), None);
+        assert!(dev.is_unmasked(1));
+        // ...until the driver disables the interrupt.
+        let chain = g.chain(&encode(msg::SET_IRQ_TYPE, 1, 0), 2);
+        assert_eq!(dev.handle_request(&chain, &g.mem), 2);
+        assert_eq!(g.written(&chain), vec![STATUS_OK, 0]);
+        assert_eq!(
+            dev.take_fired().collect::<Vec<_>>(),
+            vec![(event.head(), 1)]
+        );
+        assert_eq!(g.written(&event), vec![IRQ_STATUS_INVALID]);
+        // After that, a buffer before SET_IRQ_TYPE is returned again.
+        let event = g.chain(&1u16.to_le_bytes(), 1);
+        assert_eq!(dev.handle_event_buffer(event, &g.mem), Some(1));
     }
 }
