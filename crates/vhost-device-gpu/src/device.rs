@@ -20,6 +20,7 @@ use vhost_device_common::{
     DescChain, DeviceResult, EventRegistry, EventSet, GuestMem, Queue, Queues, VirtioDevice,
 };
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::timerfd::TimerFd;
 
 use crate::backend::{
     Create3d, DisplayReply, DisplayRequest, DisplayThread, Fence, HostIovec, Renderer, Transfer3d,
@@ -47,6 +48,11 @@ const DISPLAY_TOKEN: u16 = 0;
 const FENCE_TOKEN: u16 = 1;
 /// Event token of the 3D renderer's own poll fd.
 const RENDERER_POLL_TOKEN: u16 = 2;
+/// Event token of the display-query timeout.
+const QUERY_TIMER_TOKEN: u16 = 3;
+/// How long the frontend may take to answer GET_DISPLAY_INFO or GET_EDID
+/// before the guest gets our own answer.
+pub const DISPLAY_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Largest SUBMIT_3D command stream.
 pub const MAX_SUBMIT_SIZE: u32 = 16 << 20;
 
@@ -190,6 +196,7 @@ pub struct GpuDevice {
     stale_contexts: Vec<u32>,
     fenced: Vec<Fenced>,
     poll_registered: bool,
+    query_timer: Option<TimerFd>,
 }
 
 impl std::fmt::Debug for GpuDevice {
@@ -211,6 +218,21 @@ fn body<const N: usize>(reader: &mut vhost_device_common::Reader<'_, GuestMem>) 
     let mut buf = [0u8; N];
     reader.read_exact(&mut buf).ok()?;
     Some(buf)
+}
+
+/// Makes `fd` non-blocking, so a stale readiness never blocks the worker.
+fn set_nonblocking(fd: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: fcntl on an fd we own, with integer arguments only.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Splits a guest range into host iovecs, one per memory region it
@@ -264,6 +286,7 @@ impl GpuDevice {
             stale_contexts: Vec::new(),
             fenced: Vec::new(),
             poll_registered: false,
+            query_timer: None,
         }
     }
 
@@ -1167,6 +1190,9 @@ impl GpuDevice {
                     .as_ref()
                     .is_some_and(|d| d.submit(ticket, batch));
                 if queued {
+                    if kind != WaitKind::NoData {
+                        self.arm_query_timer();
+                    }
                     self.pending = Some(Pending {
                         ticket,
                         chain,
@@ -1256,6 +1282,38 @@ impl GpuDevice {
                 Err(e) => warn!("cannot watch the renderer's fd: {e}"),
             }
         }
+    }
+
+    fn arm_query_timer(&mut self) {
+        if let Some(timer) = &mut self.query_timer {
+            if let Err(e) = timer.reset(DISPLAY_QUERY_TIMEOUT, None) {
+                warn!("display query timer: {e}");
+            }
+        }
+    }
+
+    /// The frontend did not answer a display query in time: answer it
+    /// ourselves and stop using that display socket until the next one.
+    fn query_timed_out(&mut self, queues: &mut Queues<'_>) {
+        if let Some(timer) = &mut self.query_timer {
+            // Non-blocking: nothing to read means a stale wake-up.
+            let _ = timer.wait();
+        }
+        let Some(pending) = self.pending.take_if(|p| p.kind != WaitKind::NoData) else {
+            return;
+        };
+        warn!(
+            "the frontend did not answer a display query within {:?}; \
+             using our own modes until it hands over a new display socket",
+            DISPLAY_QUERY_TIMEOUT
+        );
+        self.frontend_display = false;
+        let bytes = self.finish(pending.kind, &pending.hdr, DisplayReply::Unavailable);
+        if let Some(mut queue) = queues.get(CONTROL_QUEUE) {
+            let len = Self::write_response(&pending.chain, queue.memory(), &bytes);
+            queue.complete(pending.chain.head(), len);
+        }
+        self.process_control(queues);
     }
 
     fn run_backlog(&mut self, queue: &mut Queue<'_>) {
@@ -1408,6 +1466,10 @@ impl VirtioDevice for GpuDevice {
             let display = DisplayThread::spawn("vhost-device-gpu")?;
             events.register(display.event(), EventSet::IN, DISPLAY_TOKEN)?;
             self.display = Some(display);
+            let timer = TimerFd::new()?;
+            set_nonblocking(&timer)?;
+            events.register(&timer, EventSet::IN, QUERY_TIMER_TOKEN)?;
+            self.query_timer = Some(timer);
         }
         if let Some(fd) = self.renderer.three_d().and_then(|r3| r3.fence_fd()) {
             events.register(&fd, EventSet::IN, FENCE_TOKEN)?;
@@ -1434,6 +1496,7 @@ impl VirtioDevice for GpuDevice {
         match token {
             DISPLAY_TOKEN => self.display_finished(queues),
             FENCE_TOKEN => self.fences_signalled(queues),
+            QUERY_TIMER_TOKEN => self.query_timed_out(queues),
             RENDERER_POLL_TOKEN => {
                 if let Some(r3) = self.renderer.three_d() {
                     r3.event_poll();

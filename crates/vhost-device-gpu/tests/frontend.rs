@@ -438,3 +438,33 @@ fn cursor_image_reaches_the_display_socket() {
     assert_eq!(next(&rx).request, VU_CURSOR_POS_HIDE);
     fe.disconnect().unwrap();
 }
+
+#[test]
+fn a_display_that_never_answers_falls_back_to_our_modes() {
+    let d = Daemon::start(&["--resolution", "800x600"]);
+    let mut fe = d.connect();
+    let (_never, gate) = channel();
+    let rx = fake_qemu_gated(fe.set_gpu_socket().unwrap(), Some(gate));
+    let started = std::time::Instant::now();
+    let info = fe
+        .queue(0)
+        .unwrap()
+        .request(
+            &[&req(GET_DISPLAY_INFO, &[])],
+            &[408],
+            Duration::from_secs(10),
+        )
+        .unwrap()
+        .data;
+    assert_eq!(next(&rx).request, VU_GET_DISPLAY_INFO);
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(u32_at(&info, 0), OK_DISPLAY_INFO);
+    assert_eq!([u32_at(&info, 32), u32_at(&info, 36)], [800, 600]);
+    // The guest goes on without that display.
+    draw(&mut fe, 8, 8);
+    assert_eq!(
+        status(&mut fe, &req(SET_SCANOUT, &[0, 0, 8, 8, 0, 1])),
+        OK_NODATA
+    );
+    fe.disconnect().unwrap();
+}
