@@ -20,6 +20,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::affinity::{pin_self, Placement};
 use crate::error::{Error, Result};
 use crate::load::{wait_readable, RunLimits};
+use crate::procstat::thread_cpu_time;
 use crate::stats::Histogram;
 
 /// One floor measurement.
@@ -31,6 +32,17 @@ pub struct FloorResult {
     pub latency: Histogram,
     /// Wall time of the measured part.
     pub elapsed: Duration,
+    /// CPU time of the frontend thread per round trip (measured part).
+    pub frontend_cpu_per_rt: Duration,
+    /// CPU time of the device thread per round trip (whole run: it cannot
+    /// tell the warm-up apart, and costs the same in both).
+    pub device_cpu_per_rt: Duration,
+}
+
+fn per(total: Duration, count: u64) -> Duration {
+    Duration::from_nanos(
+        u64::try_from(total.as_nanos() / u128::from(count.max(1))).unwrap_or(u64::MAX),
+    )
 }
 
 fn drain(fd: &EventFd) -> Result<bool> {
@@ -59,7 +71,9 @@ pub fn measure(
         let (kick, call, stop) = (kick.clone(), call.clone(), stop.clone());
         std::thread::Builder::new()
             .name("floor-device".into())
-            .spawn(move || -> Result<()> {
+            .spawn(move || -> Result<(u64, Duration)> {
+                let cpu0 = thread_cpu_time();
+                let mut trips = 0u64;
                 pin_self(device_cpu)
                     .map_err(|e| Error::io(format!("pinning to CPU {device_cpu}"), e))?;
                 let epoll = Epoll::new().map_err(|e| Error::io("epoll_create", e))?;
@@ -81,10 +95,11 @@ pub fn measure(
                         continue;
                     }
                     if stop.load(Ordering::Acquire) {
-                        return Ok(());
+                        return Ok((trips, thread_cpu_time().saturating_sub(cpu0)));
                     }
                     call.write(1)
                         .map_err(|e| Error::io("writing the call eventfd", e))?;
+                    trips += 1;
                 }
             })
             .map_err(|e| Error::io("starting the floor thread", e))?
@@ -96,10 +111,12 @@ pub fn measure(
     let joined = device
         .join()
         .map_err(|_| Error::Failed("the floor's device thread panicked".into()))?;
-    let (latency, elapsed) = result?;
-    joined?;
+    let (latency, elapsed, frontend_cpu) = result?;
+    let (trips, device_cpu) = joined?;
     Ok(FloorResult {
         placement,
+        frontend_cpu_per_rt: per(frontend_cpu, latency.count()),
+        device_cpu_per_rt: per(device_cpu, trips),
         latency,
         elapsed,
     })
@@ -109,21 +126,23 @@ fn run_frontend(
     kick: &EventFd,
     call: &EventFd,
     limits: &RunLimits,
-) -> Result<(Histogram, Duration)> {
+) -> Result<(Histogram, Duration, Duration)> {
     let mut hist = Histogram::new();
     let warmup_end = Instant::now() + limits.warmup;
     let mut measuring = false;
     let mut start = Instant::now();
     let mut end = start + limits.duration;
+    let mut cpu0 = Duration::ZERO;
     loop {
         let t0 = Instant::now();
         if !measuring && t0 >= warmup_end {
             measuring = true;
+            cpu0 = thread_cpu_time();
             start = t0;
             end = t0 + limits.duration;
         }
         if measuring && (t0 >= end || hist.count() >= limits.max_requests) {
-            return Ok((hist, t0 - start));
+            return Ok((hist, t0 - start, thread_cpu_time().saturating_sub(cpu0)));
         }
         kick.write(1)
             .map_err(|e| Error::io("writing the kick eventfd", e))?;

@@ -185,9 +185,9 @@ impl Report {
                     p999,
                     "1.00",
                     rate,
-                    "-",
-                    "-",
-                    "-"
+                    format!("{:.3}", f.device_cpu_per_rt.as_secs_f64() * 1e6),
+                    format!("{:.3}", f.frontend_cpu_per_rt.as_secs_f64() * 1e6),
+                    "1.000"
                 );
             }
             for l in self.loads.iter().filter(|l| l.placement == p) {
@@ -333,6 +333,8 @@ impl Report {
                 "placement": f.placement.name(),
                 "elapsed_s": f.elapsed.as_secs_f64(),
                 "latency": hist(&f.latency),
+                "device_thread_cpu_us_per_round_trip": f.device_cpu_per_rt.as_secs_f64() * 1e6,
+                "frontend_thread_cpu_us_per_round_trip": f.frontend_cpu_per_rt.as_secs_f64() * 1e6,
             })).collect::<Vec<_>>(),
             "loads": self.loads.iter().map(|l| json!({
                 "placement": l.placement.name(),
