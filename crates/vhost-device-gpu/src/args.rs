@@ -91,7 +91,7 @@ pub struct Args {
     pub edid: bool,
 
     /// Do not offer EDID.
-    #[arg(long)]
+    #[arg(long, overrides_with = "edid")]
     pub no_edid: bool,
 
     /// Render and answer, but never use the frontend's display socket.
@@ -183,6 +183,11 @@ mod tests {
         assert!(!cfg.edid);
         let cfg = parse(&["--headless", "--edid"]).unwrap().config().unwrap();
         assert!(cfg.edid && cfg.headless);
+        // The last of --edid / --no-edid wins.
+        let cfg = parse(&["--edid", "--no-edid"]).unwrap().config().unwrap();
+        assert!(!cfg.edid);
+        let cfg = parse(&["--no-edid", "--edid"]).unwrap().config().unwrap();
+        assert!(cfg.edid);
     }
 
     #[test]

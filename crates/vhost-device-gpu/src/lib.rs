@@ -26,7 +26,7 @@ pub enum Error {
     #[error("--capset needs --gpu-mode virgl: the 2D mode has no capability sets")]
     CapsetWithout2d,
     /// `--gpu-mode virgl` in a build without it.
-    #[error("--gpu-mode virgl: this binary was built without the `virgl` feature (cargo build --features virgl, needs virglrenderer >= 1.3)")]
+    #[error("--gpu-mode virgl: this binary was built without the `virgl` feature (cargo build --features virgl,rutabaga_gfx/virgl_renderer; needs virglrenderer >= 1.3)")]
     VirglNotBuilt,
     /// The renderer could not start.
     #[error("cannot start the renderer: {0}")]
