@@ -39,7 +39,10 @@ impl<D, F: Fn(usize) -> std::result::Result<D, String> + Send + Sync + 'static> 
 /// the socket files it created and returns `Ok`.
 ///
 /// Call it from the main thread before starting any other thread: it blocks
-/// the two signals so that only its own wait sees them.
+/// the two signals so that only its own wait sees them. A thread started
+/// earlier (a device's control socket, say) must block them itself, or the
+/// kernel may deliver SIGTERM to it and kill the process without cleanup;
+/// [`block_stop_signals`] does that.
 pub fn serve<D: VirtioDevice>(
     name: &str,
     sockets: &SocketArgs,
@@ -257,7 +260,8 @@ impl SocketWorker {
                 // A frontend that goes away without a word (QEMU quitting or
                 // killed) is normal life for a daemon.
                 Err(vhost_user_backend::Error::HandleRequest(
-                    vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+                    vhost::vhost_user::Error::Disconnected
+                    | vhost::vhost_user::Error::PartialMessage,
                 )) => info!("{}: frontend disconnected", self.socket.name()),
                 Err(e) => warn!("{}: connection ended: {e}", self.socket.name()),
             }

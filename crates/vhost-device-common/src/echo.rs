@@ -71,7 +71,12 @@ impl Echo {
         let _ = writer
             .write_obj(self.seq.to_le())
             .and_then(|()| writer.write_obj(self.guest.to_le()))
-            .and_then(|()| writer.write_all(data.get(..writer.available().min(data.len())).unwrap_or(&[])));
+            .and_then(|()| {
+                writer.write_all(
+                    data.get(..writer.available().min(data.len()))
+                        .unwrap_or(&[]),
+                )
+            });
         writer.used_len()
     }
 }

@@ -54,7 +54,12 @@ impl EventRegistry {
     }
 
     /// Registers `fd` with a raw epoll data value, for the core's own events.
-    pub(crate) fn register_raw(&self, fd: &impl AsRawFd, events: EventSet, data: u16) -> io::Result<()> {
+    pub(crate) fn register_raw(
+        &self,
+        fd: &impl AsRawFd,
+        events: EventSet,
+        data: u16,
+    ) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: events.bits(),
             u64: u64::from(data),
@@ -70,7 +75,12 @@ impl EventRegistry {
         self.epoll_ctl(op, fd, &mut event)
     }
 
-    fn epoll_ctl(&self, op: libc::c_int, fd: RawFd, event: &mut libc::epoll_event) -> io::Result<()> {
+    fn epoll_ctl(
+        &self,
+        op: libc::c_int,
+        fd: RawFd,
+        event: &mut libc::epoll_event,
+    ) -> io::Result<()> {
         // SAFETY: both fds are valid for the duration of the call, and
         // `event` is a properly initialised epoll_event that outlives it.
         let ret = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, event) };

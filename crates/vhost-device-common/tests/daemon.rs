@@ -362,7 +362,10 @@ fn cli_errors_are_one_clear_line() {
     let path = path.to_str().unwrap();
 
     assert_cli_error(&run(&[]), "--socket-path");
-    assert_cli_error(&run(&["--socket-path", path, "--socket-fd", "3"]), "cannot be used with");
+    assert_cli_error(
+        &run(&["--socket-path", path, "--socket-fd", "3"]),
+        "cannot be used with",
+    );
     assert_cli_error(&run(&["--socket-path", path, "--socket-count", "0"]), "0");
     assert_cli_error(&run(&["--socket-path", path, "--socket-count", "x"]), "x");
     assert_cli_error(&run(&["--socket-fd", "999"]), "--socket-fd 999");
