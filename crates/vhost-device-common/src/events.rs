@@ -27,8 +27,9 @@ pub struct EventRegistry {
 
 impl EventRegistry {
     /// Wraps a duplicate of the worker's epoll fd. `num_queues` is the
-    /// device's queue count.
-    pub(crate) fn new(epoll: BorrowedFd<'_>, num_queues: usize) -> io::Result<Self> {
+    /// device's queue count. The daemon builds these; it is public so a
+    /// device's unit tests can hand one over an epoll of their own.
+    pub fn new(epoll: BorrowedFd<'_>, num_queues: usize) -> io::Result<Self> {
         let base = u16::try_from(num_queues + 1)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many queues"))?;
         Ok(EventRegistry {
