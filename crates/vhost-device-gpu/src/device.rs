@@ -48,6 +48,36 @@ const DISPLAY_TOKEN: u16 = 0;
 const FENCE_TOKEN: u16 = 1;
 /// Event token of the 3D renderer's own poll fd.
 const RENDERER_POLL_TOKEN: u16 = 2;
+/// Display-thread ticket of cursor batches.
+const CURSOR_TICKET: u64 = u64::MAX;
+/// Cursor batches queued to the display thread before newer cursor
+/// requests are coalesced instead (a guest may move the cursor faster than
+/// QEMU draws it).
+const MAX_CURSOR_IN_FLIGHT: usize = 4;
+
+/// Keeps, per scanout, only the requests that still matter: the last shape
+/// (image or hide) and a move after it.
+pub fn coalesce_cursor(requests: Vec<DisplayRequest>) -> Vec<DisplayRequest> {
+    let mut out: Vec<DisplayRequest> = Vec::new();
+    for req in requests {
+        let scanout = |r: &DisplayRequest| match r {
+            DisplayRequest::CursorUpdate { scanout_id, .. }
+            | DisplayRequest::CursorMove { scanout_id, .. }
+            | DisplayRequest::CursorHide { scanout_id } => Some(*scanout_id),
+            _ => None,
+        };
+        let id = scanout(&req);
+        let is_move = matches!(req, DisplayRequest::CursorMove { .. });
+        // A shape replaces everything before it on its scanout; a move
+        // replaces earlier moves.
+        out.retain(|r| {
+            scanout(r) != id || (is_move && !matches!(r, DisplayRequest::CursorMove { .. }))
+        });
+        out.push(req);
+    }
+    out
+}
+
 /// Event token of the display-query timeout.
 const QUERY_TIMER_TOKEN: u16 = 3;
 /// How long the frontend may take to answer GET_DISPLAY_INFO or GET_EDID
@@ -197,6 +227,8 @@ pub struct GpuDevice {
     fenced: Vec<Fenced>,
     poll_registered: bool,
     query_timer: Option<TimerFd>,
+    cursor_in_flight: usize,
+    deferred_cursor: Vec<DisplayRequest>,
 }
 
 impl std::fmt::Debug for GpuDevice {
@@ -287,6 +319,8 @@ impl GpuDevice {
             fenced: Vec::new(),
             poll_registered: false,
             query_timer: None,
+            cursor_in_flight: 0,
+            deferred_cursor: Vec::new(),
         }
     }
 
@@ -345,6 +379,7 @@ impl GpuDevice {
         self.stale_resources.extend(self.resources.keys().copied());
         self.stale_contexts.extend(self.contexts.drain());
         self.fenced.clear();
+        self.deferred_cursor.clear();
         self.resources.clear();
         self.hostmem = 0;
         self.scanouts = [None; MAX_SCANOUTS];
@@ -1357,10 +1392,20 @@ impl GpuDevice {
             // Cursor buffers carry no response.
             Some(0)
         });
+        if !requests.is_empty() {
+            self.deferred_cursor.extend(requests);
+            self.submit_cursor();
+        }
+    }
+
+    fn submit_cursor(&mut self) {
+        if self.cursor_in_flight >= MAX_CURSOR_IN_FLIGHT || self.deferred_cursor.is_empty() {
+            return;
+        }
+        let batch = coalesce_cursor(std::mem::take(&mut self.deferred_cursor));
         if let Some(display) = &self.display {
-            if !requests.is_empty() {
-                // Ticket 0: nobody waits for cursor updates.
-                display.submit(0, requests);
+            if display.submit(CURSOR_TICKET, batch) {
+                self.cursor_in_flight += 1;
             }
         }
     }
@@ -1370,6 +1415,10 @@ impl GpuDevice {
             return;
         };
         for (ticket, answer) in display.finished() {
+            if ticket == CURSOR_TICKET {
+                self.cursor_in_flight = self.cursor_in_flight.saturating_sub(1);
+                continue;
+            }
             let Some(pending) = self.pending.take_if(|p| p.ticket == ticket) else {
                 continue;
             };
@@ -1379,6 +1428,7 @@ impl GpuDevice {
                 queue.complete(pending.chain.head(), len);
             }
         }
+        self.submit_cursor();
         self.process_control(queues);
     }
 

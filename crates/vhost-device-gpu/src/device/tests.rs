@@ -1119,3 +1119,35 @@ fn three_d_resources_are_charged_and_refunded() {
         cmd::RESP_ERR_INVALID_PARAMETER
     );
 }
+
+#[test]
+fn cursor_requests_coalesce() {
+    let mv = |s: u32, x: u32| DisplayRequest::CursorMove {
+        scanout_id: s,
+        x,
+        y: 0,
+    };
+    let hide = |s: u32| DisplayRequest::CursorHide { scanout_id: s };
+    let out = coalesce_cursor(vec![mv(0, 1), hide(0), mv(0, 2), mv(1, 9), mv(0, 3)]);
+    assert_eq!(out, vec![hide(0), mv(1, 9), mv(0, 3)]);
+    let out = coalesce_cursor(vec![mv(0, 1), mv(0, 2), hide(0)]);
+    assert_eq!(out, vec![hide(0)]);
+}
+
+#[test]
+fn cursor_batches_in_flight_are_bounded() {
+    let mut dev = displayed();
+    // No display thread: count what would be submitted by hand.
+    dev.cursor_in_flight = MAX_CURSOR_IN_FLIGHT;
+    dev.deferred_cursor
+        .push(DisplayRequest::CursorHide { scanout_id: 0 });
+    dev.submit_cursor();
+    assert_eq!(
+        dev.deferred_cursor.len(),
+        1,
+        "held back while QEMU is behind"
+    );
+    dev.cursor_in_flight = 0;
+    dev.submit_cursor();
+    assert!(dev.deferred_cursor.is_empty());
+}
