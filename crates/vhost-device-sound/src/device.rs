@@ -45,6 +45,13 @@ const MAX_PENDING_EVENTS: usize = 128;
 pub const VOLUME_MAX: u32 = 100;
 /// How soon to retry a sink that was full.
 const SINK_RETRY: Duration = Duration::from_millis(5);
+/// Largest I/O buffer accepted. The driver sends periods (at most 80 ms of
+/// 8 channels of 32 bits at 192 kHz, under 500 KiB); a larger buffer would
+/// only make the device allocate for it.
+pub const MAX_IO_BYTES: usize = 4 << 20;
+/// Most bytes moved between the guest and the host in one step, bounding
+/// the copy buffer however late a timer fires.
+const MAX_STEP: usize = 64 << 10;
 
 /// A used-ring entry to add.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -776,14 +783,15 @@ impl SoundDevice {
         } else {
             Direction::Input
         };
-        let accepted = self
-            .streams
-            .get(id)
-            .is_some_and(|s| s.config.direction == direction && s.state.accepts_io());
         let len = match direction {
             Direction::Output => chain.readable().total_len().saturating_sub(4),
             Direction::Input => writable - status_len,
         };
+        let accepted = len <= MAX_IO_BYTES
+            && self
+                .streams
+                .get(id)
+                .is_some_and(|s| s.config.direction == direction && s.state.accepts_io());
         let buf = IoBuf {
             chain,
             len,
@@ -881,7 +889,8 @@ impl SoundDevice {
                 }
                 let want = usize::try_from(budget)
                     .unwrap_or(usize::MAX)
-                    .min(front.len - front.done);
+                    .min(front.len - front.done)
+                    .min(MAX_STEP - MAX_STEP % params.frame_bytes().max(1));
                 let moved = match &mut stream.endpoint {
                     Some(Endpoint::Out(sink)) => play(
                         sink.as_mut(),

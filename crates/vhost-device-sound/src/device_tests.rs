@@ -1230,3 +1230,34 @@ fn period_events_when_the_driver_asks_for_them() {
         assert_eq!(status_of(&r.mem.written(ev)), EVT_PCM_PERIOD_ELAPSED);
     }
 }
+
+#[test]
+fn oversized_io_buffers_are_refused() {
+    let mut r = rig();
+    assert_eq!(r.control(&set_params(1, 400, 100, 2, PCM_FMT_S16, 7)), S_OK);
+    assert_eq!(r.control(&pcm(R_PCM_PREPARE, 1)), S_OK);
+    // Five 1 MiB regions (over the same guest memory) plus a status: more
+    // than MAX_IO_BYTES of room to record into.
+    let id = r.mem.chain(&[&1u32.to_le_bytes()], &[]);
+    let big = Region {
+        addr: GuestAddress(vhost_device_common::mock::MEM_BASE),
+        len: 1 << 20,
+    };
+    let status = r.mem.chain(&[], &[8]);
+    let mut writable = vec![big; 5];
+    writable.push(*status.writable().get(0).unwrap());
+    let chain = DescChain::from_regions(99, &[*id.readable().get(0).unwrap()], &writable);
+    r.dev.handle_io(RX_QUEUE, chain, &r.mem.mem);
+    let c = r.dev.take_completions();
+    assert_eq!(
+        c,
+        [Completion {
+            queue: RX_QUEUE,
+            head: 99,
+            len: 8
+        }]
+    );
+    assert_eq!(r.dev.held_io(1), 0);
+    let written = r.mem.written(&status);
+    assert_eq!(status_of(&written), S_IO_ERR);
+}

@@ -71,6 +71,7 @@ fn in_guest_loopback() {
                 "hw:Loopback,1,0",
             ])
             .env("RUST_LOG", "debug")
+            .env("LD_LIBRARY_PATH", "/rig/lib")
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap(),
@@ -161,15 +162,22 @@ fn host_kernel_alsa_loopback() {
         in_guest_loopback();
         return;
     }
-    vhost_device_rig::Scenario::host_test(
+    let scenario = vhost_device_rig::Scenario::host_test(
         "host_kernel_alsa_loopback",
         std::env::current_exe().unwrap(),
         "host_kernel_alsa_loopback",
-    )
-    .modules(&["snd-aloop"])
-    .guest_file(env!("CARGO_BIN_EXE_vhost-device-sound"), GUEST_BIN)
-    .timeout(Duration::from_secs(120))
-    .run()
-    .expect("scenario could not start")
-    .assert_success();
+    );
+    // The daemon links libpipewire too (unused here); the guest has none.
+    #[cfg(feature = "pw-backend")]
+    let scenario = scenario.guest_file(
+        std::fs::canonicalize("/usr/lib/x86_64-linux-gnu/libpipewire-0.3.so.0").unwrap(),
+        "/rig/lib/libpipewire-0.3.so.0",
+    );
+    scenario
+        .modules(&["snd-aloop"])
+        .guest_file(env!("CARGO_BIN_EXE_vhost-device-sound"), GUEST_BIN)
+        .timeout(Duration::from_secs(120))
+        .run()
+        .expect("scenario could not start")
+        .assert_success();
 }

@@ -108,10 +108,20 @@ struct AlsaSink {
 }
 
 impl OutputSink for AlsaSink {
+    fn start(&mut self) -> Result<(), BackendError> {
+        // After a stop the PCM ran dry (XRUN); be ready for new frames.
+        match self.pcm.state() {
+            State::XRun | State::Setup => {
+                self.pcm.prepare().map_err(|e| host_error(&self.name, &e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn stop(&mut self) -> Result<(), BackendError> {
-        // Drop what is queued and be ready for the next start.
-        let _ = self.pcm.drop();
-        self.pcm.prepare().map_err(|e| host_error(&self.name, &e))
+        // The guest saw these frames complete (they were fed ahead by the
+        // lead): let them play out rather than cut the end of every sound.
+        Ok(())
     }
 
     fn write(&mut self, data: &[u8]) -> Result<usize, BackendError> {

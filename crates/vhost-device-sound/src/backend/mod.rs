@@ -70,7 +70,8 @@ pub trait OutputSink: Send {
         Ok(())
     }
 
-    /// The stream stopped (PCM_STOP) or was released.
+    /// The stream stopped (PCM_STOP) or was released. Frames the sink
+    /// already took were completed to the guest, so they should still play.
     fn stop(&mut self) -> Result<(), BackendError> {
         Ok(())
     }
