@@ -109,6 +109,7 @@ log "installing in the root: QEMU from $BACKPORTS, build tools, linux-headers-$K
 in_root apt-get install -y -qq --no-install-recommends -t "$BACKPORTS" \
     "${HOST_PKGS[@]}" "${GUEST_PKGS[@]}" "linux-headers-$KVER" "linux-source-$KSRC_SERIES" \
     >>"$CACHE/apt.log" 2>&1 || die "apt-get install in root failed, see $CACHE/apt.log"
+in_root apt-get clean >/dev/null 2>&1 || true    # the .deb files are not needed again
 
 QEMU_VERSION="$("$ROOT/lib64/ld-linux-x86-64.so.2" --library-path "$ROOT/usr/lib/x86_64-linux-gnu:$ROOT/lib/x86_64-linux-gnu" \
                 "$ROOT/usr/bin/qemu-system-x86_64" --version | head -n1)" \
