@@ -296,19 +296,23 @@ pub enum BackendSpec {
 }
 
 impl BackendSpec {
-    /// A fresh backend for one guest connection.
-    pub fn build(&self) -> Result<Box<dyn AudioBackend>, String> {
+    /// A fresh backend for a connection of guest `guest`, which is `Some`
+    /// when the daemon serves several guests (`--socket-count`): their WAV
+    /// files and PipeWire nodes then carry the guest's number.
+    pub fn build(&self, guest: Option<usize>) -> Result<Box<dyn AudioBackend>, String> {
         match self {
             BackendSpec::Null => Ok(Box::new(NullBackend)),
             BackendSpec::Wav {
                 dir,
                 inputs,
                 looped,
-            } => Ok(Box::new(WavBackend::new(
-                dir.clone(),
-                inputs.clone(),
-                *looped,
-            ))),
+            } => {
+                let backend = WavBackend::new(dir.clone(), inputs.clone(), *looped);
+                Ok(Box::new(match guest {
+                    Some(guest) => backend.for_guest(guest),
+                    None => backend,
+                }))
+            }
             #[cfg(feature = "alsa-backend")]
             BackendSpec::Alsa { outputs, inputs } => Ok(Box::new(
                 crate::backend::alsa::AlsaBackend::new(outputs.clone(), inputs.clone()),
@@ -320,7 +324,10 @@ impl BackendSpec {
                 inputs,
                 latency,
             } => crate::backend::pipewire::PipewireBackend::new(
-                node_name.clone(),
+                match guest {
+                    Some(guest) => format!("{node_name}-guest{guest}"),
+                    None => node_name.clone(),
+                },
                 outputs.clone(),
                 inputs.clone(),
                 *latency,

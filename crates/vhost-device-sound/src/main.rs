@@ -12,8 +12,10 @@ fn main() -> ExitCode {
     cli::run::<SoundArgs>(|args| {
         let config = args.sound_config()?;
         let backend = args.backend_spec()?;
-        daemon::serve("vhost-device-sound", &args.socket, move |_guest| {
-            Ok(SoundDevice::new(config.clone(), backend.build()?))
+        let several = args.socket.socket_count > 1;
+        daemon::serve("vhost-device-sound", &args.socket, move |guest| {
+            let backend = backend.build(several.then_some(guest))?;
+            Ok(SoundDevice::new(config.clone(), backend))
         })?;
         Ok(())
     })

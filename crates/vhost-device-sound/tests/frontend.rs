@@ -441,3 +441,40 @@ fn bad_flags_fail_with_one_line() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn several_guests_write_files_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_owned();
+    let mut child = Command::new(BIN)
+        .arg("--socket-path")
+        .arg(dir.path().join("snd.sock"))
+        .args(["--socket-count", "2", "--backend", "wav", "--wav-dir", &d])
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let opts = FrontendOptions {
+        num_queues: Some(4),
+        ..Default::default()
+    };
+    let mut guests: Vec<TestFrontend> = (0..2)
+        .map(|i| {
+            TestFrontend::connect_retry(dir.path().join(format!("snd.sock{i}")), opts.clone(), WAIT)
+                .unwrap()
+        })
+        .collect();
+    for (i, fe) in guests.iter_mut().enumerate() {
+        let req = set_params(0, 4 * 960, 960, 2, PCM_FMT_S16, 7);
+        assert_eq!(status(&control(fe, &req, 4)), S_OK);
+        assert_eq!(pcm(fe, R_PCM_PREPARE, 0), S_OK);
+        play(fe, 0, &vec![i as u8 + 1; 960 * 5], 960);
+    }
+    for (i, fe) in guests.into_iter().enumerate() {
+        let wav = read_file(&dir.path().join(format!("guest{i}-output0.wav"))).unwrap();
+        assert_eq!(wav.data, vec![i as u8 + 1; 960 * 5]);
+        fe.disconnect().unwrap();
+    }
+    // SAFETY: kill() on our own child's pid.
+    unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}

@@ -246,6 +246,9 @@ pub fn read_file(path: &Path) -> Result<WavData, BackendError> {
 #[derive(Debug)]
 pub struct WavBackend {
     dir: PathBuf,
+    /// Prepended to output file names: `guest<i>-` when the daemon serves
+    /// several guests, so they do not write the same files.
+    prefix: String,
     inputs: Vec<PathBuf>,
     looped: bool,
     /// Files this connection created, with the parameters they were
@@ -258,13 +261,21 @@ impl WavBackend {
     pub fn new(dir: PathBuf, inputs: Vec<PathBuf>, looped: bool) -> Self {
         WavBackend {
             dir,
+            prefix: String::new(),
             inputs,
             looped,
             outputs: Vec::new(),
         }
     }
 
-    /// The file output stream `index` is written to.
+    /// The same backend for guest `guest` of several: its files are
+    /// `guest<guest>-output<k>.wav`.
+    pub fn for_guest(mut self, guest: usize) -> Self {
+        self.prefix = format!("guest{guest}-");
+        self
+    }
+
+    /// The file output stream `index` is written to with a single guest.
     pub fn output_path(dir: &Path, index: usize) -> PathBuf {
         dir.join(format!("output{index}.wav"))
     }
@@ -347,7 +358,9 @@ impl AudioBackend for WavBackend {
         let same = matches!(slot, Some((p, _)) if p.channels == params.channels
             && p.format == params.format && p.rate == params.rate);
         if !same {
-            let path = Self::output_path(&self.dir, stream.index);
+            let path = self
+                .dir
+                .join(format!("{}output{}.wav", self.prefix, stream.index));
             let writer = WavWriter::create(
                 &path,
                 u16::from(params.channels),
@@ -469,6 +482,16 @@ mod tests {
             .open_output(StreamRef { id: 0, index: 0 }, &p)
             .unwrap();
         sink.write(&samples[..4]).unwrap();
+        assert_eq!(read_file(&path).unwrap().data.len(), 404);
+        // Several guests write files of their own.
+        let mut second = WavBackend::new(dir.path().to_owned(), vec![], false).for_guest(1);
+        second
+            .open_output(StreamRef { id: 0, index: 0 }, &p)
+            .unwrap()
+            .write(&samples[..8])
+            .unwrap();
+        let wav = read_file(&dir.path().join("guest1-output0.wav")).unwrap();
+        assert_eq!(wav.data, &samples[..8]);
         assert_eq!(read_file(&path).unwrap().data.len(), 404);
         // New parameters: a new file.
         let p6 = params(6, SampleFormat::S24);
