@@ -49,12 +49,27 @@ fmt_time() {
 	printf '%dm%02ds' $(($1 / 60)) $(($1 % 60))
 }
 
+# CPU seconds (user + system) used so far by this script's finished
+# children. Printed beside wall time: on a machine shared with other
+# builds, wall time says little, while CPU time / 2 is roughly what the
+# step takes on our 2 idle cores.
+times_file="$(mktemp)"
+trap 'rm -f "$times_file"' EXIT
+cpu_seconds() {
+	times >"$times_file"
+	awk 'NR == 2 {
+		s = 0
+		for (i = 1; i <= NF; i++) { split($i, t, "m"); sub("s", "", t[2]); s += t[1] * 60 + t[2] }
+		printf "%d", s
+	}' "$times_file"
+}
+
 summary=()
 print_summary() {
 	echo
 	echo "==== summary ===="
 	printf '%s\n' "${summary[@]}"
-	echo "total: $(fmt_time $((SECONDS - run_start)))"
+	echo "total: $(fmt_time $((SECONDS - run_start))) (cpu $(fmt_time "$(cpu_seconds)"))"
 }
 
 run_start=$SECONDS
@@ -65,17 +80,19 @@ for step in "${selected[@]}"; do
 	echo
 	echo "==== [$i/$n] $step ($(date -u +%H:%M:%S) UTC): rust-vmm-ci/steps/$step.sh ===="
 	start=$SECONDS
+	cpu_start=$(cpu_seconds)
 	rc=0
 	"$ci_dir/steps/$step.sh" || rc=$?
 	took=$((SECONDS - start))
+	cpu=$(($(cpu_seconds) - cpu_start))
 	if [ "$rc" -ne 0 ]; then
 		summary+=("$(printf '%-11s FAILED after %s (exit %d)' "$step" "$(fmt_time "$took")" "$rc")")
 		echo "==== $step FAILED after $(fmt_time "$took") (exit $rc) ===="
 		print_summary
 		exit "$rc"
 	fi
-	summary+=("$(printf '%-11s ok  %s' "$step" "$(fmt_time "$took")")")
-	echo "==== $step ok in $(fmt_time "$took") ===="
+	summary+=("$(printf '%-11s ok  %7s  (cpu %s)' "$step" "$(fmt_time "$took")" "$(fmt_time "$cpu")")")
+	echo "==== $step ok in $(fmt_time "$took") (cpu $(fmt_time "$cpu")) ===="
 done
 
 print_summary
