@@ -203,19 +203,18 @@ impl GuestImage {
                         .map_err(Error::io("copying module sources"))?;
                 }
             }
+            // A private mount namespace with /proc in the root (objtool reads
+            // it), gone when the build ends.
             let output = std::process::Command::new("unshare")
-                .args(["--mount", "--propagation", "private", "--", "chroot"])
+                .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(
+                    "mount -t proc proc \"$1/proc\" && exec chroot \"$1\" env -i \
+                     PATH=/usr/sbin:/usr/bin:/sbin:/bin make -C \"$2\" M=\"$3\" modules",
+                )
+                .arg("sh")
                 .arg(&self.root)
-                .args([
-                    "env",
-                    "-i",
-                    "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                    "make",
-                    "-C",
-                ])
                 .arg(format!("/usr/src/linux-headers-{}", self.kernel_release))
-                .arg(format!("M=/tmp/{name}"))
-                .arg("modules")
+                .arg(format!("/tmp/{name}"))
                 .output()
                 .map_err(Error::io("running make in the guest root"))?;
             if !output.status.success() {
