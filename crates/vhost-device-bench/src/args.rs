@@ -148,6 +148,21 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "lean")]
     pub driver: DriverArg,
 
+    /// Size of every virtqueue (a power of two the backend accepts; some
+    /// implementations refuse more than 64).
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u16).range(2..=32768))]
+    pub queue_size: u16,
+
+    /// sound-null: event buffers posted on the event queue first, as the
+    /// Linux driver does at probe.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub sound_event_buffers: u16,
+
+    /// Skip the floor (e.g. while profiling the daemon from outside).
+    #[arg(long)]
+    pub no_floor: bool,
+
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -75,7 +75,7 @@ pub fn run(args: &Args) -> Result<Report> {
     let pair = (first, second.unwrap_or(first));
     let limits = limits(args);
 
-    if args.scenario != Scenario::Memcpy {
+    if args.scenario != Scenario::Memcpy && !args.no_floor {
         for &p in &placements {
             report.floors.push(floor::measure(p, pair, &limits)?);
         }
@@ -96,12 +96,11 @@ pub fn run(args: &Args) -> Result<Report> {
         (None, Some(p)) => p.clone(),
         (None, None) => return Err(Error::Failed("no daemon to drive".into())),
     };
-    let mut fe =
-        TestFrontend::connect_retry(&socket, args.scenario.frontend_options(), CONNECT_WAIT)
-            .map_err(Error::frontend(format!(
-                "connecting to {}",
-                socket.display()
-            )))?;
+    let mut opts = args.scenario.frontend_options();
+    opts.queue_size = args.queue_size;
+    let mut fe = TestFrontend::connect_retry(&socket, opts, CONNECT_WAIT).map_err(
+        Error::frontend(format!("connecting to {}", socket.display())),
+    )?;
     let pid = args
         .pid
         .or_else(|| spawned.as_ref().map(Spawned::pid))
@@ -121,7 +120,7 @@ pub fn run(args: &Args) -> Result<Report> {
     });
 
     if args.scenario == Scenario::SoundNull {
-        sound::post_event_buffers(&mut fe)?;
+        sound::post_event_buffers(&mut fe, args.sound_event_buffers)?;
         for &p in &placements {
             place(p, pair, pid)?;
             report.sound.push(sound::measure(&mut fe, p, pid, &limits)?);

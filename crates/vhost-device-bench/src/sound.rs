@@ -158,11 +158,14 @@ fn control(fe: &mut TestFrontend, what: &'static str, request: &[u8]) -> Result<
 
 /// Posts the event buffers the driver keeps on the event queue, once per
 /// connection.
-pub fn post_event_buffers(fe: &mut TestFrontend) -> Result<()> {
+pub fn post_event_buffers(fe: &mut TestFrontend, count: u16) -> Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
     let q = fe
         .queue(EVENT_QUEUE)
         .map_err(Error::frontend("selecting the event queue"))?;
-    for _ in 0..8 {
+    for _ in 0..count {
         q.add(&[], &[8])
             .map_err(Error::frontend("posting an event buffer"))?;
     }
