@@ -439,6 +439,19 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
         Ok(())
     }
 
+    /// Moves past `n` bytes without writing them, leaving what the buffer
+    /// held. They count as written: a device that fills a buffer out of
+    /// order (a capture stream) skips ahead and reports the full length.
+    pub fn skip(&mut self, n: usize) -> Result<(), ChainError> {
+        if n > self.cursor.remaining {
+            return Err(ChainError::ShortWrite {
+                wanted: n,
+                available: self.cursor.remaining,
+            });
+        }
+        self.cursor.advance(n, |_, _, _| Ok::<(), ChainError>(()))
+    }
+
     /// Splits off a writer for the last `n` bytes of the writable part, and
     /// shortens this one to end before them. Devices whose status byte comes
     /// after a variable-length buffer use this to address both.
@@ -700,6 +713,38 @@ mod tests {
         let (mem, chain) = ChainBuilder::new().raw(&[desc(0, 0, WRITE, 0)]);
         let chain = chain.unwrap();
         assert_eq!(chain.writer(&mem).available(), 0);
+    }
+
+    #[test]
+    fn writer_skip_keeps_the_bytes_and_counts_them() {
+        let (mem, chain) = ChainBuilder::new().writable(2).writable(2).build();
+        let chain = chain.unwrap();
+        let mut writer = chain.writer(&mem);
+        writer.skip(3).unwrap();
+        writer.write_obj(5u8).unwrap();
+        assert_eq!(writer.bytes_written(), 4);
+        writer.skip(1).unwrap_err();
+        assert_eq!(
+            read_region(&mem, chain.writable().get(1).unwrap()),
+            [0xAA, 5]
+        );
+    }
+
+    #[test]
+    fn several_chains_share_one_memory() {
+        let mut builder = ChainBuilder::new();
+        let first = builder
+            .push_readable(&[1])
+            .push_writable(1)
+            .chain()
+            .unwrap();
+        let second = builder.push_readable(&[2, 2]).chain().unwrap();
+        assert_ne!(first.head(), second.head());
+        let mem = builder.memory();
+        assert_eq!(first.reader(mem).read_obj::<u8>().unwrap(), 1);
+        assert_eq!(second.reader(mem).available(), 2);
+        first.writer(mem).write_obj(9u8).unwrap();
+        assert_eq!(read_region(mem, first.writable().get(0).unwrap()), [9]);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct ChainBuilder {
     mem: GuestMem,
     next_data: u64,
     descs: Vec<(u64, u32, bool)>,
+    /// First free descriptor-table index, for [`ChainBuilder::chain`].
+    next_index: u16,
 }
 
 impl Default for ChainBuilder {
@@ -65,6 +67,7 @@ impl ChainBuilder {
             mem,
             next_data: DATA,
             descs: Vec::new(),
+            next_index: 0,
         }
     }
 
@@ -86,23 +89,14 @@ impl ChainBuilder {
 
     /// Adds a device-readable buffer holding `data`.
     pub fn readable(mut self, data: &[u8]) -> Self {
-        let addr = self.alloc(data.len());
-        self.mem
-            .write_slice(data, GuestAddress(addr))
-            .unwrap_or_else(|e| panic!("mock write: {e}"));
-        self.descs.push((addr, data.len() as u32, false));
+        self.push_readable(data);
         self
     }
 
     /// Adds a device-writable buffer of `len` bytes, filled with 0xAA so a
     /// test sees what the device did not write.
     pub fn writable(mut self, len: u32) -> Self {
-        let addr = self.alloc(len as usize);
-        let fill = vec![0xAA; len as usize];
-        self.mem
-            .write_slice(&fill, GuestAddress(addr))
-            .unwrap_or_else(|e| panic!("mock write: {e}"));
-        self.descs.push((addr, len, true));
+        self.push_writable(len);
         self
     }
 
@@ -127,6 +121,50 @@ impl ChainBuilder {
                 }
             })
             .collect()
+    }
+
+    /// Lays out the buffers added so far as a direct chain at the next free
+    /// table index and parses it, keeping the memory, so a test can build
+    /// several chains (say, requests a device holds) in one guest memory.
+    /// The builder's buffer list starts empty again.
+    pub fn chain(&mut self) -> Result<DescChain, ChainError> {
+        let head = self.next_index;
+        let mut descs = self.raw_descs();
+        let count = u16::try_from(descs.len()).unwrap_or(u16::MAX);
+        assert!(
+            head.saturating_add(count) <= QUEUE_SIZE,
+            "mock descriptor table full"
+        );
+        for (i, d) in descs.iter_mut().enumerate() {
+            d.next += head;
+            write_desc(&self.mem, TABLE + (u64::from(head) + i as u64) * 16, d);
+        }
+        self.next_index = head + count.max(1);
+        self.descs.clear();
+        DescChain::parse(&self.mem, GuestAddress(TABLE), QUEUE_SIZE, head)
+    }
+
+    /// Adds a device-readable buffer holding `data` (for use with
+    /// [`ChainBuilder::chain`]).
+    pub fn push_readable(&mut self, data: &[u8]) -> &mut Self {
+        let addr = self.alloc(data.len());
+        self.mem
+            .write_slice(data, GuestAddress(addr))
+            .unwrap_or_else(|e| panic!("mock write: {e}"));
+        self.descs.push((addr, data.len() as u32, false));
+        self
+    }
+
+    /// Adds a device-writable buffer of `len` bytes (for use with
+    /// [`ChainBuilder::chain`]).
+    pub fn push_writable(&mut self, len: u32) -> &mut Self {
+        let addr = self.alloc(len as usize);
+        let fill = vec![0xAA; len as usize];
+        self.mem
+            .write_slice(&fill, GuestAddress(addr))
+            .unwrap_or_else(|e| panic!("mock write: {e}"));
+        self.descs.push((addr, len, true));
+        self
     }
 
     /// Lays out the buffers added so far as a direct chain at index 0 and
