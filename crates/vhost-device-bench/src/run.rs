@@ -52,6 +52,7 @@ pub fn run(args: &Args) -> Result<Report> {
         bytes_per_round: None,
         idle: None,
         memcpy: None,
+        memcpy_memfd: None,
         sound: Vec::new(),
         notes: Vec::new(),
     };
@@ -84,7 +85,7 @@ pub fn run(args: &Args) -> Result<Report> {
         Scenario::Floor => return Ok(report),
         Scenario::Memcpy => {
             affinity::pin_self(first).map_err(|e| Error::io("pinning", e))?;
-            report.memcpy = Some(memcpy::measure(GPU_FRAME_BYTES, &limits));
+            measure_memcpy(&mut report, &limits)?;
             return Ok(report);
         }
         _ => {}
@@ -159,7 +160,7 @@ pub fn run(args: &Args) -> Result<Report> {
         };
         if args.scenario == Scenario::Gpu2d {
             affinity::pin_self(first).map_err(|e| Error::io("pinning", e))?;
-            report.memcpy = Some(memcpy::measure(GPU_FRAME_BYTES, &limits));
+            measure_memcpy(&mut report, &limits)?;
         }
     }
 
@@ -174,6 +175,16 @@ pub fn run(args: &Args) -> Result<Report> {
         }
     }
     Ok(report)
+}
+
+/// Both memcpy baselines of gpu-2d, on the calling thread's CPU.
+fn measure_memcpy(report: &mut Report, limits: &RunLimits) -> Result<()> {
+    report.memcpy = Some(memcpy::measure(GPU_FRAME_BYTES, limits));
+    report.memcpy_memfd = Some(
+        memcpy::measure_from_memfd(GPU_FRAME_BYTES, scenario::GPU_WIDTH as usize * 4, limits)
+            .map_err(|e| Error::io("memcpy from a memfd", e))?,
+    );
+    Ok(())
 }
 
 fn shapes(args: &Args) -> Vec<Shape> {
