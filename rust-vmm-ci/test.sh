@@ -55,13 +55,16 @@ fmt_time() {
 # step takes on our 2 idle cores.
 times_file="$(mktemp)"
 trap 'rm -f "$times_file"' EXIT
-cpu_seconds() {
+# Sets $cpu_now. `times` must run in this shell, not in a $(...)
+# subshell, which has no finished children of its own.
+cpu_now=0
+read_cpu() {
 	times >"$times_file"
-	awk 'NR == 2 {
+	cpu_now=$(awk 'NR == 2 {
 		s = 0
 		for (i = 1; i <= NF; i++) { split($i, t, "m"); sub("s", "", t[2]); s += t[1] * 60 + t[2] }
 		printf "%d", s
-	}' "$times_file"
+	}' "$times_file")
 }
 
 summary=()
@@ -69,7 +72,8 @@ print_summary() {
 	echo
 	echo "==== summary ===="
 	printf '%s\n' "${summary[@]}"
-	echo "total: $(fmt_time $((SECONDS - run_start))) (cpu $(fmt_time "$(cpu_seconds)"))"
+	read_cpu
+	echo "total: $(fmt_time $((SECONDS - run_start))) (cpu $(fmt_time "$cpu_now"))"
 }
 
 run_start=$SECONDS
@@ -80,11 +84,13 @@ for step in "${selected[@]}"; do
 	echo
 	echo "==== [$i/$n] $step ($(date -u +%H:%M:%S) UTC): rust-vmm-ci/steps/$step.sh ===="
 	start=$SECONDS
-	cpu_start=$(cpu_seconds)
+	read_cpu
+	cpu_start=$cpu_now
 	rc=0
 	"$ci_dir/steps/$step.sh" || rc=$?
 	took=$((SECONDS - start))
-	cpu=$(($(cpu_seconds) - cpu_start))
+	read_cpu
+	cpu=$((cpu_now - cpu_start))
 	if [ "$rc" -ne 0 ]; then
 		summary+=("$(printf '%-11s FAILED after %s (exit %d)' "$step" "$(fmt_time "$took")" "$rc")")
 		echo "==== $step FAILED after $(fmt_time "$took") (exit $rc) ===="
