@@ -75,11 +75,12 @@ def table(scenario, reports):
     if scenario == "sound-null":
         def snd(key):
             return lambda r, p: next((s[key] for s in r["sound"] if s["placement"] == p), None)
-        row("period completion interval p50 µs", snd("interval_p50_us"), 0)
+        row("period completion interval, mean µs", snd("interval_mean_us"), 1)
         row("jitter p50 µs", snd("jitter_p50_us"), 1)
         row("jitter p99 µs", snd("jitter_p99_us"), 1)
         row("jitter max µs", snd("jitter_max_us"), 1)
         row("daemon CPU %", snd("daemon_cpu_percent"), 3)
+        row("daemon context switches/s", lambda r, p: next((s["daemon_context_switches"] / s["elapsed_s"] for s in r["sound"] if s["placement"] == p), None), 0)
     else:
         row("floor p50 µs", lambda r, p: pick(r, p, "floor", "p50_us"), 2)
         row("ping-pong p50 µs", lambda r, p: pick(r, p, "ping-pong", "latency.p50_us"), 2)

@@ -85,7 +85,7 @@ impl SoundResult {
         });
         format!(
             "sound {}: {} periods of {} frames at {} Hz (period {:.0} µs) in {:.1} s\n  \
-             completion interval p50 {:.0} µs, min {:.0}, max {:.0}\n  \
+             completion interval mean {:.1} µs, min {:.0}, max {:.0}\n  \
              jitter |interval - period| p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs\n  \
              daemon CPU {} %, {} context switches/s",
             self.placement.name(),
@@ -94,7 +94,7 @@ impl SoundResult {
             self.rate,
             us(u64::try_from(self.period().as_nanos()).unwrap_or(0)),
             self.elapsed.as_secs_f64(),
-            us(self.intervals.quantile(0.5)),
+            self.intervals.mean() / 1000.0,
             us(self.intervals.min()),
             us(self.intervals.max()),
             us(self.jitter.quantile(0.5)),
@@ -115,6 +115,7 @@ impl SoundResult {
             "period_frames": self.period_frames,
             "periods": self.periods,
             "elapsed_s": self.elapsed.as_secs_f64(),
+            "interval_mean_us": self.intervals.mean() / 1000.0,
             "interval_p50_us": us(self.intervals.quantile(0.5)),
             "interval_min_us": us(self.intervals.min()),
             "interval_max_us": us(self.intervals.max()),
