@@ -115,6 +115,7 @@ def table(scenario, reports):
             row("transfer+flush MB/s, pipelined", lambda r, p: pick(r, p, "pipelined", "mb_per_s"), 0)
             row("memcpy MB/s (frontend CPU)", lambda r, p: r["memcpy"]["mb_per_s"] if p == "same-cpu" else None, 0)
             row("memcpy out of a memfd, by row, MB/s", lambda r, p: (r.get("memcpy_from_memfd_by_row") or {}).get("mb_per_s") if p == "same-cpu" else None, 0)
+            row("same, into a buffer 16 bytes past a page, MB/s", lambda r, p: (r.get("memcpy_from_memfd_by_row_dst_off16") or {}).get("mb_per_s") if p == "same-cpu" else None, 0)
             row("pipelined ÷ memcpy", lambda r, p: (pick(r, p, "pipelined", "mb_per_s") or 0) / r["memcpy"]["mb_per_s"], 2)
     idle = [r["idle"] for r in reports if r.get("idle")]
     rows.append(f"| idle wake-ups/s (frontend connected) | {fmt([i['wakeups_per_s'] for i in idle], 1)} | |")

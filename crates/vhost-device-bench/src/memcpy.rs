@@ -39,13 +39,15 @@ pub fn measure(bytes: u64, limits: &RunLimits) -> MemcpyResult {
 }
 
 /// Copies `bytes` out of a shared memfd mapping (what guest memory is for
-/// a vhost-user daemon: 4 KiB pages, never transparent huge pages) into a
-/// private buffer, one `row` at a time, as a 2D transfer does. The gap
-/// between this and [`measure`] is the price of the memory, not of the
-/// daemon.
+/// a vhost-user daemon) into a private buffer that starts `dst_offset`
+/// bytes past a page boundary, one `row` at a time, as a 2D transfer does.
+/// With offset 16, where glibc puts a large `malloc` (an mmap'd chunk after
+/// its 16-byte header), every row is stored 16 bytes off the alignment of
+/// its source: the copy the gpu daemon does.
 pub fn measure_from_memfd(
     bytes: u64,
     row: usize,
+    dst_offset: usize,
     limits: &RunLimits,
 ) -> std::io::Result<MemcpyResult> {
     let len = usize::try_from(bytes).unwrap_or(0);
@@ -58,31 +60,61 @@ pub fn measure_from_memfd(
     // SAFETY: memfd_create returned a new descriptor nothing else owns.
     let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     file.set_len(bytes)?;
-    // SAFETY: mapping a file we own of exactly `len` bytes, shared, at an
-    // address the kernel picks.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            std::os::fd::AsRawFd::as_raw_fd(&file),
-            0,
+    let src_map = Mapping::new(len, Some(&file))?;
+    let dst_map = Mapping::new(len + dst_offset.min(4095) + 1, None)?;
+    // SAFETY: each mapping is readable and writable for its whole length,
+    // lives until the end of this function, and only these slices use it.
+    let (src, dst) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(src_map.ptr.cast::<u8>(), len),
+            std::slice::from_raw_parts_mut(dst_map.ptr.cast::<u8>().add(dst_offset.min(4095)), len),
         )
     };
-    if ptr == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the mapping is `len` bytes, readable and writable, and this
-    // function is its only user until the munmap below.
-    let src = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
     for (i, b) in src.iter_mut().enumerate() {
         *b = (i % 251) as u8;
     }
-    let result = copy_rows(src, len, row.max(1), limits);
-    // SAFETY: unmapping exactly what was mapped; `src` is not used after.
-    unsafe { libc::munmap(ptr, len) };
-    Ok(result)
+    // Touched once so that the copies do not measure page faults.
+    dst.fill(1);
+    Ok(copy_rows_into(src, dst, row.max(1), limits))
+}
+
+/// An mmap'd area, unmapped on drop.
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    /// `len` bytes of `file` shared, or of private anonymous memory.
+    fn new(len: usize, file: Option<&std::fs::File>) -> std::io::Result<Self> {
+        let (flags, fd) = match file {
+            Some(f) => (libc::MAP_SHARED, std::os::fd::AsRawFd::as_raw_fd(f)),
+            None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
+        };
+        // SAFETY: a fresh mapping at an address the kernel picks; `fd` is
+        // open (or -1 for anonymous memory) for the duration of the call.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapping { ptr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped; no slice outlives it.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
 }
 
 fn copy_loop(src: &[u8], len: usize, limits: &RunLimits) -> MemcpyResult {
@@ -92,7 +124,12 @@ fn copy_loop(src: &[u8], len: usize, limits: &RunLimits) -> MemcpyResult {
 fn copy_rows(src: &[u8], len: usize, row: usize, limits: &RunLimits) -> MemcpyResult {
     // Written once so that the copies do not measure page faults.
     let mut dst = vec![1u8; len];
-    let copy = |dst: &mut Vec<u8>| {
+    copy_rows_into(src, &mut dst, row, limits)
+}
+
+fn copy_rows_into(src: &[u8], dst: &mut [u8], row: usize, limits: &RunLimits) -> MemcpyResult {
+    let len = dst.len();
+    let copy = |dst: &mut [u8]| {
         for (d, s) in dst.chunks_mut(row).zip(src.chunks(row)) {
             d.copy_from_slice(s);
         }
@@ -100,13 +137,13 @@ fn copy_rows(src: &[u8], len: usize, row: usize, limits: &RunLimits) -> MemcpyRe
     };
     let warmup_end = Instant::now() + limits.warmup;
     while Instant::now() < warmup_end {
-        copy(&mut dst);
+        copy(dst);
     }
     let start = Instant::now();
     let end = start + limits.duration;
     let mut copies = 0u64;
     loop {
-        copy(&mut dst);
+        copy(dst);
         copies += 1;
         if Instant::now() >= end || copies >= limits.max_requests {
             break;

@@ -53,6 +53,7 @@ pub fn run(args: &Args) -> Result<Report> {
         idle: None,
         memcpy: None,
         memcpy_memfd: None,
+        memcpy_memfd_off16: None,
         sound: Vec::new(),
         notes: Vec::new(),
     };
@@ -180,10 +181,14 @@ pub fn run(args: &Args) -> Result<Report> {
 /// Both memcpy baselines of gpu-2d, on the calling thread's CPU.
 fn measure_memcpy(report: &mut Report, limits: &RunLimits) -> Result<()> {
     report.memcpy = Some(memcpy::measure(GPU_FRAME_BYTES, limits));
-    report.memcpy_memfd = Some(
-        memcpy::measure_from_memfd(GPU_FRAME_BYTES, scenario::GPU_WIDTH as usize * 4, limits)
-            .map_err(|e| Error::io("memcpy from a memfd", e))?,
-    );
+    let row = scenario::GPU_WIDTH as usize * 4;
+    let from_memfd = |offset| {
+        memcpy::measure_from_memfd(GPU_FRAME_BYTES, row, offset, limits)
+            .map_err(|e| Error::io("memcpy from a memfd", e))
+    };
+    report.memcpy_memfd = Some(from_memfd(0)?);
+    report.memcpy_memfd_off16 = Some(from_memfd(16)?);
+
     Ok(())
 }
 

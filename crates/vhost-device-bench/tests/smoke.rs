@@ -156,6 +156,12 @@ fn gpu_2d_with_its_memcpy_baseline() {
     assert!(num(&r["memcpy"]["mb_per_s"], "memcpy") > 0.0);
     assert_eq!(num(&r["memcpy"]["bytes"], "bytes"), 1920.0 * 1080.0 * 4.0);
     assert!(num(&r["memcpy_from_memfd_by_row"]["mb_per_s"], "memfd memcpy") > 0.0);
+    assert!(
+        num(
+            &r["memcpy_from_memfd_by_row_dst_off16"]["mb_per_s"],
+            "memfd memcpy +16"
+        ) > 0.0
+    );
 }
 
 #[test]
