@@ -9,91 +9,19 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vhost_device_common::testing::{FrontendOptions, TestFrontend};
+use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-echo");
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A daemon process, killed if the test ends early.
-struct Daemon {
-    child: Option<Child>,
-}
-
-impl Daemon {
-    fn spawn(args: &[&str]) -> Self {
-        let child = Command::new(BIN)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Daemon { child: Some(child) }
-    }
-
-    fn with_path(path: &Path, count: u16) -> Self {
-        let count = count.to_string();
-        Self::spawn(&[
-            "--socket-path",
-            path.to_str().unwrap(),
-            "--socket-count",
-            &count,
-        ])
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    /// Open descriptors of the daemon process.
-    fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .unwrap()
-            .count()
-    }
-
-    /// Threads of the daemon process.
-    fn thread_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
-            .unwrap()
-            .count()
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.pid()).unwrap();
-        // SAFETY: sending a signal to our own child process.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-    }
-
-    /// Waits for the process to exit, up to `limit`.
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("daemon did not exit within {limit:?}");
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+fn start(path: &Path, count: u16) -> DaemonProcess {
+    DaemonProcess::start(BIN, path, count, &[]).unwrap()
 }
 
 fn connect(path: &Path) -> TestFrontend {
@@ -121,7 +49,7 @@ fn temp_socket(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 fn request_and_reply() {
     let dir = tempfile::tempdir().unwrap();
     let path = temp_socket(&dir, "echo.sock");
-    let _daemon = Daemon::with_path(&path, 1);
+    let _daemon = start(&path, 1);
     let mut frontend = connect(&path);
     // VERSION_1, EVENT_IDX, INDIRECT_DESC and protocol features are the
     // core's, not the device's.
@@ -138,7 +66,7 @@ fn request_and_reply() {
 fn config_space_is_bounds_checked() {
     let dir = tempfile::tempdir().unwrap();
     let path = temp_socket(&dir, "echo.sock");
-    let _daemon = Daemon::with_path(&path, 1);
+    let _daemon = start(&path, 1);
     let mut frontend = connect(&path);
     assert_eq!(frontend.get_config(0, 8).unwrap(), [0; 8]);
     frontend.set_config(4, &[1, 2, 3, 4]).unwrap();
@@ -157,7 +85,7 @@ fn config_space_is_bounds_checked() {
 fn hundred_reconnects_keep_the_socket_and_leak_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = temp_socket(&dir, "echo.sock");
-    let daemon = Daemon::with_path(&path, 1);
+    let daemon = start(&path, 1);
 
     // Watch the socket file for the whole test.
     let missing = Arc::new(AtomicBool::new(false));
@@ -188,13 +116,13 @@ fn hundred_reconnects_keep_the_socket_and_leak_nothing() {
         if cycle == 10 {
             // Counted while connected, after the daemon has served a few.
             echo(&mut frontend, b"settle");
-            baseline = Some((daemon.fd_count(), daemon.thread_count()));
+            baseline = Some((daemon.fd_count().unwrap(), daemon.thread_count().unwrap()));
             frontend.disconnect().unwrap();
             frontend = connect(&path);
         }
     }
     echo(&mut frontend, b"settle");
-    let end = (daemon.fd_count(), daemon.thread_count());
+    let end = (daemon.fd_count().unwrap(), daemon.thread_count().unwrap());
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
     assert!(!missing.load(Ordering::Relaxed), "socket file disappeared");
@@ -205,7 +133,7 @@ fn hundred_reconnects_keep_the_socket_and_leak_nothing() {
 fn frontend_killed_mid_request_then_next_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let path = temp_socket(&dir, "echo.sock");
-    let _daemon = Daemon::with_path(&path, 1);
+    let _daemon = start(&path, 1);
     let mut frontend = connect(&path);
     let queue = frontend.queue(0).unwrap();
     queue.add(&[b"hold me"], &[64]).unwrap();
@@ -237,7 +165,7 @@ fn frontend_killed_mid_request_then_next_is_served() {
 fn socket_count_gives_each_guest_its_own_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = temp_socket(&dir, "echo.sock");
-    let _daemon = Daemon::with_path(&path, 3);
+    let _daemon = start(&path, 3);
     let paths: Vec<PathBuf> = (0..3)
         .map(|i| temp_socket(&dir, &format!("echo.sock{i}")))
         .collect();
@@ -263,13 +191,14 @@ fn socket_fd_hand_over() {
     // Let the child inherit it, as systemd would pass it.
     // SAFETY: plain fcntl on a descriptor this test owns.
     unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-    let mut daemon = Daemon::spawn(&["--socket-fd", &fd.to_string()]);
+    let mut command = Command::new(BIN);
+    command.args(["--socket-fd", &fd.to_string()]);
+    let daemon = DaemonProcess::spawn(command, vec![path.clone()]).unwrap();
     drop(listener);
     let mut frontend = connect(&path);
     assert_eq!(echo(&mut frontend, b"via fd").2, b"via fd");
     frontend.abort();
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon.wait(TIMEOUT).success());
+    assert!(daemon.stop().unwrap().success());
     // We did not create that file, so we leave it for its owner.
     assert!(path.exists());
 }
@@ -278,7 +207,7 @@ fn socket_fd_hand_over() {
 fn sigterm_removes_the_sockets_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let path = temp_socket(&dir, "echo.sock");
-    let mut daemon = Daemon::with_path(&path, 3);
+    let daemon = start(&path, 3);
     let paths: Vec<PathBuf> = (0..3)
         .map(|i| temp_socket(&dir, &format!("echo.sock{i}")))
         .collect();
@@ -288,8 +217,7 @@ fn sigterm_removes_the_sockets_and_exits_zero() {
     for p in &paths {
         assert!(p.exists());
     }
-    daemon.signal(libc::SIGTERM);
-    let status = daemon.wait(TIMEOUT);
+    let status = daemon.stop().unwrap();
     assert!(status.success(), "exit status {status}");
     for p in &paths {
         assert!(!p.exists(), "{} left behind", p.display());
@@ -300,10 +228,11 @@ fn sigterm_removes_the_sockets_and_exits_zero() {
 fn sigint_also_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = temp_socket(&dir, "echo.sock");
-    let mut daemon = Daemon::with_path(&path, 1);
+    let daemon = start(&path, 1);
     connect(&path).abort();
-    daemon.signal(libc::SIGINT);
-    assert!(daemon.wait(TIMEOUT).success());
+    let mut daemon = daemon;
+    daemon.signal(libc::SIGINT).unwrap();
+    assert!(daemon.wait(TIMEOUT).unwrap().success());
     assert!(!path.exists());
 }
 
@@ -314,7 +243,7 @@ fn stale_socket_is_replaced_but_a_live_one_is_not() {
     // A socket file whose owner is gone.
     drop(UnixListener::bind(&path).unwrap());
     assert!(path.exists());
-    let _first = Daemon::with_path(&path, 1);
+    let _first = start(&path, 1);
     connect(&path).abort();
 
     // A second daemon on the same path must not steal it.

@@ -5,11 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use vhost_device_common::testing::{FrontendOptions, TestFrontend, TestQueue};
+use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend, TestQueue};
 use vhost_device_i2c::device::{
     VIRTIO_I2C_FLAGS_FAIL_NEXT as FN, VIRTIO_I2C_FLAGS_M_RD as RD,
     VIRTIO_I2C_F_ZERO_LENGTH_REQUEST, VIRTIO_I2C_MSG_ERR as ERR, VIRTIO_I2C_MSG_OK as OK,
@@ -18,66 +17,28 @@ use vhost_device_i2c::device::{
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-i2c");
 const WAIT: Duration = Duration::from_secs(5);
 
-/// The daemon, stopped with SIGTERM when dropped.
+/// The daemon on sockets in its own temporary directory.
 struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
-    sockets: Vec<PathBuf>,
+    // Declared first so the process is killed before its directory goes.
+    process: DaemonProcess,
+    _dir: tempfile::TempDir,
 }
 
 impl Daemon {
-    fn start(args: &[&str], count: usize) -> Self {
+    fn start(args: &[&str], count: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("i2c.sock");
-        let sockets: Vec<PathBuf> = if count == 1 {
-            vec![base.clone()]
-        } else {
-            (0..count)
-                .map(|i| dir.path().join(format!("i2c.sock{i}")))
-                .collect()
-        };
-        let child = Command::new(BIN)
-            .arg("--socket-path")
-            .arg(&base)
-            .arg("--socket-count")
-            .arg(count.to_string())
-            .args(args)
-            .env("RUST_LOG", "debug")
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let daemon = Daemon {
-            child,
-            dir,
-            sockets,
-        };
-        let deadline = Instant::now() + WAIT;
-        while !daemon.sockets.iter().all(|s| s.exists()) {
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not create its sockets"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        daemon
+        let process = DaemonProcess::start(BIN, &dir.path().join("i2c.sock"), count, args).unwrap();
+        Daemon { process, _dir: dir }
     }
 
     fn connect(&self, guest: usize) -> TestFrontend {
-        TestFrontend::connect_retry(&self.sockets[guest], FrontendOptions::default(), WAIT).unwrap()
+        self.process
+            .connect(guest, FrontendOptions::default())
+            .unwrap()
     }
 
-    fn stop(mut self) -> Option<i32> {
-        // SAFETY: kill() on our own child's pid.
-        unsafe { libc::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM) };
-        self.child.wait().unwrap().code()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = &self.dir;
+    fn stop(self) -> Option<i32> {
+        self.process.stop().unwrap().code()
     }
 }
 
@@ -320,7 +281,7 @@ fn bad_command_lines_are_one_line_errors() {
 fn without_event_idx_and_with_indirect_chains() {
     let daemon = Daemon::start(&["-l", "sim:0x50=eeprom:256"], 1);
     let opts = FrontendOptions::default().without_event_idx();
-    let mut fe = TestFrontend::connect_retry(&daemon.sockets[0], opts, WAIT).unwrap();
+    let mut fe = daemon.process.connect(0, opts).unwrap();
     let q = fe.queue(0).unwrap();
     assert!(!q.event_idx());
     // Many small groups in one kick, each a write then a read, as indirect

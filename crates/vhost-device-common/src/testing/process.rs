@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! A daemon binary under test: started on sockets in a directory the test
+//! owns, observed through /proc, stopped with a signal, and killed if the
+//! test ends first.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{FrontendError, FrontendOptions, TestFrontend};
+
+/// How long [`DaemonProcess`] waits for sockets to appear and for the
+/// process to exit.
+pub const PROCESS_WAIT: Duration = Duration::from_secs(10);
+
+/// A running daemon process.
+#[derive(Debug)]
+pub struct DaemonProcess {
+    child: Option<Child>,
+    sockets: Vec<PathBuf>,
+}
+
+impl DaemonProcess {
+    /// Starts `binary --socket-path SOCKET --socket-count COUNT ARGS…` with
+    /// `RUST_LOG` from the environment (default `warn`) and waits until
+    /// every socket exists. With a count above 1 the sockets are SOCKET0 …
+    pub fn start(
+        binary: impl AsRef<Path>,
+        socket: &Path,
+        count: u16,
+        args: &[&str],
+    ) -> io::Result<Self> {
+        let mut command = Command::new(binary.as_ref());
+        command
+            .arg("--socket-path")
+            .arg(socket)
+            .arg("--socket-count")
+            .arg(count.to_string())
+            .args(args);
+        let sockets = if count == 1 {
+            vec![socket.to_owned()]
+        } else {
+            (0..count)
+                .map(|i| {
+                    let mut p = socket.as_os_str().to_owned();
+                    p.push(i.to_string());
+                    PathBuf::from(p)
+                })
+                .collect()
+        };
+        Self::spawn(command, sockets)
+    }
+
+    /// Starts a prepared command and waits for `sockets` to exist.
+    pub fn spawn(mut command: Command, sockets: Vec<PathBuf>) -> io::Result<Self> {
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "warn");
+        }
+        let child = command.stdin(Stdio::null()).spawn()?;
+        let mut daemon = DaemonProcess {
+            child: Some(child),
+            sockets,
+        };
+        let deadline = Instant::now() + PROCESS_WAIT;
+        while !daemon.sockets.iter().all(|s| s.exists()) {
+            if let Some(status) = daemon.child_mut()?.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "daemon exited before creating its sockets: {status}"
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "daemon did not create its sockets",
+                ));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(daemon)
+    }
+
+    fn child_mut(&mut self) -> io::Result<&mut Child> {
+        self.child
+            .as_mut()
+            .ok_or_else(|| io::Error::other("daemon already reaped"))
+    }
+
+    /// Socket of guest `guest`.
+    pub fn socket(&self, guest: usize) -> Option<&Path> {
+        self.sockets.get(guest).map(PathBuf::as_path)
+    }
+
+    /// Connects a frontend to guest `guest`'s socket.
+    pub fn connect(
+        &self,
+        guest: usize,
+        opts: FrontendOptions,
+    ) -> Result<TestFrontend, FrontendError> {
+        let path = self.socket(guest).ok_or_else(|| {
+            FrontendError::InvalidOptions(format!("the daemon has no guest {guest}"))
+        })?;
+        TestFrontend::connect_retry(path, opts, PROCESS_WAIT)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn proc_entries(&self, what: &str) -> io::Result<usize> {
+        Ok(std::fs::read_dir(format!("/proc/{}/{what}", self.pid()))?.count())
+    }
+
+    /// Open file descriptors.
+    pub fn fd_count(&self) -> io::Result<usize> {
+        self.proc_entries("fd")
+    }
+
+    /// Threads.
+    pub fn thread_count(&self) -> io::Result<usize> {
+        self.proc_entries("task")
+    }
+
+    /// CPU time used so far (user + system), in clock ticks.
+    pub fn cpu_ticks(&self) -> io::Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name, which may itself hold spaces.
+        let after = stat
+            .rfind(')')
+            .and_then(|i| stat.get(i + 2..))
+            .ok_or_else(|| io::Error::other("malformed /proc stat"))?;
+        let mut fields = after.split(' ').skip(11);
+        let mut next = || -> io::Result<u64> {
+            fields
+                .next()
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| io::Error::other("malformed /proc stat"))
+        };
+        Ok(next()? + next()?)
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+        let pid = libc::pid_t::try_from(self.pid()).map_err(io::Error::other)?;
+        // SAFETY: kill() on our own child's pid; no memory is involved.
+        if unsafe { libc::kill(pid, signal) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit; kills it after that.
+    pub fn wait(&mut self, limit: Duration) -> io::Result<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let child = self.child_mut()?;
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("daemon did not exit within {limit:?}"),
+                ));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(mut self) -> io::Result<ExitStatus> {
+        self.signal(libc::SIGTERM)?;
+        self.wait(PROCESS_WAIT)
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
