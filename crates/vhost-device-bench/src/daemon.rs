@@ -4,6 +4,7 @@
 //! start.
 
 use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -90,6 +91,18 @@ impl Spawned {
             .join(" ");
         let mut cmd = Command::new(binary);
         cmd.args(&full).stdin(Stdio::null());
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours;
+        // the closure allocates nothing. The daemon then gets SIGTERM if the
+        // bench dies without stopping it (Ctrl-C, a crash), instead of being
+        // left running.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         // Per-request logging would be measured too: keep the daemon quiet
         // unless asked otherwise.
         if std::env::var_os("RUST_LOG").is_none() {
