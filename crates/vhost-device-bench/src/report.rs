@@ -391,3 +391,132 @@ impl Report {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::load::Shape;
+
+    fn hist(values: &[u64]) -> Histogram {
+        let mut h = Histogram::new();
+        for &v in values {
+            h.record(v);
+        }
+        h
+    }
+
+    fn memory() -> Memory {
+        Memory {
+            rss_kib: 3072,
+            anon_kib: 256,
+            shmem_kib: 20,
+            hwm_kib: 3100,
+        }
+    }
+
+    fn report() -> Report {
+        let load = |placement, shape| LoadResult {
+            shape,
+            placement,
+            requests: 1000,
+            elapsed: Duration::from_millis(10),
+            latency: (shape == Shape::PingPong).then(|| hist(&[3000, 3000, 4000])),
+            daemon_cpu: Some(Duration::from_micros(300)),
+            daemon_switches: Some(16),
+            bench_cpu: Duration::from_micros(100),
+            memory: Some(memory()),
+        };
+        let floor = |placement| FloorResult {
+            placement,
+            latency: hist(&[2000, 2000, 2500]),
+            elapsed: Duration::from_millis(10),
+            frontend_cpu_per_rt: Duration::from_nanos(1000),
+            device_cpu_per_rt: Duration::from_nanos(1100),
+        };
+        Report {
+            scenario: "gpu-2d",
+            driver: "lean",
+            machine: Machine {
+                cpus: 2,
+                cpu_model: "Test CPU".into(),
+                kernel: "6.0".into(),
+                date: "2026-01-01T00:00:00Z".into(),
+            },
+            cpus: (0, Some(1)),
+            daemon: Some(DaemonInfo {
+                description: "vhost-device-gpu --headless".into(),
+                pid: Some(42),
+                exit_code: Some(0),
+            }),
+            floors: vec![floor(Placement::SameCpu), floor(Placement::CrossCpu)],
+            loads: vec![
+                load(Placement::SameCpu, Shape::PingPong),
+                load(Placement::SameCpu, Shape::Pipelined(64)),
+                load(Placement::CrossCpu, Shape::PingPong),
+            ],
+            bytes_per_round: Some((8_000_000, 2)),
+            idle: Some(Idle {
+                window: Duration::from_secs(2),
+                switches: 0,
+                memory: memory(),
+            }),
+            memcpy: Some(MemcpyResult {
+                bytes: 8_000_000,
+                copies: 100,
+                elapsed: Duration::from_millis(40),
+            }),
+            memcpy_memfd: None,
+            memcpy_memfd_off16: None,
+            sound: Vec::new(),
+            notes: vec!["a note".into()],
+        }
+    }
+
+    #[test]
+    fn the_table_has_every_section() {
+        let r = report();
+        let t = r.table();
+        assert!(t.contains("scenario gpu-2d, driver lean"), "{t}");
+        assert!(t.contains("machine: 2 CPUs, Test CPU, Linux 6.0"), "{t}");
+        assert!(
+            t.contains("daemon: vhost-device-gpu --headless (pid 42)"),
+            "{t}"
+        );
+        let row = t
+            .lines()
+            .find(|l| l.starts_with("same-cpu") && l.contains("ping-pong"))
+            .unwrap();
+        // p50 3 µs against a 2 µs floor; 0.3 µs daemon CPU per request;
+        // 1000 requests in 10 ms of 8 MB rounds of two: 400 000 MB/s.
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[3], "3.00", "{row}");
+        assert_eq!(cols[6], "1.50", "{row}");
+        assert_eq!(cols[8], "0.300", "{row}");
+        assert_eq!(cols[11], "400000", "{row}");
+        assert!(t.contains("memcpy baseline: 20000 MB/s"), "{t}");
+        assert!(
+            t.contains("same-cpu pipelined-64: transfer+flush at 20.00× memcpy"),
+            "{t}"
+        );
+        assert!(t.contains("idle: 0.0 wake-ups/s"), "{t}");
+        assert!(t.contains("RSS idle: 3.00 MiB (anon 0.25 MiB"), "{t}");
+        assert!(t.contains("daemon exit code after SIGTERM: 0"), "{t}");
+        assert!(t.contains("note: a note"), "{t}");
+    }
+
+    #[test]
+    fn json_carries_the_same_figures() {
+        let j = report().json();
+        assert_eq!(j["scenario"], "gpu-2d");
+        assert_eq!(j["floor"].as_array().unwrap().len(), 2);
+        let l = &j["loads"][0];
+        assert_eq!(l["shape"], "ping-pong");
+        let ratio = l["ratio_to_floor_p50"].as_f64().unwrap();
+        assert!((ratio - 1.5).abs() < 0.01, "{ratio}");
+        assert_eq!(l["requests_per_s"], 100_000.0);
+        assert!(j["loads"][1]["latency"].is_null());
+        assert_eq!(j["idle"]["wakeups_per_s"], 0.0);
+        assert_eq!(j["daemon"]["pid"], 42);
+    }
+}

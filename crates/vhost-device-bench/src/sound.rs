@@ -281,3 +281,43 @@ pub fn measure(
         daemon_switches: cs1.zip(cs0).map(|(b, a)| b.saturating_sub(a)),
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn period_cpu_share_and_table() {
+        let mut intervals = Histogram::new();
+        let mut jitter = Histogram::new();
+        for gap in [9_990_000u64, 10_010_000] {
+            intervals.record(gap);
+            jitter.record(gap.abs_diff(10_000_000));
+        }
+        let r = SoundResult {
+            placement: Placement::SameCpu,
+            rate: RATE,
+            period_frames: PERIOD_FRAMES,
+            periods: 3,
+            elapsed: Duration::from_millis(30),
+            intervals,
+            jitter,
+            daemon_cpu: Some(Duration::from_micros(300)),
+            daemon_switches: Some(6),
+        };
+        assert_eq!(r.period(), Duration::from_millis(10));
+        assert!((r.daemon_cpu_percent().unwrap() - 1.0).abs() < 1e-9);
+        let t = r.table();
+        assert!(
+            t.contains("3 periods of 480 frames at 48000 Hz (period 10000 µs)"),
+            "{t}"
+        );
+        assert!(t.contains("completion interval mean 10000.0 µs"), "{t}");
+        assert!(
+            t.contains("daemon CPU 1.000 %, 200.0 context switches/s"),
+            "{t}"
+        );
+        assert_eq!(r.json()["periods"], 3);
+    }
+}
