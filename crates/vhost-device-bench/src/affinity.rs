@@ -90,7 +90,8 @@ pub fn tasks(pid: u32) -> io::Result<Vec<libc::pid_t>> {
     let dir = Path::new("/proc").join(pid.to_string()).join("task");
     let mut tids = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+        // An entry can vanish under us when a thread ends: skip it.
+        let Ok(entry) = entry else { continue };
         if let Some(tid) = entry
             .file_name()
             .to_str()

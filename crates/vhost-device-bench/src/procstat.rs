@@ -11,6 +11,12 @@ fn proc_path(pid: u32, rest: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{rest}"))
 }
 
+/// Whether a /proc read failed because the thread is gone: ENOENT once it
+/// is reaped, ESRCH while it is exiting.
+fn gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+}
+
 fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -56,7 +62,7 @@ pub fn cpu_time_precise(pid: u32) -> io::Result<Duration> {
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if gone(&e) => {
                 if !proc_path(pid, &format!("task/{tid}")).exists() {
                     continue;
                 }
@@ -97,7 +103,8 @@ pub fn context_switches(pid: u32) -> io::Result<u64> {
     for tid in crate::affinity::tasks(pid)? {
         let status = match std::fs::read_to_string(proc_path(pid, &format!("task/{tid}/status"))) {
             Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // The thread ended since the listing.
+            Err(e) if gone(&e) => continue,
             Err(e) => return Err(e),
         };
         total += status_field(&status, "voluntary_ctxt_switches").unwrap_or(0);
