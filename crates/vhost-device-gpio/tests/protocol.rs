@@ -6,10 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use vhost_device_common::testing::{FrontendOptions, TestFrontend, TestQueue};
+use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend, TestQueue};
 use vhost_device_gpio::control::ControlClient;
 use vhost_device_gpio::device::{
     msg, IrqType, IRQ_STATUS_INVALID, IRQ_STATUS_VALID, STATUS_ERR, STATUS_OK, VIRTIO_GPIO_F_IRQ,
@@ -18,9 +18,10 @@ use vhost_device_gpio::device::{
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-gpio");
 const WAIT: Duration = Duration::from_secs(5);
 
-/// The daemon, stopped with SIGTERM when dropped.
+/// The daemon on sockets in its own temporary directory.
 struct Daemon {
-    child: Child,
+    // Declared first so the process is gone before its directory.
+    process: DaemonProcess,
     dir: tempfile::TempDir,
 }
 
@@ -29,30 +30,15 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("gpio.sock");
         let ctl = dir.path().join("gpio.ctl");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("--socket-path")
             .arg(&sock)
             .arg("--sim-control")
             .arg(&ctl)
-            .args(extra)
-            .env("RUST_LOG", "debug")
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let daemon = Daemon { child, dir };
-        let deadline = Instant::now() + WAIT;
-        while !(daemon.ctl().exists() && daemon.sock().exists()) {
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not create its sockets"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        daemon
-    }
-
-    fn sock(&self) -> PathBuf {
-        self.dir.path().join("gpio.sock")
+            .args(extra);
+        let process = DaemonProcess::spawn(command, vec![sock, ctl]).unwrap();
+        Daemon { process, dir }
     }
 
     fn ctl(&self) -> PathBuf {
@@ -64,7 +50,7 @@ impl Daemon {
             num_queues: Some(2),
             ..Default::default()
         };
-        TestFrontend::connect_retry(self.sock(), opts, WAIT).unwrap()
+        self.process.connect(0, opts).unwrap()
     }
 
     fn control(&self) -> ControlClient {
@@ -72,26 +58,9 @@ impl Daemon {
     }
 
     /// Stops the daemon and returns its exit status code.
-    fn stop(mut self) -> Option<i32> {
-        // SAFETY: kill() on our own child's pid.
-        unsafe { libc::kill(pid(&self.child), libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        status.code()
+    fn stop(self) -> Option<i32> {
+        self.process.stop().unwrap().code()
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill() on our own child's pid.
-            unsafe { libc::kill(pid(&self.child), libc::SIGTERM) };
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn pid(child: &Child) -> libc::pid_t {
-    libc::pid_t::try_from(child.id()).unwrap()
 }
 
 fn encode(kind: u16, gpio: u16, value: u32) -> Vec<u8> {
@@ -409,24 +378,20 @@ fn several_guests_each_with_a_control_socket() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("gpio.sock");
     let ctl = dir.path().join("ctl");
-    let mut child = Command::new(BIN)
+    let path = |base: &Path, i: u32| PathBuf::from(format!("{}{i}", base.display()));
+    let mut command = Command::new(BIN);
+    command
         .arg("--socket-path")
         .arg(&sock)
         .args(["--socket-count", "2", "-l", "s2:s3", "--sim-control"])
-        .arg(&ctl)
-        .spawn()
-        .unwrap();
-    let path = |base: &Path, i: u32| PathBuf::from(format!("{}{i}", base.display()));
-    let deadline = Instant::now() + WAIT;
-    while !path(&ctl, 1).exists() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        .arg(&ctl);
+    let sockets = vec![path(&sock, 0), path(&sock, 1), path(&ctl, 0), path(&ctl, 1)];
+    let daemon = DaemonProcess::spawn(command, sockets).unwrap();
     let opts = FrontendOptions {
         num_queues: Some(2),
         ..Default::default()
     };
-    let mut fe = TestFrontend::connect_retry(path(&sock, 1), opts, WAIT).unwrap();
+    let mut fe = daemon.connect(1, opts).unwrap();
     assert_eq!(&fe.get_config(0, 2).unwrap(), &[3, 0]);
     let mut ctl1 = ControlClient::connect(&path(&ctl, 1)).unwrap();
     ctl1.set(2, true).unwrap();
@@ -434,7 +399,5 @@ fn several_guests_each_with_a_control_socket() {
     let mut ctl0 = ControlClient::connect(&path(&ctl, 0)).unwrap();
     ctl0.get(2).unwrap_err();
     fe.disconnect().unwrap();
-    // SAFETY: kill() on our own child's pid.
-    unsafe { libc::kill(pid(&child), libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    assert!(daemon.stop().unwrap().success());
 }

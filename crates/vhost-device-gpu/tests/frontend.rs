@@ -7,13 +7,12 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::sync::mpsc::{channel, Receiver};
 use std::thread;
 use std::time::Duration;
 
-use vhost_device_common::testing::{FrontendOptions, TestFrontend};
+use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend};
 use vm_memory::{Bytes, GuestAddress};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-gpu");
@@ -46,41 +45,24 @@ const VU_UPDATE: u32 = 8;
 const VU_GET_EDID: u32 = 11;
 
 struct Daemon {
-    child: Child,
-    path: PathBuf,
+    // Declared first so the process is gone before its directory.
+    process: DaemonProcess,
     _dir: tempfile::TempDir,
 }
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gpu.sock");
-        let child = Command::new(BIN)
-            .arg("--socket-path")
-            .arg(&path)
-            .args(args)
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            path,
-            _dir: dir,
-        }
+        let process = DaemonProcess::start(BIN, &dir.path().join("gpu.sock"), 1, args).unwrap();
+        Daemon { process, _dir: dir }
     }
 
     fn connect(&self) -> TestFrontend {
-        TestFrontend::connect_retry(&self.path, FrontendOptions::default(), T).unwrap()
+        self.process.connect(0, FrontendOptions::default()).unwrap()
     }
 
     fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.socket(0).unwrap()
     }
 }
 

@@ -6,11 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vhost_device_common::testing::{FrontendOptions, TestFrontend, TestQueue};
+use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend, TestQueue};
 use vhost_device_sound::backend::wav::{read_file, WavWriter};
 use vhost_device_sound::format::SampleFormat;
 use vhost_device_sound::spec::*;
@@ -19,7 +19,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-sound");
 const WAIT: Duration = Duration::from_secs(5);
 
 struct Daemon {
-    child: Child,
+    // Declared first so the process is gone before its directory.
+    process: DaemonProcess,
     dir: tempfile::TempDir,
 }
 
@@ -29,24 +30,8 @@ impl Daemon {
     }
 
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
-        let child = Command::new(BIN)
-            .arg("--socket-path")
-            .arg(dir.path().join("snd.sock"))
-            .args(extra)
-            .env("RUST_LOG", "debug")
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let daemon = Daemon { child, dir };
-        let deadline = Instant::now() + WAIT;
-        while !daemon.sock().exists() {
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not create its socket"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        daemon
+        let process = DaemonProcess::start(BIN, &dir.path().join("snd.sock"), 1, extra).unwrap();
+        Daemon { process, dir }
     }
 
     /// A daemon with the wav backend writing into its temp dir.
@@ -58,44 +43,21 @@ impl Daemon {
         Daemon::start_in(dir, &args)
     }
 
-    fn sock(&self) -> PathBuf {
-        self.dir.path().join("snd.sock")
-    }
-
     fn connect(&self) -> TestFrontend {
         let opts = FrontendOptions {
             num_queues: Some(4),
             ..Default::default()
         };
-        TestFrontend::connect_retry(self.sock(), opts, WAIT).unwrap()
+        self.process.connect(0, opts).unwrap()
     }
 
     fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after.split(' ').collect();
-        // utime and stime are fields 14 and 15 (1-based), 12 and 13 here.
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+        self.process.cpu_ticks().unwrap()
     }
 
-    fn stop(mut self) -> (Option<i32>, tempfile::TempDir) {
-        // SAFETY: kill() on our own child's pid.
-        unsafe {
-            libc::kill(
-                libc::pid_t::try_from(self.child.id()).unwrap(),
-                libc::SIGTERM,
-            )
-        };
-        let status = self.child.wait().unwrap();
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        (status.code(), dir)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) -> (Option<i32>, tempfile::TempDir) {
+        let Daemon { process, dir } = self;
+        (process.stop().unwrap().code(), dir)
     }
 }
 
