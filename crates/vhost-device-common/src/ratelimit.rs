@@ -19,7 +19,7 @@ struct Window {
     suppressed: u64,
 }
 
-/// Logs at most [`BURST`] warnings per [`WINDOW`], then says how many it
+/// Logs at most 10 warnings per 5 seconds, then says how many it
 /// dropped.
 #[derive(Debug)]
 pub struct RateLimited {
