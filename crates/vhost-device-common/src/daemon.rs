@@ -10,7 +10,7 @@
 //! session into the next.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -112,35 +112,12 @@ impl Daemon {
     pub fn wait_for(self, signals: BorrowedFd<'_>) -> Result<()> {
         let mut ended = 0;
         while ended < self.threads.len() {
-            let mut fds = [
-                libc::pollfd {
-                    fd: signals.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.finished.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: fds is a valid array of two pollfd for the call.
-            let ret = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-            if ret < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Error::Io {
-                    what: "poll",
-                    source: e,
-                });
-            }
-            if fds[0].revents != 0 {
+            let (signalled, finished) = poll_pair(signals.as_raw_fd(), self.finished.as_raw_fd())?;
+            if signalled != 0 {
                 info!("stop signal received, shutting down");
                 break;
             }
-            if fds[1].revents != 0 {
+            if finished != 0 {
                 ended += usize::try_from(self.finished.read().unwrap_or(0)).unwrap_or(0);
             }
         }
@@ -291,42 +268,45 @@ impl SocketWorker {
     /// Waits for a connection (true) or the stop event (false).
     fn wait_readable(&self) -> Result<bool> {
         loop {
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.socket.listener().as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.stop.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: fds is a valid array of two pollfd for the call.
-            let ret = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-            if ret < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Error::Io {
-                    what: "poll",
-                    source: e,
-                });
-            }
-            if fds[1].revents != 0 {
+            let (listener, stop) =
+                poll_pair(self.socket.listener().as_raw_fd(), self.stop.as_raw_fd())?;
+            if stop != 0 {
                 return Ok(false);
             }
-            if fds[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+            if listener & (libc::POLLERR | libc::POLLNVAL) != 0 {
                 return Err(Error::Daemon {
                     socket: self.socket.name().to_owned(),
                     reason: "listening socket failed".into(),
                 });
             }
-            if fds[0].revents != 0 {
+            if listener != 0 {
                 return Ok(true);
             }
+        }
+    }
+}
+
+/// Waits with no timeout until `first` or `second` is readable or fails,
+/// and returns what `poll` reported for each.
+fn poll_pair(first: RawFd, second: RawFd) -> Result<(libc::c_short, libc::c_short)> {
+    loop {
+        let mut fds = [first, second].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        // SAFETY: fds is a valid array of two pollfd for the call.
+        let ret = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if ret >= 0 {
+            let [a, b] = fds;
+            return Ok((a.revents, b.revents));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(Error::Io {
+                what: "poll",
+                source: e,
+            });
         }
     }
 }
