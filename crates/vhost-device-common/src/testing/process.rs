@@ -40,17 +40,8 @@ impl DaemonProcess {
             .arg("--socket-count")
             .arg(count.to_string())
             .args(args);
-        let sockets = if count == 1 {
-            vec![socket.to_owned()]
-        } else {
-            (0..count)
-                .map(|i| {
-                    let mut p = socket.as_os_str().to_owned();
-                    p.push(i.to_string());
-                    PathBuf::from(p)
-                })
-                .collect()
-        };
+        // The same PATH / PATH0… naming the daemon itself applies.
+        let sockets = crate::SocketArgs::with_path(socket, count).paths();
         Self::spawn(command, sockets)
     }
 
