@@ -25,7 +25,7 @@ use virtio_bindings::bindings::virtio_config::{
 use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
-use virtio_queue::QueueT;
+use virtio_queue::{Queue as QueueState, QueueT};
 use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventNotifier};
@@ -34,6 +34,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::chain::DescChain;
 use crate::events::EventRegistry;
 use crate::ratelimit::RateLimited;
+use crate::ring::Rings;
 
 /// Guest memory as the devices see it.
 pub type GuestMem = GuestMemoryMmap<()>;
@@ -161,15 +162,23 @@ impl<'a> Queues<'a> {
     /// Queue `index`, if it exists and the frontend set it up.
     pub fn get(&mut self, index: usize) -> Option<Queue<'a>> {
         let vring = self.vrings.get(index)?;
-        if !vring.get_ref().get_queue().ready() {
-            return None;
-        }
+        let (rings, next_avail) = {
+            let state = vring.get_ref();
+            let queue = state.get_queue();
+            if !queue.ready() {
+                return None;
+            }
+            (Rings::map(self.mem, queue), queue.next_avail())
+        };
         Some(Queue {
             vring,
             mem: self.mem,
             index,
             notify_on_empty: self.notify_on_empty,
-            used_added: false,
+            rings,
+            avail_seen: next_avail,
+            first_used: None,
+            slow_used: false,
             log: self.log,
         })
     }
@@ -183,7 +192,17 @@ pub struct Queue<'a> {
     mem: &'a GuestMem,
     index: usize,
     notify_on_empty: bool,
-    used_added: bool,
+    /// The rings as host slices; `None` if they could not be mapped, and
+    /// then virtio-queue's generic path is used.
+    rings: Option<Rings<'a>>,
+    /// The last `avail.idx` read. Entries between `next_avail` and it are
+    /// known to be published, so a batch reads the index once, not per pop.
+    avail_seen: u16,
+    /// `next_used` before the first completion since the last notification
+    /// check: the start of the window EVENT_IDX is tested against.
+    first_used: Option<u16>,
+    /// A completion went through virtio-queue's path since the last check.
+    slow_used: bool,
     log: &'a RateLimited,
 }
 
@@ -207,7 +226,12 @@ impl<'a> Queue<'a> {
                 let queue = state.get_queue_mut();
                 let desc_table = GuestAddress(queue.desc_table());
                 let size = queue.size();
-                let head = queue.pop_descriptor_chain(self.mem)?.head_index();
+                let head = match &self.rings {
+                    Some(rings) if rings.matches(queue) => {
+                        Self::pop_mapped(rings, queue, &mut self.avail_seen, self.log)?
+                    }
+                    _ => queue.pop_descriptor_chain(self.mem)?.head_index(),
+                };
                 DescChain::parse(self.mem, desc_table, size, head).map_err(|e| (head, e))
             };
             match parsed {
@@ -225,13 +249,60 @@ impl<'a> Queue<'a> {
         }
     }
 
+    /// Takes the next head index from the mapped available ring.
+    fn pop_mapped(
+        rings: &Rings<'_>,
+        queue: &mut QueueState,
+        avail_seen: &mut u16,
+        log: &RateLimited,
+    ) -> Option<u16> {
+        let next = queue.next_avail();
+        let published = avail_seen.wrapping_sub(next);
+        // Zero, or "more than the ring holds" (another `Queue` of this index
+        // popped past what this one saw): read the index again.
+        if published == 0 || published > rings.size() {
+            let idx = rings.avail_idx()?;
+            if idx.wrapping_sub(next) > rings.size() {
+                log.warn(|| format!("avail index {idx} is more than a ring ahead of {next}"));
+                return None;
+            }
+            *avail_seen = idx;
+            if idx == next {
+                return None;
+            }
+        }
+        let head = rings.avail_entry(next)?;
+        queue.set_next_avail(next.wrapping_add(1));
+        Some(head)
+    }
+
     /// Puts a chain in the used ring with `len` bytes written.
     pub fn complete(&mut self, head: u16, len: u32) {
-        if let Err(e) = self.vring.add_used(head, len) {
+        let mut state = self.vring.get_mut();
+        let queue = state.get_queue_mut();
+        let result = match &self.rings {
+            Some(rings) if rings.matches(queue) => {
+                if head >= queue.size() {
+                    Err(format!("head {head} is outside the ring"))
+                } else {
+                    let next = queue.next_used();
+                    rings
+                        .push_used(next, head, len)
+                        .ok_or_else(|| "used ring not writable".to_owned())
+                        .map(|()| {
+                            queue.set_next_used(next.wrapping_add(1));
+                            self.first_used.get_or_insert(next);
+                        })
+                }
+            }
+            _ => queue
+                .add_used(self.mem, head, len)
+                .map(|()| self.slow_used = true)
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = result {
             self.log
                 .warn(|| format!("queue {}: cannot complete chain {head}: {e}", self.index));
-        } else {
-            self.used_added = true;
         }
     }
 
@@ -268,11 +339,20 @@ impl<'a> Queue<'a> {
 
     /// Signals the driver now if anything was completed and it wants to know.
     pub fn notify(&mut self) {
-        if !self.used_added {
+        let first = self.first_used.take();
+        let slow = std::mem::take(&mut self.slow_used);
+        if first.is_none() && !slow {
             return;
         }
-        self.used_added = false;
-        let wanted = self.notify_on_empty || self.vring.needs_notification().unwrap_or(true);
+        let mapped = first.is_some_and(|first| {
+            let next_used = self.vring.get_ref().get_queue().next_used();
+            self.rings
+                .as_ref()
+                .is_none_or(|rings| rings.needs_notification(first, next_used))
+        });
+        let wanted = self.notify_on_empty
+            || mapped
+            || (slow && self.vring.needs_notification().unwrap_or(true));
         if wanted {
             if let Err(e) = self.vring.signal_used_queue() {
                 debug!("queue {}: signal: {e}", self.index);

@@ -24,6 +24,7 @@ pub mod events;
 #[cfg(any(test, feature = "test-frontend"))]
 pub mod mock;
 pub mod ratelimit;
+mod ring;
 pub mod socket;
 #[cfg(feature = "test-frontend")]
 pub mod testing;
