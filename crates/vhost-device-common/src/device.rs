@@ -313,7 +313,7 @@ impl<'a> Queue<'a> {
     pub fn drain(&mut self, mut f: impl FnMut(DescChain, &GuestMem) -> Option<u32>) -> usize {
         let mut count = 0;
         loop {
-            if let Err(e) = self.vring.disable_notification() {
+            if let Err(e) = self.set_notification(false) {
                 self.log
                     .warn(|| format!("queue {}: disable notification: {e}", self.index));
             }
@@ -324,7 +324,7 @@ impl<'a> Queue<'a> {
                     self.complete(head, len);
                 }
             }
-            match self.vring.enable_notification() {
+            match self.set_notification(true) {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -335,6 +335,25 @@ impl<'a> Queue<'a> {
             }
         }
         count
+    }
+
+    /// Enables or disables kicks; after enabling, returns whether buffers
+    /// arrived meanwhile.
+    fn set_notification(&mut self, enable: bool) -> Result<bool, String> {
+        let mut state = self.vring.get_mut();
+        let queue = state.get_queue_mut();
+        match &self.rings {
+            Some(rings) if rings.matches(queue) => rings
+                .set_notification(enable, queue.next_avail())
+                .ok_or_else(|| "used ring not writable".to_owned()),
+            _ if enable => queue
+                .enable_notification(self.mem)
+                .map_err(|e| e.to_string()),
+            _ => queue
+                .disable_notification(self.mem)
+                .map(|()| false)
+                .map_err(|e| e.to_string()),
+        }
     }
 
     /// Signals the driver now if anything was completed and it wants to know.

@@ -19,6 +19,7 @@
 use std::num::Wrapping;
 use std::sync::atomic::{fence, Ordering};
 
+use virtio_bindings::bindings::virtio_ring::VRING_USED_F_NO_NOTIFY;
 use virtio_queue::{Queue as QueueState, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileMemory, VolatileSlice};
 
@@ -135,6 +136,42 @@ impl<'a> Rings<'a> {
             .ok()
     }
 
+    /// Asks the driver to kick (or not) when it publishes more buffers.
+    ///
+    /// With EVENT_IDX, enabling sets `avail_event` to `next_avail`, so the
+    /// driver kicks when it makes that entry available, and disabling needs
+    /// no write: a driver only kicks once past `avail_event`. Without it,
+    /// the used ring's NO_NOTIFY flag says the same.
+    ///
+    /// Returns whether, after enabling, more buffers are already available:
+    /// a driver that published between the last pop and the write above did
+    /// not kick, so the caller must drain again.
+    pub(crate) fn set_notification(&self, enable: bool, next_avail: u16) -> Option<bool> {
+        if self.event_idx {
+            if !enable {
+                return Some(false);
+            }
+            let offset = HEADER + USED_ENTRY * usize::from(self.size);
+            self.used
+                .store(next_avail.to_le(), offset, Ordering::Relaxed)
+                .ok()?;
+        } else {
+            let flags = if enable {
+                0
+            } else {
+                VRING_USED_F_NO_NOTIFY as u16
+            };
+            self.used.store(flags.to_le(), 0, Ordering::Relaxed).ok()?;
+            if !enable {
+                return Some(false);
+            }
+        }
+        // The write above must be visible before avail.idx is read again.
+        fence(Ordering::SeqCst);
+        let idx = u16::from_le(self.avail.load::<u16>(2, Ordering::Relaxed).ok()?);
+        Some(idx != next_avail)
+    }
+
     /// Whether the driver wants an interrupt for the entries from `first`
     /// (inclusive) to `next_used` (exclusive): the EVENT_IDX test of the
     /// spec, `used_event` in that window. Without EVENT_IDX, always.
@@ -226,6 +263,33 @@ mod tests {
         let q = queue(&mem, 4, false);
         let rings = Rings::map(&mem, &q).unwrap();
         assert!(rings.needs_notification(1, 1));
+    }
+
+    #[test]
+    fn kicks_are_asked_for_with_avail_event() {
+        let mem = memory();
+        let q = queue(&mem, 4, true);
+        let rings = Rings::map(&mem, &q).unwrap();
+        let avail_event = GuestAddress(USED + 4 + 8 * 4);
+        mem.write_obj(9u16, GuestAddress(AVAIL + 2)).unwrap();
+        assert_eq!(rings.set_notification(false, 9), Some(false));
+        assert_eq!(mem.read_obj::<u16>(avail_event).unwrap(), 0);
+        // Nothing new: the caller may sleep.
+        assert_eq!(rings.set_notification(true, 9), Some(false));
+        assert_eq!(mem.read_obj::<u16>(avail_event).unwrap(), 9);
+        // The driver published one more before the write: drain again.
+        assert_eq!(rings.set_notification(true, 8), Some(true));
+    }
+
+    #[test]
+    fn kicks_are_asked_for_with_the_used_flags() {
+        let mem = memory();
+        let q = queue(&mem, 4, false);
+        let rings = Rings::map(&mem, &q).unwrap();
+        assert_eq!(rings.set_notification(false, 0), Some(false));
+        assert_eq!(mem.read_obj::<u16>(GuestAddress(USED)).unwrap(), 1);
+        assert_eq!(rings.set_notification(true, 0), Some(false));
+        assert_eq!(mem.read_obj::<u16>(GuestAddress(USED)).unwrap(), 0);
     }
 
     #[test]
