@@ -11,7 +11,14 @@ pub mod args;
 pub mod backend;
 pub mod device;
 pub mod edid;
+pub mod heap;
 pub mod protocol;
+
+// The unit tests run on the daemon's allocator, so that what they check of
+// rutabaga's buffers holds for the daemon.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: heap::PageAlignLarge = heap::PageAlignLarge;
 
 pub use args::Args;
 pub use device::{GpuConfig, GpuDevice, GpuMode};

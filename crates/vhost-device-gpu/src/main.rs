@@ -2,7 +2,12 @@
 
 use std::process::ExitCode;
 
-use vhost_device_gpu::{make_renderer, Args, GpuDevice};
+use vhost_device_gpu::{heap::PageAlignLarge, make_renderer, Args, GpuDevice};
+
+// Page-aligns rutabaga's 2D resources, so that transfers from (page-aligned)
+// guest memory copy rows in step; see `heap`.
+#[global_allocator]
+static ALLOCATOR: PageAlignLarge = PageAlignLarge;
 
 fn main() -> ExitCode {
     vhost_device_common::cli::run::<Args>(|args| {
