@@ -13,6 +13,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use log::{error, info, warn};
 use vhost::vhost_user::Listener;
@@ -50,7 +51,7 @@ pub fn serve<D: VirtioDevice>(
 ) -> Result<()> {
     let signals = block_stop_signals()?;
     let bound = sockets.bind()?;
-    let daemon = Daemon::start(name, bound, factory)?;
+    let daemon = Daemon::start(name, bound, sockets.busy_poll(), factory)?;
     daemon.wait_for(signals.as_fd())
 }
 
@@ -63,10 +64,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts one thread per socket.
+    /// Starts one thread per socket. Queues are polled for `busy_poll`
+    /// after each batch (see [`SocketArgs::busy_poll`]).
     pub fn start<D: VirtioDevice>(
         name: &str,
         sockets: Vec<BoundSocket>,
+        busy_poll: Duration,
         factory: impl DeviceFactory<D>,
     ) -> Result<Self> {
         let stop = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(Error::io("eventfd"))?);
@@ -80,6 +83,7 @@ impl Daemon {
                 name: format!("{name}-{index}"),
                 index,
                 socket,
+                busy_poll,
                 stop: stop.clone(),
                 connection: slot.clone(),
             };
@@ -169,6 +173,7 @@ struct SocketWorker {
     name: String,
     index: usize,
     socket: BoundSocket,
+    busy_poll: Duration,
     stop: Arc<EventFd>,
     connection: Arc<Mutex<Option<ShutdownHandle>>>,
 }
@@ -209,7 +214,9 @@ impl SocketWorker {
                 }
             };
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-            let backend = DeviceBackend::new(device, mem.clone()).map_err(Error::io("eventfd"))?;
+            let backend = DeviceBackend::new(device, mem.clone())
+                .map_err(Error::io("eventfd"))?
+                .with_busy_poll(self.busy_poll);
             let mut daemon = VhostUserDaemon::new(self.name.clone(), backend.clone(), mem)
                 .map_err(|e| daemon_error(e.to_string()))?;
             let activated = daemon
