@@ -23,7 +23,7 @@
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use vhost_device_common::{DescChain, DeviceResult, GuestMem, Queues, VirtioDevice};
+use vhost_device_common::{ChainError, DescChain, DeviceResult, GuestMem, Queues, VirtioDevice};
 
 use crate::backend::{BusMap, I2cMsg, MAX_MSG_LEN};
 
@@ -61,14 +61,12 @@ pub fn decode_addr(raw: u16) -> Result<u8, String> {
     Ok(addr)
 }
 
-/// One request read from a chain.
+/// A request held until the rest of its group arrives.
 #[derive(Debug)]
-struct Request {
+struct Held {
     chain: DescChain,
-    fail_next: bool,
     /// The chain has a byte where the status goes.
     has_status: bool,
-    msg: Result<I2cMsg, String>,
 }
 
 /// Logs at most a few lines a second, so a misbehaving guest cannot flood
@@ -110,11 +108,38 @@ impl LogLimiter {
     }
 }
 
+/// How many held requests' room is kept between groups; more is freed, so
+/// that one long group does not pin its memory for the device's lifetime.
+const KEEP_HELD: usize = 64;
+/// How many message slots are kept between groups.
+const KEEP_MSGS: usize = 64;
+/// Message buffers up to this size are kept between groups. It covers SMBus
+/// blocks and the chunks `at24` reads and writes; a larger transfer costs
+/// an allocation, which is small beside copying its data.
+const KEEP_BUF: usize = 512;
+/// Completions kept room for between drains.
+const KEEP_DONE: usize = 1024;
+
 /// The virtio-i2c device of one guest.
+///
+/// Every buffer of the request path lives here and is cleared, not freed,
+/// between groups: a group of one request, the common case, allocates
+/// nothing and is run straight from the chain it came in without being
+/// held.
 #[derive(Debug)]
 pub struct I2cDevice {
     bus: BusMap,
-    pending: Vec<Request>,
+    /// The requests of an unfinished group, in order.
+    pending: Vec<Held>,
+    /// Message slots: the first `msg_count` are the valid requests of the
+    /// current group, in order; the rest keep their buffers for later.
+    msgs: Vec<I2cMsg>,
+    msg_count: usize,
+    /// A request of the current group was invalid: it and the rest of the
+    /// group fail, so no further message is taken.
+    invalid: bool,
+    /// Completions of one `process_queue`, kept for its allocation.
+    done: Vec<(u16, u32)>,
     /// The driver did not accept ZERO_LENGTH_REQUEST: the spec says to
     /// reject it, so every request fails.
     refused: bool,
@@ -127,6 +152,10 @@ impl I2cDevice {
         I2cDevice {
             bus,
             pending: Vec::new(),
+            msgs: Vec::new(),
+            msg_count: 0,
+            invalid: false,
+            done: Vec::new(),
             refused: false,
             log: LogLimiter::new(),
         }
@@ -142,85 +171,53 @@ impl I2cDevice {
         self.pending.len()
     }
 
-    fn parse(&self, chain: DescChain, mem: &GuestMem) -> Request {
-        let writable = chain.writable().total_len();
-        let mut request = Request {
-            has_status: writable >= 1,
-            chain,
-            fail_next: false,
-            msg: Err(String::new()),
+    /// Decodes a request into the next message slot, which counts only if
+    /// the request is valid and its group still is. Returns whether the
+    /// request has FAIL_NEXT set and whether it has a status byte.
+    fn decode(&mut self, chain: &DescChain, mem: &GuestMem) -> (bool, bool) {
+        let has_status = chain.writable().total_len() >= 1;
+        let mut fail_next = false;
+        if self.msgs.len() <= self.msg_count {
+            self.msgs.push(I2cMsg::default());
+        }
+        let parsed = match self.msgs.get_mut(self.msg_count) {
+            Some(slot) => parse_msg(&self.bus, chain, mem, slot, &mut fail_next),
+            // msg_count never passes msgs.len(), so a slot was just made.
+            None => Err("no message slot".into()),
         };
-        request.msg = self.parse_msg(&request.chain, mem, &mut request.fail_next);
-        if !request.has_status {
-            request.msg = Err("the chain has no status byte".into());
-        }
-        request
-    }
-
-    fn parse_msg(
-        &self,
-        chain: &DescChain,
-        mem: &GuestMem,
-        fail_next: &mut bool,
-    ) -> Result<I2cMsg, String> {
-        let mut reader = chain.reader(mem);
-        let mut hdr = [0u8; OUT_HDR_LEN];
-        reader
-            .read_exact(&mut hdr)
-            .map_err(|e| format!("out header: {e}"))?;
-        let [a0, a1, _, _, f0, f1, f2, f3] = hdr;
-        let flags = u32::from_le_bytes([f0, f1, f2, f3]);
-        *fail_next = flags & VIRTIO_I2C_FLAGS_FAIL_NEXT != 0;
-        if flags & !(VIRTIO_I2C_FLAGS_FAIL_NEXT | VIRTIO_I2C_FLAGS_M_RD) != 0 {
-            return Err(format!("reserved flag bits set: {flags:#x}"));
-        }
-        let addr = decode_addr(u16::from_le_bytes([a0, a1]))?;
-        let read = flags & VIRTIO_I2C_FLAGS_M_RD != 0;
-        let writable = chain.writable().total_len();
-        let msg = if read {
-            if reader.available() != 0 {
-                return Err(format!(
-                    "read request with {} device-readable bytes after the header",
-                    reader.available()
-                ));
-            }
-            let len = writable.saturating_sub(1);
-            if len > MAX_MSG_LEN {
-                return Err(format!("read of {len} bytes exceeds {MAX_MSG_LEN}"));
-            }
-            I2cMsg::read(addr, len)
+        // The missing status is the reason given even when there are others.
+        let parsed = if has_status {
+            parsed
         } else {
-            if writable > 1 {
-                return Err(format!(
-                    "write request with {} device-writable bytes before the status",
-                    writable - 1
-                ));
-            }
-            let data = reader
-                .read_to_vec(MAX_MSG_LEN)
-                .map_err(|e| format!("write buffer: {e}"))?;
-            I2cMsg {
-                addr,
-                read: false,
-                buf: data,
-            }
+            Err("the chain has no status byte".into())
         };
-        if !self.bus.contains(addr) {
-            // Not an error of the guest's making worth a warning: probing
-            // (i2cdetect) asks every address.
-            return Err(format!("no target at {addr:#04x} for this guest"));
+        match parsed {
+            Ok(()) if !self.invalid => self.msg_count += 1,
+            Ok(()) => {}
+            Err(e) => {
+                // Only the first error of a group is worth reporting: the
+                // rest follow from it.
+                if !self.invalid {
+                    if e.starts_with("no target") {
+                        debug!("{e}");
+                    } else {
+                        self.log.warn(|| format!("invalid i2c request: {e}"));
+                    }
+                }
+                self.invalid = true;
+            }
         }
-        Ok(msg)
+        (fail_next, has_status)
     }
 
     /// Takes one popped request. Completed chains (head, used length) are
     /// appended to `done`.
     pub fn accept(&mut self, chain: DescChain, mem: &GuestMem, done: &mut Vec<(u16, u32)>) {
-        let request = self.parse(chain, mem);
-        let ends_group = !request.fail_next;
-        self.pending.push(request);
-        if ends_group || self.pending.len() >= MAX_GROUP {
-            self.run_group(mem, done);
+        let (fail_next, has_status) = self.decode(&chain, mem);
+        if fail_next && self.pending.len() + 1 < MAX_GROUP {
+            self.pending.push(Held { chain, has_status });
+        } else {
+            self.run_group(Some((&chain, has_status)), mem, done);
         }
     }
 
@@ -232,51 +229,120 @@ impl I2cDevice {
                 "running a group of {} requests whose last has FAIL_NEXT set",
                 self.pending.len()
             );
-            self.run_group(mem, done);
+            self.run_group(None, mem, done);
         }
     }
 
-    fn run_group(&mut self, mem: &GuestMem, done: &mut Vec<(u16, u32)>) {
-        let group = std::mem::take(&mut self.pending);
-        let mut msgs = Vec::with_capacity(group.len());
-        let mut replies = Vec::with_capacity(group.len());
-        let mut invalid = false;
-        for request in group {
-            match request.msg {
-                Ok(msg) if !invalid && !self.refused => msgs.push(msg),
-                Ok(_) => {}
-                Err(e) => {
-                    if !invalid {
-                        if e.starts_with("no target") {
-                            debug!("{e}");
-                        } else {
-                            self.log.warn(|| format!("invalid i2c request: {e}"));
-                        }
-                    }
-                    invalid = true;
-                }
-            }
-            replies.push((request.chain, request.has_status));
-        }
-        let completed = if msgs.is_empty() {
+    /// Runs the held requests and then `last`, the one that ended the group
+    /// (none when the ring ran dry first), and replies to each.
+    fn run_group(
+        &mut self,
+        last: Option<(&DescChain, bool)>,
+        mem: &GuestMem,
+        done: &mut Vec<(u16, u32)>,
+    ) {
+        let count = self.msg_count;
+        let msgs = self.msgs.get_mut(..count).unwrap_or_default();
+        let completed = if msgs.is_empty() || self.refused {
             0
         } else {
-            match self.bus.transfer(&mut msgs) {
-                Ok(()) => msgs.len(),
+            match self.bus.transfer(msgs) {
+                Ok(()) => count,
                 Err(e) => {
                     self.log.warn(|| {
                         format!("i2c transfer {msgs:?} failed after {}: {e}", e.completed)
                     });
-                    e.completed
+                    // Slots past the group hold stale data: never reply with them.
+                    e.completed.min(count)
                 }
             }
         };
-        for (i, (chain, has_status)) in replies.into_iter().enumerate() {
-            let ok = i < completed;
-            let msg = if ok { msgs.get(i) } else { None };
-            done.push((chain.head(), reply(&chain, mem, has_status, msg)));
+        let msgs = self.msgs.get(..completed).unwrap_or_default();
+        let held = self.pending.iter().map(|h| (&h.chain, h.has_status));
+        for (i, (chain, has_status)) in held.chain(last).enumerate() {
+            done.push((chain.head(), reply(chain, mem, has_status, msgs.get(i))));
         }
+        self.end_group();
     }
+
+    /// Forgets the current group, keeping a bounded amount of its memory.
+    fn end_group(&mut self) {
+        self.pending.clear();
+        if self.pending.capacity() > KEEP_HELD {
+            self.pending.shrink_to(KEEP_HELD);
+        }
+        let used = self.msgs.get_mut(..self.msg_count).unwrap_or_default();
+        for msg in used {
+            if msg.buf.capacity() > KEEP_BUF {
+                msg.buf = Vec::new();
+            }
+        }
+        self.msgs.truncate(KEEP_MSGS);
+        self.msg_count = 0;
+        self.invalid = false;
+    }
+}
+
+/// Decodes the request of `chain` into `slot`, reading a write's data into
+/// the slot's buffer.
+fn parse_msg(
+    bus: &BusMap,
+    chain: &DescChain,
+    mem: &GuestMem,
+    slot: &mut I2cMsg,
+    fail_next: &mut bool,
+) -> Result<(), String> {
+    let mut reader = chain.reader(mem);
+    let mut hdr = [0u8; OUT_HDR_LEN];
+    reader
+        .read_exact(&mut hdr)
+        .map_err(|e| format!("out header: {e}"))?;
+    let [a0, a1, _, _, f0, f1, f2, f3] = hdr;
+    let flags = u32::from_le_bytes([f0, f1, f2, f3]);
+    *fail_next = flags & VIRTIO_I2C_FLAGS_FAIL_NEXT != 0;
+    if flags & !(VIRTIO_I2C_FLAGS_FAIL_NEXT | VIRTIO_I2C_FLAGS_M_RD) != 0 {
+        return Err(format!("reserved flag bits set: {flags:#x}"));
+    }
+    let addr = decode_addr(u16::from_le_bytes([a0, a1]))?;
+    let read = flags & VIRTIO_I2C_FLAGS_M_RD != 0;
+    let writable = chain.writable().total_len();
+    if read {
+        if reader.available() != 0 {
+            return Err(format!(
+                "read request with {} device-readable bytes after the header",
+                reader.available()
+            ));
+        }
+        let len = writable.saturating_sub(1);
+        if len > MAX_MSG_LEN {
+            return Err(format!("read of {len} bytes exceeds {MAX_MSG_LEN}"));
+        }
+        slot.reuse(addr, true, len);
+    } else {
+        if writable > 1 {
+            return Err(format!(
+                "write request with {} device-writable bytes before the status",
+                writable - 1
+            ));
+        }
+        let len = reader.available();
+        if len > MAX_MSG_LEN {
+            let e = ChainError::TooLarge {
+                len,
+                limit: MAX_MSG_LEN,
+            };
+            return Err(format!("write buffer: {e}"));
+        }
+        reader
+            .read_exact(slot.reuse(addr, false, len))
+            .map_err(|e| format!("write buffer: {e}"))?;
+    }
+    if !bus.contains(addr) {
+        // Not an error of the guest's making worth a warning: probing
+        // (i2cdetect) asks every address.
+        return Err(format!("no target at {addr:#04x} for this guest"));
+    }
+    Ok(())
 }
 
 /// Writes the data of a successful read and the status; returns the used
@@ -334,24 +400,29 @@ impl VirtioDevice for I2cDevice {
         let Some(mut queue) = queues.get(index) else {
             return Ok(());
         };
-        let mut done = Vec::new();
+        let mut done = std::mem::take(&mut self.done);
         queue.drain(|chain, mem| {
             self.accept(chain, mem, &mut done);
             None
         });
         self.flush(queue.memory(), &mut done);
-        for (head, len) in done {
+        for &(head, len) in &done {
             queue.complete(head, len);
         }
+        done.clear();
+        if done.capacity() > KEEP_DONE {
+            done.shrink_to(KEEP_DONE);
+        }
+        self.done = done;
         Ok(())
     }
 
     fn queue_stopped(&mut self, _index: usize) {
-        self.pending.clear();
+        self.end_group();
     }
 
     fn reset(&mut self) {
-        self.pending.clear();
+        self.end_group();
     }
 }
 
@@ -768,6 +839,67 @@ mod tests {
         dev.set_acked_features(VIRTIO_I2C_F_ZERO_LENGTH_REQUEST);
         run(&mut dev, &ring, &[&a]);
         assert_eq!(ring.status(&a), VIRTIO_I2C_MSG_OK);
+    }
+
+    #[test]
+    fn reused_buffers_carry_nothing_over() {
+        let (mut dev, log) = device(None);
+        let mut ring = Ring::new();
+        let a = ring.write(0x20, FN, &[1, 2, 3]);
+        let b = ring.read(0x20, 0, 4);
+        run(&mut dev, &ring, &[&a, &b]);
+        assert_eq!(ring.data(&b), [0x5a; 4]);
+        // The same slots, shorter: no byte of the last group's shows.
+        let c = ring.write(0x21, FN, &[9]);
+        let d = ring.read(0x21, 0, 2);
+        run(&mut dev, &ring, &[&c, &d]);
+        assert_eq!(
+            log.lock().unwrap()[1],
+            vec![I2cMsg::write(0x21, &[9]), I2cMsg::read(0x21, 2)]
+        );
+        // A slot filled by an earlier group but not part of this one is
+        // never replied with: the invalid request gets zeros and an error.
+        let e = ring.read(0x20, FN, 1);
+        let f = ring.read(0x33, 0, 2);
+        run(&mut dev, &ring, &[&e, &f]);
+        assert_eq!(ring.status(&e), VIRTIO_I2C_MSG_OK);
+        assert_eq!(ring.status(&f), VIRTIO_I2C_MSG_ERR);
+        assert_eq!(ring.data(&f), [0, 0]);
+        assert_eq!(log.lock().unwrap()[2], vec![I2cMsg::read(0x20, 1)]);
+        // The group's buffers stay allocated for the next one.
+        assert!(dev.msgs[1].buf.capacity() >= 2);
+    }
+
+    #[test]
+    fn a_long_group_leaves_bounded_memory_behind() {
+        let (mut dev, log) = device(None);
+        let mut ring = Ring::new();
+        let mut reqs: Vec<Req> = (0..KEEP_MSGS + 10)
+            .map(|_| ring.read(0x20, FN, 1))
+            .collect();
+        reqs.push(ring.read(0x20, 0, KEEP_BUF as u32 + 1));
+        let refs: Vec<&Req> = reqs.iter().collect();
+        let done = run(&mut dev, &ring, &refs);
+        assert_eq!(done.len(), KEEP_MSGS + 11);
+        assert_eq!(log.lock().unwrap()[0].len(), KEEP_MSGS + 11);
+        assert!(reqs.iter().all(|r| ring.status(r) == VIRTIO_I2C_MSG_OK));
+        assert_eq!(dev.msgs.len(), KEEP_MSGS);
+        assert!(dev.pending.capacity() <= KEEP_HELD);
+        assert!(dev.msgs.iter().all(|m| m.buf.capacity() <= KEEP_BUF));
+    }
+
+    #[test]
+    fn groups_are_cut_at_the_limit() {
+        let (mut dev, log) = device(None);
+        let mut ring = Ring::new();
+        let reqs: Vec<Req> = (0..MAX_GROUP + 1)
+            .map(|_| ring.write(0x20, FN, &[]))
+            .collect();
+        let refs: Vec<&Req> = reqs.iter().collect();
+        let done = run(&mut dev, &ring, &refs);
+        assert_eq!(done.len(), MAX_GROUP + 1);
+        let sizes: Vec<usize> = log.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_GROUP, 1]);
     }
 
     #[test]

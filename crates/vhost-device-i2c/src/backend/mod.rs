@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub const MAX_MSG_LEN: usize = 64 * 1024;
 
 /// One segment of a combined transfer: what a single virtio request asks.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct I2cMsg {
     /// 7-bit target address.
     pub addr: u8,
@@ -47,6 +47,19 @@ impl I2cMsg {
             read: true,
             buf: vec![0; len],
         }
+    }
+
+    /// Turns this message into one of `len` zero bytes to or from `addr`,
+    /// keeping the buffer's allocation, and returns the buffer to fill.
+    ///
+    /// The zeroing matters for reads: a backend that fills less than it
+    /// should must not hand the guest what an earlier request left here.
+    pub fn reuse(&mut self, addr: u8, read: bool, len: usize) -> &mut [u8] {
+        self.addr = addr;
+        self.read = read;
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        &mut self.buf
     }
 }
 
@@ -245,6 +258,18 @@ mod tests {
             fill,
         }));
         (bus, log)
+    }
+
+    #[test]
+    fn a_reused_message_is_zeroed_and_keeps_its_buffer() {
+        let mut msg = I2cMsg::read(0x50, 8);
+        msg.buf.fill(0xee);
+        let ptr = msg.buf.as_ptr();
+        assert_eq!(msg.reuse(0x51, false, 3), [0, 0, 0]);
+        assert_eq!(msg, I2cMsg::write(0x51, &[0, 0, 0]));
+        assert_eq!(msg.buf.as_ptr(), ptr);
+        assert_eq!(msg.reuse(0x52, true, 0).len(), 0);
+        assert_eq!(msg, I2cMsg::read(0x52, 0));
     }
 
     #[test]

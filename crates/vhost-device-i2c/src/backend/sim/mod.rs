@@ -14,8 +14,6 @@ mod lm75;
 pub use eeprom::{Eeprom, EepromModel};
 pub use lm75::Lm75;
 
-use std::collections::BTreeMap;
-
 use super::{I2cBus, I2cMsg, TransferError};
 
 /// A chip on the simulated bus.
@@ -51,10 +49,23 @@ pub trait SimTarget: Send {
 }
 
 /// The simulated part of one guest's bus.
-#[derive(Default)]
 pub struct SimBus {
     targets: Vec<(u8, Box<dyn SimTarget>)>,
-    by_addr: BTreeMap<u8, usize>,
+    /// Index into `targets` of the chip at each 7-bit address.
+    by_addr: [Option<usize>; 128],
+    /// The chips a transfer addressed, in order; kept so that a transfer
+    /// allocates nothing.
+    touched: Vec<usize>,
+}
+
+impl Default for SimBus {
+    fn default() -> Self {
+        SimBus {
+            targets: Vec::new(),
+            by_addr: [None; 128],
+            touched: Vec::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SimBus {
@@ -93,21 +104,27 @@ impl SimBus {
         }
         if let Some(&taken) = span
             .iter()
-            .find(|a| **a > 0x7f || self.by_addr.contains_key(a))
+            .find(|&&a| usize::from(a) >= self.by_addr.len() || self.target_at(a).is_some())
         {
             return Err(taken);
         }
         let index = self.targets.len();
         for &a in &span {
-            self.by_addr.insert(a, index);
+            if let Some(slot) = self.by_addr.get_mut(usize::from(a)) {
+                *slot = Some(index);
+            }
         }
         self.targets.push((base, target));
         Ok(span)
     }
 
-    fn run(&mut self, msgs: &mut [I2cMsg], touched: &mut Vec<usize>) -> Result<(), TransferError> {
+    fn target_at(&self, addr: u8) -> Option<usize> {
+        self.by_addr.get(usize::from(addr)).copied().flatten()
+    }
+
+    fn run(&mut self, msgs: &mut [I2cMsg]) -> Result<(), TransferError> {
         for (i, msg) in msgs.iter_mut().enumerate() {
-            let Some(&index) = self.by_addr.get(&msg.addr) else {
+            let Some(index) = self.target_at(msg.addr) else {
                 return Err(TransferError::new(
                     i,
                     format!("no target at {:#04x}", msg.addr),
@@ -116,8 +133,8 @@ impl SimBus {
             let Some((base, target)) = self.targets.get_mut(index) else {
                 return Err(TransferError::new(i, "simulated bus is inconsistent"));
             };
-            if !touched.contains(&index) {
-                touched.push(index);
+            if !self.touched.contains(&index) {
+                self.touched.push(index);
             }
             let offset = msg.addr - *base;
             let result = if msg.read {
@@ -135,11 +152,11 @@ impl SimBus {
 
 impl I2cBus for SimBus {
     fn transfer(&mut self, msgs: &mut [I2cMsg]) -> Result<(), TransferError> {
-        let mut touched = Vec::new();
-        let result = self.run(msgs, &mut touched);
+        self.touched.clear();
+        let result = self.run(msgs);
         // The STOP ends the group for every chip in it, even after a NACK.
         let mut stop_error = None;
-        for index in touched {
+        for &index in &self.touched {
             if let Some((_, target)) = self.targets.get_mut(index) {
                 if let Err(e) = target.stop() {
                     stop_error.get_or_insert(format!("{}: {e}", target.name()));
