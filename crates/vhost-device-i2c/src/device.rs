@@ -271,8 +271,9 @@ impl I2cDevice {
         if self.pending.capacity() > KEEP_HELD {
             self.pending.shrink_to(KEEP_HELD);
         }
-        let used = self.msgs.get_mut(..self.msg_count).unwrap_or_default();
-        for msg in used {
+        // The slot after the group's messages was filled too when a request
+        // was refused.
+        for msg in self.msgs.iter_mut().take(self.msg_count + 1) {
             if msg.buf.capacity() > KEEP_BUF {
                 msg.buf = Vec::new();
             }
@@ -885,6 +886,12 @@ mod tests {
         assert!(reqs.iter().all(|r| ring.status(r) == VIRTIO_I2C_MSG_OK));
         assert_eq!(dev.msgs.len(), KEEP_MSGS);
         assert!(dev.pending.capacity() <= KEEP_HELD);
+        assert!(dev.msgs.iter().all(|m| m.buf.capacity() <= KEEP_BUF));
+
+        // A refused request's data is not kept either.
+        let big = ring.write(0x33, 0, &[7; KEEP_BUF + 1]);
+        run(&mut dev, &ring, &[&big]);
+        assert_eq!(ring.status(&big), VIRTIO_I2C_MSG_ERR);
         assert!(dev.msgs.iter().all(|m| m.buf.capacity() <= KEEP_BUF));
     }
 
