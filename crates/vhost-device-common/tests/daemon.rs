@@ -297,6 +297,10 @@ fn cli_errors_are_one_clear_line() {
     );
     assert_cli_error(&run(&["--socket-path", path, "--socket-count", "0"]), "0");
     assert_cli_error(&run(&["--socket-path", path, "--socket-count", "x"]), "x");
+    assert_cli_error(
+        &run(&["--socket-path", path, "--busy-poll-us", "2000000"]),
+        "2000000",
+    );
     assert_cli_error(&run(&["--socket-fd", "999"]), "--socket-fd 999");
     assert_cli_error(&run(&["--socket-fd=-1"]), "--socket-fd -1");
     // Descriptor 0 is /dev/null here, not a socket.
@@ -320,7 +324,42 @@ fn help_explains_every_flag() {
     let out = run(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--socket-path", "--socket-fd", "--socket-count", "PATH0"] {
+    for flag in [
+        "--socket-path",
+        "--socket-fd",
+        "--socket-count",
+        "PATH0",
+        "--busy-poll-us",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}: {help}");
     }
+}
+
+#[test]
+fn busy_poll_answers_and_stops_polling_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = temp_socket(&dir, "echo.sock");
+    // A long poll, so that it shows in whole clock ticks.
+    let daemon = DaemonProcess::start(BIN, &path, 1, &["--busy-poll-us", "200000"]).unwrap();
+    let mut frontend = connect(&path);
+    let before = daemon.cpu_ticks().unwrap();
+    for seq in 1..=20 {
+        assert_eq!(echo(&mut frontend, b"poll"), (seq, 0, b"poll".to_vec()));
+    }
+    // The daemon polls for 0.2 s after the last reply, then sleeps.
+    thread::sleep(Duration::from_millis(400));
+    let polled = daemon.cpu_ticks().unwrap();
+    thread::sleep(Duration::from_millis(1000));
+    let idle = daemon.cpu_ticks().unwrap();
+    assert!(
+        polled - before >= 2,
+        "no sign of polling: {} ticks",
+        polled - before
+    );
+    assert!(
+        idle - polled <= 2,
+        "still spinning with nothing in flight: {} ticks in 1 s",
+        idle - polled
+    );
+    frontend.disconnect().unwrap();
 }
