@@ -135,6 +135,15 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub duration_ms: u64,
 
+    /// Measure the floor and the ping-pong of each placement in this many
+    /// alternating slices of --duration-ms / N each, so that both see the
+    /// same state of a noisy machine; the ping-pong ratio to the floor is
+    /// then the median of the slices' ratios. 1 measures each once, the
+    /// floor first.
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
+
     /// End each measured run after this many requests, if sooner.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,

@@ -39,6 +39,25 @@ pub struct FloorResult {
     pub device_cpu_per_rt: Duration,
 }
 
+impl FloorResult {
+    /// Folds in another measurement of the same placement (a later round).
+    pub fn merge(&mut self, other: &FloorResult) {
+        let (a, b) = (self.latency.count(), other.latency.count());
+        let weighted =
+            |x: Duration, y: Duration| per(x * weight(a) + y * weight(b), a.saturating_add(b));
+        self.frontend_cpu_per_rt = weighted(self.frontend_cpu_per_rt, other.frontend_cpu_per_rt);
+        self.device_cpu_per_rt = weighted(self.device_cpu_per_rt, other.device_cpu_per_rt);
+        self.latency.merge(&other.latency);
+        self.elapsed += other.elapsed;
+    }
+}
+
+/// A count as a `Duration` multiplier (saturating; counts here are far
+/// below `u32::MAX`).
+fn weight(count: u64) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
 fn per(total: Duration, count: u64) -> Duration {
     Duration::from_nanos(
         u64::try_from(total.as_nanos() / u128::from(count.max(1))).unwrap_or(u64::MAX),

@@ -125,9 +125,31 @@ pub struct LoadResult {
     pub bench_cpu: Duration,
     /// The daemon's memory at the end of the measured part.
     pub memory: Option<Memory>,
+    /// Ping-pong in paired rounds: each round's p50 over the p50 of the
+    /// floor measured just before it (see `--rounds`).
+    pub round_ratios: Vec<f64>,
 }
 
 impl LoadResult {
+    /// Folds in a later round of the same shape and placement.
+    pub fn merge(&mut self, other: LoadResult) {
+        self.requests += other.requests;
+        self.elapsed += other.elapsed;
+        match (&mut self.latency, &other.latency) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, Some(_)) => self.latency = other.latency,
+            _ => {}
+        }
+        self.daemon_cpu = self.daemon_cpu.zip(other.daemon_cpu).map(|(a, b)| a + b);
+        self.daemon_switches = self
+            .daemon_switches
+            .zip(other.daemon_switches)
+            .map(|(a, b)| a + b);
+        self.bench_cpu += other.bench_cpu;
+        self.memory = other.memory.or(self.memory.take());
+        self.round_ratios.extend(other.round_ratios);
+    }
+
     /// Requests per second.
     pub fn rate(&self) -> f64 {
         let s = self.elapsed.as_secs_f64();
@@ -196,6 +218,7 @@ impl Probe {
                 .map(|(b, a)| b.saturating_sub(a)),
             bench_cpu: bench_cpu.saturating_sub(self.bench_cpu),
             memory: self.pid.and_then(|p| procstat::memory(p).ok()),
+            round_ratios: Vec::new(),
         }
     }
 }

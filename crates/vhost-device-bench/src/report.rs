@@ -99,6 +99,9 @@ impl Report {
     }
 
     fn ratio(&self, load: &LoadResult) -> Option<f64> {
+        if !load.round_ratios.is_empty() {
+            return crate::stats::median(&load.round_ratios);
+        }
         let floor = self.floor(load.placement)?.latency.quantile(0.5);
         let p50 = load.latency.as_ref()?.quantile(0.5);
         (floor > 0).then(|| p50 as f64 / floor as f64)
@@ -359,6 +362,7 @@ impl Report {
                 "requests_per_s": l.rate(),
                 "latency": l.latency.as_ref().map(hist),
                 "ratio_to_floor_p50": self.ratio(l),
+                "ratio_rounds": l.round_ratios,
                 "daemon_cpu_us_per_request": l.daemon_us_per_request(),
                 "frontend_cpu_us_per_request": l.bench_us_per_request(),
                 "daemon_context_switches": l.daemon_switches,
@@ -426,6 +430,7 @@ mod tests {
             daemon_switches: Some(16),
             bench_cpu: Duration::from_micros(100),
             memory: Some(memory()),
+            round_ratios: Vec::new(),
         };
         let floor = |placement| FloorResult {
             placement,
@@ -518,5 +523,15 @@ mod tests {
         assert!(j["loads"][1]["latency"].is_null());
         assert_eq!(j["idle"]["wakeups_per_s"], 0.0);
         assert_eq!(j["daemon"]["pid"], 42);
+    }
+
+    #[test]
+    fn paired_rounds_give_the_median_of_their_ratios() {
+        let mut r = report();
+        r.loads[0].round_ratios = vec![1.3, 1.0, 1.1];
+        let j = r.json();
+        let ratio = j["loads"][0]["ratio_to_floor_p50"].as_f64().unwrap();
+        assert!((ratio - 1.1).abs() < 1e-9, "{ratio}");
+        assert_eq!(j["loads"][0]["ratio_rounds"].as_array().unwrap().len(), 3);
     }
 }

@@ -14,7 +14,7 @@ use crate::args::{Args, DriverArg, PlacementArg, ShapeArg};
 use crate::daemon::{find_binary, peer_pid, Spawned};
 use crate::driver::{FrontendDriver, LeanDriver};
 use crate::error::{Error, Result};
-use crate::floor;
+use crate::floor::{self, FloorResult};
 use crate::load::{self, Driver, LoadResult, RunLimits, Shape};
 use crate::machine::Machine;
 use crate::memcpy;
@@ -76,8 +76,28 @@ pub fn run(args: &Args) -> Result<Report> {
     }
     let pair = (first, second.unwrap_or(first));
     let limits = limits(args);
+    // Request scenarios with ping-pong measure their floor in rounds
+    // between ping-pong slices instead (see --rounds).
+    let paired = args.rounds > 1
+        && !args.no_floor
+        && shapes(args).contains(&Shape::PingPong)
+        && !matches!(
+            args.scenario,
+            Scenario::Floor | Scenario::Memcpy | Scenario::SoundNull
+        );
+    if paired {
+        report.notes.push(format!(
+            "floor and ping-pong measured in {} alternating rounds; ×floor is the median of the rounds' ratios",
+            args.rounds
+        ));
+    }
+    let mut pairing = paired.then(|| Pairing {
+        rounds: args.rounds,
+        pair,
+        floors: Vec::new(),
+    });
 
-    if args.scenario != Scenario::Memcpy && !args.no_floor {
+    if args.scenario != Scenario::Memcpy && !args.no_floor && !paired {
         for &p in &placements {
             report.floors.push(floor::measure(p, pair, &limits)?);
         }
@@ -152,13 +172,18 @@ pub fn run(args: &Args) -> Result<Report> {
         report.loads = match args.driver {
             DriverArg::Lean => {
                 let mut d = LeanDriver::new(queue, name, &prepared.templates, depth)?;
-                run_loads(&mut d, &placements, &shapes, pair, pid, &limits)?
+                let loads = Loads::new(&placements, &shapes, pair, pid, &limits);
+                loads.run(&mut d, pairing.as_mut())?
             }
             DriverArg::Frontend => {
                 let mut d = FrontendDriver::new(queue, name, &prepared.templates);
-                run_loads(&mut d, &placements, &shapes, pair, pid, &limits)?
+                let loads = Loads::new(&placements, &shapes, pair, pid, &limits);
+                loads.run(&mut d, pairing.as_mut())?
             }
         };
+        if let Some(p) = pairing.take() {
+            report.floors = p.floors;
+        }
         if args.scenario == Scenario::Gpu2d {
             affinity::pin_self(first).map_err(|e| Error::io("pinning", e))?;
             measure_memcpy(&mut report, &limits)?;
@@ -261,23 +286,98 @@ fn measure_idle(pid: Option<u32>, window: Duration) -> Result<Option<Idle>> {
     }))
 }
 
-fn run_loads<D: Driver>(
-    d: &mut D,
-    placements: &[Placement],
-    shapes: &[Shape],
+/// Floor and ping-pong measured in alternating rounds, and the floors
+/// that come of it.
+struct Pairing {
+    rounds: u32,
+    pair: (usize, usize),
+    floors: Vec<FloorResult>,
+}
+
+/// The load runs of one invocation.
+struct Loads<'a> {
+    placements: &'a [Placement],
+    shapes: &'a [Shape],
     pair: (usize, usize),
     pid: Option<u32>,
-    limits: &RunLimits,
-) -> Result<Vec<LoadResult>> {
-    let mut results = Vec::new();
-    for &p in placements {
-        place(p, pair, pid)?;
-        for &shape in shapes {
-            results.push(match shape {
-                Shape::PingPong => load::ping_pong(d, p, pid, limits)?,
-                Shape::Pipelined(n) => load::pipelined(d, n, p, pid, limits)?,
-            });
+    limits: &'a RunLimits,
+}
+
+impl<'a> Loads<'a> {
+    fn new(
+        placements: &'a [Placement],
+        shapes: &'a [Shape],
+        pair: (usize, usize),
+        pid: Option<u32>,
+        limits: &'a RunLimits,
+    ) -> Self {
+        Loads {
+            placements,
+            shapes,
+            pair,
+            pid,
+            limits,
         }
     }
-    Ok(results)
+
+    fn run<D: Driver>(
+        &self,
+        d: &mut D,
+        mut pairing: Option<&mut Pairing>,
+    ) -> Result<Vec<LoadResult>> {
+        let mut results = Vec::new();
+        for &p in self.placements {
+            place(p, self.pair, self.pid)?;
+            for &shape in self.shapes {
+                results.push(match (shape, pairing.as_deref_mut()) {
+                    (Shape::PingPong, Some(pairing)) => self.paired(d, p, pairing)?,
+                    (Shape::PingPong, None) => load::ping_pong(d, p, self.pid, self.limits)?,
+                    (Shape::Pipelined(n), _) => load::pipelined(d, n, p, self.pid, self.limits)?,
+                });
+            }
+        }
+        Ok(results)
+    }
+
+    /// Ping-pong in `rounds` slices, each right after a floor slice of the
+    /// same length: on a machine whose speed drifts by the second, a ratio
+    /// of two runs taken seconds apart measures the drift.
+    fn paired<D: Driver>(
+        &self,
+        d: &mut D,
+        placement: Placement,
+        pairing: &mut Pairing,
+    ) -> Result<LoadResult> {
+        let rounds = pairing.rounds.max(1);
+        let duration = self.limits.duration / rounds;
+        let slice = RunLimits {
+            warmup: (duration / 10).min(self.limits.warmup),
+            duration,
+            max_requests: (self.limits.max_requests / u64::from(rounds)).max(1),
+            stall: self.limits.stall,
+        };
+        let mut floor_total: Option<FloorResult> = None;
+        let mut load_total: Option<LoadResult> = None;
+        for _ in 0..rounds {
+            let floor = floor::measure(placement, pairing.pair, &slice)?;
+            // The floor pinned this thread; pin both sides again.
+            place(placement, self.pair, self.pid)?;
+            let mut load = load::ping_pong(d, placement, self.pid, &slice)?;
+            let floor_p50 = floor.latency.quantile(0.5);
+            if let (Some(hist), true) = (&load.latency, floor_p50 > 0) {
+                load.round_ratios
+                    .push(hist.quantile(0.5) as f64 / floor_p50 as f64);
+            }
+            match &mut floor_total {
+                Some(total) => total.merge(&floor),
+                None => floor_total = Some(floor),
+            }
+            match &mut load_total {
+                Some(total) => total.merge(load),
+                None => load_total = Some(load),
+            }
+        }
+        pairing.floors.extend(floor_total);
+        load_total.ok_or_else(|| Error::Failed("no ping-pong round".into()))
+    }
 }

@@ -11,6 +11,19 @@ const SUB: u64 = 128;
 /// Powers of two from 2^8 to 2^63.
 const BUCKETS: usize = (EXACT + (64 - 8) * SUB) as usize;
 
+/// The median of `values` (the mean of the middle two for an even count),
+/// or `None` if there are none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => sorted.get(mid).copied(),
+        _ => Some((sorted.get(mid - 1)? + sorted.get(mid)?) / 2.0),
+    }
+}
+
 /// Latency samples in nanoseconds.
 #[derive(Clone)]
 pub struct Histogram {
@@ -84,6 +97,17 @@ impl Histogram {
         self.max = self.max.max(ns);
     }
 
+    /// Adds every value of `other`.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *mine += theirs;
+        }
+        self.total += other.total;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
     /// Number of values recorded.
     pub fn count(&self) -> u64 {
         self.total
@@ -135,6 +159,29 @@ impl Histogram {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn merged_histograms_count_both() {
+        let mut a = Histogram::new();
+        let mut b = Histogram::new();
+        for v in 1..=100u64 {
+            a.record(v);
+            b.record(v + 1000);
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), 200);
+        assert_eq!(a.min(), 1);
+        assert_eq!(a.max(), 1100);
+        assert!((a.mean() - 550.5).abs() < 1e-9);
+        assert!(a.quantile(0.75) > 1000);
+    }
 
     #[test]
     fn buckets_cover_every_value_in_order() {
