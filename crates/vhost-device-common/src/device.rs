@@ -180,7 +180,7 @@ impl<'a> Queues<'a> {
             busy_poll: self.busy_poll,
             rings,
             avail_seen: next_avail,
-            first_used: None,
+            used_window: None,
             slow_used: false,
             log: self.log,
         })
@@ -202,9 +202,10 @@ pub struct Queue<'a> {
     /// The last `avail.idx` read. Entries between `next_avail` and it are
     /// known to be published, so a batch reads the index once, not per pop.
     avail_seen: u16,
-    /// `next_used` before the first completion since the last notification
-    /// check: the start of the window EVENT_IDX is tested against.
-    first_used: Option<u16>,
+    /// The used-ring positions this `Queue` filled since the last
+    /// notification check, `[first, end)`: the window EVENT_IDX is tested
+    /// against.
+    used_window: Option<(u16, u16)>,
     /// A completion went through virtio-queue's path since the last check.
     slow_used: bool,
     log: &'a RateLimited,
@@ -294,8 +295,10 @@ impl<'a> Queue<'a> {
                         .push_used(next, head, len)
                         .ok_or_else(|| "used ring not writable".to_owned())
                         .map(|()| {
-                            queue.set_next_used(next.wrapping_add(1));
-                            self.first_used.get_or_insert(next);
+                            let end = next.wrapping_add(1);
+                            queue.set_next_used(end);
+                            let first = self.used_window.map_or(next, |(first, _)| first);
+                            self.used_window = Some((first, end));
                         })
                 }
             }
@@ -333,7 +336,7 @@ impl<'a> Queue<'a> {
                     self.complete(head, len);
                 }
             }
-            let replied = self.first_used.is_some() || self.slow_used;
+            let replied = self.used_window.is_some() || self.slow_used;
             if replied && !self.busy_poll.is_zero() {
                 self.notify();
                 if self.poll_for_more() {
@@ -375,6 +378,10 @@ impl<'a> Queue<'a> {
     /// Enables or disables kicks; after enabling, returns whether buffers
     /// arrived meanwhile.
     fn set_notification(&mut self, enable: bool) -> Result<bool, String> {
+        // With EVENT_IDX, disabling writes nothing (see Rings): skip the lock.
+        if !enable && self.rings.as_ref().is_some_and(Rings::event_idx) {
+            return Ok(false);
+        }
         let mut state = self.vring.get_mut();
         let queue = state.get_queue_mut();
         match &self.rings {
@@ -393,16 +400,15 @@ impl<'a> Queue<'a> {
 
     /// Signals the driver now if anything was completed and it wants to know.
     pub fn notify(&mut self) {
-        let first = self.first_used.take();
+        let window = self.used_window.take();
         let slow = std::mem::take(&mut self.slow_used);
-        if first.is_none() && !slow {
+        if window.is_none() && !slow {
             return;
         }
-        let mapped = first.is_some_and(|first| {
-            let next_used = self.vring.get_ref().get_queue().next_used();
+        let mapped = window.is_some_and(|(first, end)| {
             self.rings
                 .as_ref()
-                .is_none_or(|rings| rings.needs_notification(first, next_used))
+                .is_none_or(|rings| rings.needs_notification(first, end))
         });
         let wanted = self.notify_on_empty
             || mapped

@@ -99,6 +99,11 @@ impl<'a> Rings<'a> {
         self.size
     }
 
+    /// Whether the driver negotiated EVENT_IDX (as it was when mapped).
+    pub(crate) fn event_idx(&self) -> bool {
+        self.event_idx
+    }
+
     /// The driver's `avail.idx`, with acquire ordering so that the entries
     /// and descriptors it published are visible after it.
     pub(crate) fn avail_idx(&self) -> Option<u16> {
