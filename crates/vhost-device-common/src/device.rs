@@ -211,6 +211,15 @@ pub struct Queue<'a> {
     log: &'a RateLimited,
 }
 
+/// What one locked step of [`Queue::drain`] found.
+enum Step {
+    /// The next chain, for the device.
+    Chain(DescChain),
+    /// The ring is empty; if kicks were re-enabled in the same step, whether
+    /// more chains arrived meanwhile.
+    Empty(Option<Result<bool, String>>),
+}
+
 impl<'a> Queue<'a> {
     /// The queue's index.
     pub fn index(&self) -> usize {
@@ -225,30 +234,68 @@ impl<'a> Queue<'a> {
     /// Pops the next valid chain. A malformed chain is logged, returned to
     /// the driver with a used length of 0, and skipped.
     pub fn pop(&mut self) -> Option<DescChain> {
+        let vring = self.vring;
+        let mut state = vring.get_mut();
+        self.pop_locked(state.get_queue_mut())
+    }
+
+    /// Puts a chain in the used ring with `len` bytes written.
+    pub fn complete(&mut self, head: u16, len: u32) {
+        let vring = self.vring;
+        let mut state = vring.get_mut();
+        self.complete_locked(state.get_queue_mut(), head, len);
+    }
+
+    /// Puts several chains in the used ring, `(head, len)` each, in order,
+    /// taking the queue's lock once for all of them.
+    pub fn complete_all(&mut self, done: impl IntoIterator<Item = (u16, u32)>) {
+        let vring = self.vring;
+        let mut state = vring.get_mut();
+        let queue = state.get_queue_mut();
+        for (head, len) in done {
+            self.complete_locked(queue, head, len);
+        }
+    }
+
+    /// One step of [`Self::drain`] under one lock of the queue: completes
+    /// `done`, pops the next chain, and when there is none and `enable` is
+    /// set, re-enables kicks. A request costs one lock instead of three
+    /// (pop, complete, and the pop or re-enable that ends the batch); the
+    /// lock is still never held while the device's closure runs, so that
+    /// closure may take this queue again.
+    fn step(&mut self, done: Option<(u16, u32)>, enable: bool) -> Step {
+        let vring = self.vring;
+        let mut state = vring.get_mut();
+        let queue = state.get_queue_mut();
+        if let Some((head, len)) = done {
+            self.complete_locked(queue, head, len);
+        }
+        if let Some(chain) = self.pop_locked(queue) {
+            return Step::Chain(chain);
+        }
+        Step::Empty(enable.then(|| self.set_notification_locked(queue, true)))
+    }
+
+    fn pop_locked(&mut self, queue: &mut QueueState) -> Option<DescChain> {
         loop {
-            let parsed = {
-                let mut state = self.vring.get_mut();
-                let queue = state.get_queue_mut();
-                let desc_table = GuestAddress(queue.desc_table());
-                let size = queue.size();
-                let head = match &self.rings {
-                    Some(rings) if rings.matches(queue) => {
-                        Self::pop_mapped(rings, queue, &mut self.avail_seen, self.log)?
-                    }
-                    _ => queue.pop_descriptor_chain(self.mem)?.head_index(),
-                };
-                DescChain::parse(self.mem, desc_table, size, head).map_err(|e| (head, e))
+            let desc_table = GuestAddress(queue.desc_table());
+            let size = queue.size();
+            let head = match &self.rings {
+                Some(rings) if rings.matches(queue) => {
+                    Self::pop_mapped(rings, queue, &mut self.avail_seen, self.log)?
+                }
+                _ => queue.pop_descriptor_chain(self.mem)?.head_index(),
             };
-            match parsed {
+            match DescChain::parse(self.mem, desc_table, size, head) {
                 Ok(chain) => return Some(chain),
-                Err((head, error)) => {
+                Err(error) => {
                     self.log.warn(|| {
                         format!(
                             "queue {}: dropping malformed chain {head}: {error}",
                             self.index
                         )
                     });
-                    self.complete(head, 0);
+                    self.complete_locked(queue, head, 0);
                 }
             }
         }
@@ -281,10 +328,7 @@ impl<'a> Queue<'a> {
         Some(head)
     }
 
-    /// Puts a chain in the used ring with `len` bytes written.
-    pub fn complete(&mut self, head: u16, len: u32) {
-        let mut state = self.vring.get_mut();
-        let queue = state.get_queue_mut();
+    fn complete_locked(&mut self, queue: &mut QueueState, head: u16, len: u32) {
         let result = match &self.rings {
             Some(rings) if rings.matches(queue) => {
                 if head >= queue.size() {
@@ -324,26 +368,39 @@ impl<'a> Queue<'a> {
     /// driver's kick nor this thread's wake-up.
     pub fn drain(&mut self, mut f: impl FnMut(DescChain, &GuestMem) -> Option<u32>) -> usize {
         let mut count = 0;
+        // Without busy polling, the step that finds the ring empty also
+        // re-enables kicks; with it, the poll comes first.
+        let enable_when_empty = self.busy_poll.is_zero();
+        let mut done = None;
         loop {
             if let Err(e) = self.set_notification(false) {
                 self.log
                     .warn(|| format!("queue {}: disable notification: {e}", self.index));
             }
-            while let Some(chain) = self.pop() {
-                count += 1;
-                let head = chain.head();
-                if let Some(len) = f(chain, self.mem) {
-                    self.complete(head, len);
+            let enabled = loop {
+                match self.step(done.take(), enable_when_empty) {
+                    Step::Chain(chain) => {
+                        count += 1;
+                        let head = chain.head();
+                        done = f(chain, self.mem).map(|len| (head, len));
+                    }
+                    Step::Empty(enabled) => break enabled,
                 }
-            }
-            let replied = self.used_window.is_some() || self.slow_used;
-            if replied && !self.busy_poll.is_zero() {
-                self.notify();
-                if self.poll_for_more() {
-                    continue;
+            };
+            let enabled = match enabled {
+                Some(enabled) => enabled,
+                None => {
+                    let replied = self.used_window.is_some() || self.slow_used;
+                    if replied && !self.busy_poll.is_zero() {
+                        self.notify();
+                        if self.poll_for_more() {
+                            continue;
+                        }
+                    }
+                    self.set_notification(true)
                 }
-            }
-            match self.set_notification(true) {
+            };
+            match enabled {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -382,8 +439,16 @@ impl<'a> Queue<'a> {
         if !enable && self.rings.as_ref().is_some_and(Rings::event_idx) {
             return Ok(false);
         }
-        let mut state = self.vring.get_mut();
-        let queue = state.get_queue_mut();
+        let vring = self.vring;
+        let mut state = vring.get_mut();
+        self.set_notification_locked(state.get_queue_mut(), enable)
+    }
+
+    fn set_notification_locked(
+        &self,
+        queue: &mut QueueState,
+        enable: bool,
+    ) -> Result<bool, String> {
         match &self.rings {
             Some(rings) if rings.matches(queue) => rings
                 .set_notification(enable, queue.next_avail())

@@ -407,9 +407,7 @@ impl VirtioDevice for I2cDevice {
             None
         });
         self.flush(queue.memory(), &mut done);
-        for &(head, len) in &done {
-            queue.complete(head, len);
-        }
+        queue.complete_all(done.iter().copied());
         done.clear();
         if done.capacity() > KEEP_DONE {
             done.shrink_to(KEEP_DONE);
