@@ -129,7 +129,7 @@ impl DescChain {
                 .checked_add(u64::from(index) * size_of::<Descriptor>() as u64)
                 .ok_or(ChainError::DescriptorUnreadable(table))?;
             let desc = lookup
-                .read_descriptor(mem, GuestAddress(desc_addr))
+                .read_descriptor(GuestAddress(desc_addr))
                 .ok_or(ChainError::DescriptorUnreadable(GuestAddress(desc_addr)))?;
             let flags = u32::from(desc.flags());
 
@@ -148,7 +148,7 @@ impl DescChain {
                 {
                     return Err(ChainError::BadIndirectTable { len });
                 }
-                lookup.check_range(mem, desc.addr(), len, Permissions::Read)?;
+                lookup.check_range(desc.addr(), len, Permissions::Read)?;
                 table = desc.addr();
                 table_len =
                     u16::try_from(entries).map_err(|_| ChainError::BadIndirectTable { len })?;
@@ -169,7 +169,7 @@ impl DescChain {
             } else {
                 Permissions::Read
             };
-            lookup.check_range(mem, region.addr, region.len, access)?;
+            lookup.check_range(region.addr, region.len, access)?;
             total += u64::from(region.len);
             if total > u64::from(u32::MAX) {
                 return Err(ChainError::LengthOverflow);
@@ -277,6 +277,8 @@ impl DescChain {
 /// generic path when [`Lookup::slice`] returns `None`, so a buffer that
 /// spans two regions still works.
 struct Lookup<'m, M: GuestMemory + ?Sized> {
+    mem: &'m M,
+    /// `mem` as plain guest memory, if it is that (not behind an IOMMU).
     phys: Option<&'m M::PhysicalMemory>,
     last: Option<&'m <M::PhysicalMemory as GuestMemoryBackend>::R>,
 }
@@ -302,6 +304,7 @@ impl<M: GuestMemory + ?Sized> fmt::Debug for Lookup<'_, M> {
 impl<'m, M: GuestMemory + ?Sized> Lookup<'m, M> {
     fn new(mem: &'m M) -> Self {
         Lookup {
+            mem,
             phys: mem.physical_memory(),
             last: None,
         }
@@ -324,33 +327,32 @@ impl<'m, M: GuestMemory + ?Sized> Lookup<'m, M> {
         region.get_slice(offset, len).ok()
     }
 
-    fn read_descriptor(&mut self, mem: &M, addr: GuestAddress) -> Option<Descriptor> {
+    fn read_descriptor(&mut self, addr: GuestAddress) -> Option<Descriptor> {
         match self.slice(addr, size_of::<Descriptor>()) {
             Some(slice) => slice.get_ref::<Descriptor>(0).ok().map(|d| d.load()),
-            None => mem.read_obj(addr).ok(),
+            None => self.mem.read_obj(addr).ok(),
         }
     }
 
-    fn read_at(&mut self, mem: &M, addr: GuestAddress, buf: &mut [u8]) -> bool {
+    fn read_at(&mut self, addr: GuestAddress, buf: &mut [u8]) -> bool {
         match self.slice(addr, buf.len()) {
             Some(slice) => slice.copy_to(buf) == buf.len(),
-            None => mem.read_slice(buf, addr).is_ok(),
+            None => self.mem.read_slice(buf, addr).is_ok(),
         }
     }
 
-    fn write_at(&mut self, mem: &M, addr: GuestAddress, buf: &[u8]) -> bool {
+    fn write_at(&mut self, addr: GuestAddress, buf: &[u8]) -> bool {
         match self.slice(addr, buf.len()) {
             Some(slice) => {
                 slice.copy_from(buf);
                 true
             }
-            None => mem.write_slice(buf, addr).is_ok(),
+            None => self.mem.write_slice(buf, addr).is_ok(),
         }
     }
 
     fn check_range(
         &mut self,
-        mem: &M,
         addr: GuestAddress,
         len: u32,
         access: Permissions,
@@ -358,7 +360,7 @@ impl<'m, M: GuestMemory + ?Sized> Lookup<'m, M> {
         // A zero-length descriptor touches no memory, so any address is fine.
         if len == 0
             || self.slice(addr, len as usize).is_some()
-            || mem.check_range(addr, len as usize, access)
+            || self.mem.check_range(addr, len as usize, access)
         {
             Ok(())
         } else {
@@ -423,7 +425,6 @@ impl<'a> Cursor<'a> {
 /// Reads the device-readable part of a chain as one byte stream.
 #[derive(Debug)]
 pub struct Reader<'a, M: GuestMemory + ?Sized> {
-    mem: &'a M,
     lookup: Lookup<'a, M>,
     cursor: Cursor<'a>,
 }
@@ -432,7 +433,6 @@ impl<'a, M: GuestMemory + ?Sized> Reader<'a, M> {
     /// A reader over `regions` in `mem`.
     pub fn new(mem: &'a M, regions: Regions<'a>) -> Self {
         Reader {
-            mem,
             lookup: Lookup::new(mem),
             cursor: Cursor::new(regions),
         }
@@ -456,13 +456,12 @@ impl<'a, M: GuestMemory + ?Sized> Reader<'a, M> {
                 available: self.cursor.remaining,
             });
         }
-        let mem = self.mem;
         let lookup = &mut self.lookup;
         self.cursor.advance(buf.len(), |addr, start, len| {
             let dst = buf
                 .get_mut(start..start + len)
                 .ok_or(ChainError::Memory(addr))?;
-            if lookup.read_at(mem, addr, dst) {
+            if lookup.read_at(addr, dst) {
                 Ok(())
             } else {
                 Err(ChainError::Memory(addr))
@@ -506,7 +505,6 @@ impl<'a, M: GuestMemory + ?Sized> Reader<'a, M> {
 /// Writes the device-writable part of a chain as one byte stream.
 #[derive(Debug)]
 pub struct Writer<'a, M: GuestMemory + ?Sized> {
-    mem: &'a M,
     lookup: Lookup<'a, M>,
     cursor: Cursor<'a>,
 }
@@ -515,7 +513,6 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
     /// A writer over `regions` in `mem`.
     pub fn new(mem: &'a M, regions: Regions<'a>) -> Self {
         Writer {
-            mem,
             lookup: Lookup::new(mem),
             cursor: Cursor::new(regions),
         }
@@ -545,13 +542,12 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
                 available: self.cursor.remaining,
             });
         }
-        let mem = self.mem;
         let lookup = &mut self.lookup;
         self.cursor.advance(buf.len(), |addr, start, len| {
             let src = buf
                 .get(start..start + len)
                 .ok_or(ChainError::Memory(addr))?;
-            if lookup.write_at(mem, addr, src) {
+            if lookup.write_at(addr, src) {
                 Ok(())
             } else {
                 Err(ChainError::Memory(addr))
@@ -600,7 +596,6 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
             });
         }
         let mut tail = Writer {
-            mem: self.mem,
             lookup: self.lookup,
             cursor: Cursor {
                 regions: self.cursor.regions,
