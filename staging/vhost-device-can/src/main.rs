@@ -1,0 +1,19 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! vhost-device-can: a vhost-user virtio-can backend.
+
+use std::process::ExitCode;
+
+use vhost_device_can::args::Args;
+use vhost_device_can::CanConfig;
+use vhost_device_common::{cli, daemon};
+
+fn main() -> ExitCode {
+    cli::run::<Args>(|args| {
+        let config = CanConfig::from_args(&args)?;
+        daemon::serve("vhost-device-can", &args.socket, move |guest| {
+            config.build_device(guest)
+        })?;
+        Ok(())
+    })
+}
