@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! vhost-user backend for virtio-bluetooth (device ID 40).
+//!
+//! - [`protocol`]: the config space and H:4 headers, after the Linux driver
+//!   (there is no spec chapter).
+//! - [`packet`]: one checked H:4 packet, and re-framing of byte streams.
+//! - [`device`]: the virtio device; [`rx`]: the RX backlog and one packet
+//!   per RX buffer.
+//! - [`backend`]: the controllers behind [`backend::HciBackend`].
+//! - [`args`]: the command line; [`BtConfig`] turns it into one device per
+//!   guest.
+
+pub mod args;
+pub mod backend;
+pub mod device;
+pub mod error;
+pub mod packet;
+pub mod protocol;
+pub mod rx;
+
+use std::sync::Arc;
+
+use backend::builtin::radio::{BdAddr, Radio};
+use backend::builtin::{Builtin, Identity};
+use backend::HciBackend;
+pub use device::{BtDevice, Vendor};
+pub use error::{Error, Result};
+
+/// Most packets `--rx-backlog` may hold.
+pub const MAX_BACKLOG: usize = 4096;
+
+/// One `--backend` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendSpec {
+    /// The built-in controller.
+    Builtin,
+}
+
+impl BackendSpec {
+    /// Parses one entry.
+    pub fn parse(entry: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::Flag {
+            flag: "--backend",
+            reason: format!("'{entry}': {reason}"),
+        };
+        match entry {
+            "builtin" => Ok(BackendSpec::Builtin),
+            "" => Err(bad("empty entry")),
+            _ => Err(bad("expected builtin")),
+        }
+    }
+}
+
+/// Parses `AA:BB:CC:DD:EE:FF` into wire order.
+pub fn parse_bdaddr(text: &str) -> Result<BdAddr> {
+    let bad = |reason: &str| Error::Flag {
+        flag: "--bdaddr",
+        reason: format!("'{text}': {reason}"),
+    };
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad("expected six hex bytes separated by ':'"));
+    }
+    let mut addr = [0u8; 6];
+    for (dst, part) in addr.iter_mut().rev().zip(&parts) {
+        if part.len() != 2 {
+            return Err(bad("expected six hex bytes separated by ':'"));
+        }
+        *dst = u8::from_str_radix(part, 16).map_err(|_| bad("not a hex byte"))?;
+    }
+    if addr == [0; 6] || addr == [0xff; 6] {
+        return Err(bad(
+            "00:00:00:00:00:00 and FF:FF:FF:FF:FF:FF are not device addresses",
+        ));
+    }
+    Ok(addr)
+}
+
+/// Formats a wire-order address as `AA:BB:CC:DD:EE:FF`.
+pub fn format_bdaddr(addr: &BdAddr) -> String {
+    let parts: Vec<String> = addr.iter().rev().map(|b| format!("{b:02X}")).collect();
+    parts.join(":")
+}
+
+/// `addr` plus `n`, carrying across bytes.
+fn offset_bdaddr(addr: BdAddr, n: usize) -> BdAddr {
+    let value = addr
+        .iter()
+        .rev()
+        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+        .wrapping_add(n as u64);
+    let mut out = [0; 6];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = (value >> (8 * i)) as u8;
+    }
+    out
+}
+
+/// Everything needed to build each guest's device, checked at startup.
+#[derive(Debug)]
+pub struct BtConfig {
+    guests: Vec<BackendSpec>,
+    identities: Vec<Identity>,
+    radio: Arc<Radio>,
+    vendor: Vendor,
+    backlog: usize,
+}
+
+impl BtConfig {
+    /// Validates the command line.
+    pub fn from_args(args: &args::Args) -> Result<Self> {
+        let count = usize::from(args.socket.socket_count);
+        let specs = args
+            .backend
+            .split(',')
+            .map(str::trim)
+            .map(BackendSpec::parse)
+            .collect::<Result<Vec<_>>>()?;
+        let guests = match specs.as_slice() {
+            [BackendSpec::Builtin] => vec![BackendSpec::Builtin; count],
+            _ if specs.len() == count => specs,
+            _ => {
+                return Err(Error::Flag {
+                    flag: "--backend",
+                    reason: format!(
+                        "{} entries for --socket-count {count}: give one per guest",
+                        specs.len()
+                    ),
+                })
+            }
+        };
+        if !(1..=MAX_BACKLOG).contains(&args.rx_backlog) {
+            return Err(Error::Flag {
+                flag: "--rx-backlog",
+                reason: format!("{} is not between 1 and {MAX_BACKLOG}", args.rx_backlog),
+            });
+        }
+        let base = parse_bdaddr(&args.bdaddr)?;
+        if args.name.len() > backend::builtin::NAME_LEN - 8 {
+            return Err(Error::Flag {
+                flag: "--name",
+                reason: "longer than 240 bytes".into(),
+            });
+        }
+        let identities = (0..count)
+            .map(|i| Identity {
+                addr: offset_bdaddr(base, i),
+                name: if count > 1 {
+                    format!("{}-{i}", args.name)
+                } else {
+                    args.name.clone()
+                },
+            })
+            .collect();
+        let vendor = Vendor {
+            vendor: args.vendor.map(|v| match v {
+                args::VendorArg::Zephyr => protocol::VIRTIO_BT_CONFIG_VENDOR_ZEPHYR,
+                args::VendorArg::Intel => protocol::VIRTIO_BT_CONFIG_VENDOR_INTEL,
+                args::VendorArg::Realtek => protocol::VIRTIO_BT_CONFIG_VENDOR_REALTEK,
+            }),
+            msft_opcode: args.msft_opcode,
+            aosp: args.aosp,
+        };
+        Ok(BtConfig {
+            guests,
+            identities,
+            radio: Radio::new(),
+            vendor,
+            backlog: args.rx_backlog,
+        })
+    }
+
+    /// Builds guest `index`'s device, afresh for each connection.
+    pub fn build_device(&self, index: usize) -> Result<BtDevice> {
+        let spec = self.guests.get(index).ok_or(Error::Flag {
+            flag: "--socket-count",
+            reason: format!("no backend for guest {index}"),
+        })?;
+        let backend: Box<dyn HciBackend> = match spec {
+            BackendSpec::Builtin => {
+                let identity = self.identities.get(index).cloned().ok_or(Error::Flag {
+                    flag: "--socket-count",
+                    reason: format!("no identity for guest {index}"),
+                })?;
+                Box::new(Builtin::new(&self.radio, identity)?)
+            }
+        };
+        Ok(BtDevice::new(backend, self.vendor, self.backlog))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let a = parse_bdaddr("52:54:00:B7:00:FF").unwrap();
+        assert_eq!(a, [0xff, 0, 0xb7, 0, 0x54, 0x52]);
+        assert_eq!(format_bdaddr(&a), "52:54:00:B7:00:FF");
+        assert_eq!(format_bdaddr(&offset_bdaddr(a, 2)), "52:54:00:B7:01:01");
+        for bad in [
+            "",
+            "00:00:00:00:00:00",
+            "1:2:3:4:5:6",
+            "52:54:00:B7:00",
+            "zz:54:00:B7:00:00",
+        ] {
+            let e = parse_bdaddr(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--bdaddr"), "{e}");
+        }
+    }
+
+    #[test]
+    fn backend_entries() {
+        assert_eq!(BackendSpec::parse("builtin").unwrap(), BackendSpec::Builtin);
+        BackendSpec::parse("").unwrap_err();
+        BackendSpec::parse("bogus").unwrap_err();
+    }
+}

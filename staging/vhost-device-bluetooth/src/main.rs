@@ -1,0 +1,19 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! vhost-device-bluetooth: a vhost-user virtio-bluetooth backend.
+
+use std::process::ExitCode;
+
+use vhost_device_bluetooth::args::Args;
+use vhost_device_bluetooth::BtConfig;
+use vhost_device_common::{cli, daemon};
+
+fn main() -> ExitCode {
+    cli::run::<Args>(|args| {
+        let config = BtConfig::from_args(&args)?;
+        daemon::serve("vhost-device-bluetooth", &args.socket, move |guest| {
+            config.build_device(guest).map_err(|e| e.to_string())
+        })?;
+        Ok(())
+    })
+}
