@@ -1,0 +1,19 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! vhost-device-rpmsg: a vhost-user virtio-rpmsg backend.
+
+use std::process::ExitCode;
+
+use vhost_device_common::{cli, daemon};
+use vhost_device_rpmsg::args::Args;
+use vhost_device_rpmsg::Config;
+
+fn main() -> ExitCode {
+    cli::run::<Args>(|args| {
+        let config = Config::from_args(&args)?;
+        daemon::serve("vhost-device-rpmsg", &args.socket, move |guest| {
+            config.build_device(guest).map_err(|e| e.to_string())
+        })?;
+        Ok(())
+    })
+}
