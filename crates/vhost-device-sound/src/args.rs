@@ -78,10 +78,13 @@ pub struct SoundArgs {
     #[arg(long, value_name = "POS,POS…")]
     pub input_chmap: Vec<String>,
 
-    /// Do not offer control elements (VIRTIO_SND_F_CTLS: a volume and a
-    /// mute switch per stream, applied to the samples).
+    /// Offer control elements (VIRTIO_SND_F_CTLS: a volume and a mute
+    /// switch per stream, applied to the samples). QEMU then needs
+    /// `vhost-user-snd-pci,...,controls=on`: without it QEMU's config space
+    /// has no `controls` field, yet it passes the feature on, and the Linux
+    /// driver fails to probe.
     #[arg(long)]
-    pub no_controls: bool,
+    pub controls: bool,
 
     /// wav: directory where the output streams are written, as output0.wav,
     /// output1.wav, …
@@ -206,7 +209,7 @@ impl SoundArgs {
             "--input-channels",
             "--input-chmap",
         )?;
-        Ok(SoundConfig::new(outputs, inputs, !self.no_controls))
+        Ok(SoundConfig::new(outputs, inputs, self.controls))
     }
 
     /// Checks the backend flags and returns what builds a backend for each
@@ -361,7 +364,8 @@ mod tests {
         assert_eq!(c.streams.len(), 2);
         assert_eq!(c.streams[0].direction, Direction::Output);
         assert_eq!(c.streams[0].chmap, vec![3, 4]);
-        assert!(c.controls);
+        // QEMU's default vhost-user-snd-pci has no room for `controls`.
+        assert!(!c.controls);
         assert_eq!(args.backend_spec().unwrap(), BackendSpec::Null);
     }
 
@@ -380,7 +384,7 @@ mod tests {
             "FL,FR,FC,LFE,SL,SR",
             "--input-channels",
             "1",
-            "--no-controls",
+            "--controls",
         ])
         .unwrap();
         let c = args.sound_config().unwrap();
@@ -388,7 +392,8 @@ mod tests {
         assert_eq!(c.streams[1].channels_max, 6);
         assert_eq!(c.streams[1].chmap, vec![3, 4, 7, 8, 9, 10]);
         assert_eq!(c.streams[2].chmap, vec![spec_mono()]);
-        assert!(!c.controls);
+        assert!(c.controls);
+        assert_eq!(c.num_controls(), 6);
     }
 
     fn spec_mono() -> u8 {

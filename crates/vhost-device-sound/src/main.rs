@@ -11,6 +11,11 @@ use vhost_device_sound::SoundDevice;
 fn main() -> ExitCode {
     cli::run::<SoundArgs>(|args| {
         let config = args.sound_config()?;
+        if config.controls {
+            // The one setting QEMU must match by hand: its default config
+            // space is too short for `controls`, yet it passes F_CTLS on.
+            log::info!("offering VIRTIO_SND_F_CTLS: QEMU needs vhost-user-snd-pci,...,controls=on");
+        }
         let backend = args.backend_spec()?;
         let several = args.socket.socket_count > 1;
         daemon::serve("vhost-device-sound", &args.socket, move |guest| {

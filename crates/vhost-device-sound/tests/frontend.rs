@@ -122,6 +122,7 @@ fn test_signal(bytes: usize) -> Vec<u8> {
 #[test]
 fn probe_is_answered_and_event_buffers_are_held_without_spinning() {
     let daemon = Daemon::start(&[
+        "--controls",
         "--outputs",
         "2",
         "--inputs",
@@ -173,6 +174,28 @@ fn probe_is_answered_and_event_buffers_are_held_without_spinning() {
     let ev = fe.queue(EVENT_QUEUE).unwrap().wait_used(WAIT).unwrap();
     assert_eq!(ev.len, 8);
     assert_eq!(status(&ev.data), EVT_CTL_NOTIFY);
+    fe.disconnect().unwrap();
+    assert_eq!(daemon.stop().0, Some(0));
+}
+
+/// QEMU's default `vhost-user-snd-pci` (no `controls=on`) has a 12-byte
+/// config space but passes on every feature the daemon offers: the
+/// default daemon must not offer F_CTLS, and must probe with 12 bytes.
+#[test]
+fn default_daemon_fits_qemus_default_config_space() {
+    let daemon = Daemon::start(&[]);
+    let mut fe = daemon.connect();
+    assert_eq!(fe.device_features() & VIRTIO_SND_F_CTLS, 0);
+    let config = fe.get_config(0, 12).unwrap();
+    let counts: Vec<u32> = config.chunks(4).map(status).collect();
+    assert_eq!(counts, [2, 2, 2], "jacks, streams, chmaps");
+    // A frontend sized for `controls` still reads it, as zero.
+    assert_eq!(fe.get_config(12, 4).unwrap(), [0; 4]);
+    post_event_buffers(&mut fe, 8);
+    let pcms = control(&mut fe, &words(&[R_PCM_INFO, 0, 2, 32]), 4 + 64);
+    assert_eq!(status(&pcms), S_OK);
+    let ctls = control(&mut fe, &words(&[R_CTL_INFO, 0, 1, 96]), 4 + 96);
+    assert_eq!(status(&ctls), S_NOT_SUPP);
     fe.disconnect().unwrap();
     assert_eq!(daemon.stop().0, Some(0));
 }
@@ -255,7 +278,7 @@ fn wav_playback_is_sample_exact_and_real_time() {
 
 #[test]
 fn volume_control_scales_the_wav_output() {
-    let daemon = Daemon::wav(&[]);
+    let daemon = Daemon::wav(&["--controls"]);
     let out = daemon.dir.path().join("output0.wav");
     let mut fe = daemon.connect();
     let mut write = words(&[R_CTL_WRITE, 0, 25]);
