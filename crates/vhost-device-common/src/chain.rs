@@ -370,7 +370,7 @@ impl<'m, M: GuestMemory + ?Sized> Lookup<'m, M> {
 }
 
 /// Position in a region list, shared by [`Reader`] and [`Writer`].
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Cursor<'a> {
     regions: Regions<'a>,
     region: usize,
@@ -476,6 +476,16 @@ impl<'a, M: GuestMemory + ?Sized> Reader<'a, M> {
         let mut value: T = unsafe { std::mem::zeroed() };
         self.read_exact(value.as_mut_slice())?;
         Ok(value)
+    }
+
+    /// Reads a structure without consuming it: a request whose structure
+    /// starts with its header can be dispatched on the header, then read
+    /// whole with [`Self::read_obj`].
+    pub fn peek_obj<T: ByteValued>(&mut self) -> Result<T, ChainError> {
+        let start = self.cursor;
+        let value = self.read_obj();
+        self.cursor = start;
+        value
     }
 
     /// Reads everything that is left, refusing more than `limit` bytes so a
@@ -681,6 +691,25 @@ mod tests {
             read_region(&mem, chain.writable().get(1).unwrap()),
             [9, 0x0b, 0x0a, 0xAA, 0xAA, 0xAA]
         );
+    }
+
+    #[test]
+    fn peek_obj_leaves_the_reader_where_it_was() {
+        let (mem, chain) = ChainBuilder::new()
+            .readable(&[1, 2])
+            .readable(&[3, 4, 5])
+            .build();
+        let chain = chain.unwrap();
+        let mut reader = chain.reader(&mem);
+        reader.skip(1).unwrap();
+        let peeked: u16 = reader.peek_obj().unwrap();
+        assert_eq!(peeked, u16::from_le_bytes([2, 3]));
+        assert_eq!((reader.bytes_read(), reader.available()), (1, 4));
+        let word: u32 = reader.read_obj().unwrap();
+        assert_eq!(word, u32::from_le_bytes([2, 3, 4, 5]));
+        // A failed peek consumes nothing either.
+        reader.peek_obj::<u16>().unwrap_err();
+        assert_eq!(reader.bytes_read(), 5);
     }
 
     #[test]
