@@ -19,10 +19,14 @@ pub mod packet;
 pub mod protocol;
 pub mod rx;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use backend::builtin::radio::{BdAddr, Radio};
 use backend::builtin::{Builtin, Identity};
+use backend::endpoint::Endpoint;
+use backend::link::Link;
 use backend::HciBackend;
 pub use device::{BtDevice, Vendor};
 pub use error::{Error, Result};
@@ -35,6 +39,8 @@ pub const MAX_BACKLOG: usize = 4096;
 pub enum BackendSpec {
     /// The built-in controller.
     Builtin,
+    /// A controller outside the daemon.
+    External(Endpoint),
 }
 
 impl BackendSpec {
@@ -44,11 +50,56 @@ impl BackendSpec {
             flag: "--backend",
             reason: format!("'{entry}': {reason}"),
         };
-        match entry {
-            "builtin" => Ok(BackendSpec::Builtin),
-            "" => Err(bad("empty entry")),
-            _ => Err(bad("expected builtin")),
+        let nonempty = |rest: &str, what: &str| {
+            if rest.is_empty() {
+                Err(bad(&format!("missing {what}")))
+            } else {
+                Ok(rest.to_owned())
+            }
+        };
+        let external = |e: Endpoint| Ok(BackendSpec::External(e));
+        if entry == "builtin" {
+            return Ok(BackendSpec::Builtin);
         }
+        if let Some(path) = entry.strip_prefix("unix:") {
+            return external(Endpoint::Unix(nonempty(path, "socket path")?.into()));
+        }
+        if let Some(addr) = entry.strip_prefix("tcp:") {
+            let addr = nonempty(addr, "HOST:PORT")?;
+            let port_ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(bad("expected tcp:HOST:PORT"));
+            }
+            return external(Endpoint::Tcp(addr));
+        }
+        if let Some(rest) = entry.strip_prefix("serial:") {
+            let (path, baud) = match rest.rsplit_once('@') {
+                Some((path, baud)) => {
+                    let baud = baud
+                        .parse()
+                        .map_err(|_| bad("the speed after @ is not a number"))?;
+                    (path, Some(baud))
+                }
+                None => (rest, None),
+            };
+            let endpoint = Endpoint::Serial(PathBuf::from(nonempty(path, "device path")?), baud);
+            endpoint.check()?;
+            return external(endpoint);
+        }
+        let index = entry
+            .strip_prefix("hci:")
+            .or_else(|| entry.strip_prefix("hci"));
+        if let Some(index) = index {
+            let index = index
+                .parse()
+                .map_err(|_| bad("expected hci:N with N a number"))?;
+            return external(Endpoint::Hci(index));
+        }
+        Err(bad(
+            "expected builtin, unix:PATH, tcp:HOST:PORT, serial:PATH[@BAUD] or hci:N",
+        ))
     }
 }
 
@@ -105,6 +156,7 @@ pub struct BtConfig {
     radio: Arc<Radio>,
     vendor: Vendor,
     backlog: usize,
+    retry: Duration,
 }
 
 impl BtConfig {
@@ -135,6 +187,20 @@ impl BtConfig {
                 flag: "--rx-backlog",
                 reason: format!("{} is not between 1 and {MAX_BACKLOG}", args.rx_backlog),
             });
+        }
+        let mut adapters: Vec<u16> = Vec::new();
+        for spec in &guests {
+            if let BackendSpec::External(Endpoint::Hci(index)) = spec {
+                if adapters.contains(index) {
+                    return Err(Error::Flag {
+                        flag: "--backend",
+                        reason: format!("hci{index} is given twice: an adapter serves one guest"),
+                    });
+                }
+                adapters.push(*index);
+                // Report EBUSY, EUSERS and EPERM now, not when a guest comes.
+                Endpoint::Hci(*index).connect()?;
+            }
         }
         let base = parse_bdaddr(&args.bdaddr)?;
         if args.name.len() > backend::builtin::NAME_LEN - 8 {
@@ -168,6 +234,7 @@ impl BtConfig {
             radio: Radio::new(),
             vendor,
             backlog: args.rx_backlog,
+            retry: Duration::from_millis(args.reconnect_ms),
         })
     }
 
@@ -185,6 +252,7 @@ impl BtConfig {
                 })?;
                 Box::new(Builtin::new(&self.radio, identity)?)
             }
+            BackendSpec::External(endpoint) => Box::new(Link::new(endpoint.clone(), self.retry)?),
         };
         Ok(BtDevice::new(backend, self.vendor, self.backlog))
     }
@@ -217,6 +285,33 @@ mod tests {
     #[test]
     fn backend_entries() {
         assert_eq!(BackendSpec::parse("builtin").unwrap(), BackendSpec::Builtin);
+        let ext = |e| BackendSpec::External(e);
+        assert_eq!(
+            BackendSpec::parse("unix:/tmp/bt-server-bredrle").unwrap(),
+            ext(Endpoint::Unix("/tmp/bt-server-bredrle".into()))
+        );
+        assert_eq!(
+            BackendSpec::parse("tcp:localhost:6402").unwrap(),
+            ext(Endpoint::Tcp("localhost:6402".into()))
+        );
+        assert_eq!(
+            BackendSpec::parse("serial:/dev/ttyUSB0@115200").unwrap(),
+            ext(Endpoint::Serial("/dev/ttyUSB0".into(), Some(115_200)))
+        );
+        assert_eq!(BackendSpec::parse("hci:1").unwrap(), ext(Endpoint::Hci(1)));
+        assert_eq!(BackendSpec::parse("hci0").unwrap(), ext(Endpoint::Hci(0)));
+        for bad in [
+            "unix:",
+            "tcp:host",
+            "tcp::1",
+            "tcp:h:99999",
+            "serial:/dev/x@12",
+            "serial:/dev/x@fast",
+            "hci:x",
+        ] {
+            let e = BackendSpec::parse(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--backend"), "{e}");
+        }
         BackendSpec::parse("").unwrap_err();
         BackendSpec::parse("bogus").unwrap_err();
     }

@@ -4,12 +4,14 @@
 //!
 //! - [`builtin`]: a BR/EDR and LE controller inside the daemon, whose
 //!   guests share one simulated radio.
-//! - `stream`: an H:4 byte stream (a Unix socket, a TCP port, a serial
-//!   device or pty), re-framed from the packet headers and reconnected
-//!   when it drops.
-//! - `user`: a host adapter through the kernel's HCI user channel.
+//! - [`link`] over [`endpoint`]: an H:4 byte stream (a Unix socket, a TCP
+//!   port, a serial device or pty), re-framed from the packet headers, or a
+//!   host adapter through the kernel's HCI user channel; reconnected when
+//!   it drops.
 
 pub mod builtin;
+pub mod endpoint;
+pub mod link;
 
 use std::fmt;
 
