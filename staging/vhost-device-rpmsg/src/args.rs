@@ -48,8 +48,10 @@ pub struct Args {
 
     /// Guest messages kept per channel while its host peer is slow or
     /// absent; beyond it they are dropped and counted. The guest's buffers
-    /// are returned either way.
-    #[arg(long, value_name = "N", default_value_t = 256,
+    /// are returned either way. The guest can send tens of thousands of
+    /// messages a second, so this is what covers a host program that is
+    /// descheduled for a moment.
+    #[arg(long, value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub queue_limit: u32,
 }

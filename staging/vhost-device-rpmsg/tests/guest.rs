@@ -273,21 +273,20 @@ fn guest_rpmsg_channels_through_qemu() {
             .then(|| b"reply tty\n".to_vec())
     });
     let (mut count, mut ordered) = (0u32, true);
-    let raw = serve(p("raw.sock"), Arc::clone(&stop), move |m| match m.first() {
-        Some(b'E') => Some(m.to_vec()),
-        Some(b'B') => {
-            ordered &= m[1..] == *count.to_string().as_bytes();
-            count += 1;
-            None
+    let raw = serve(p("raw.sock"), Arc::clone(&stop), move |m| {
+        if m == b"END" {
+            let order = if ordered { "in order" } else { "out of order" };
+            return Some(format!("GOT {count} {order}").into_bytes());
         }
-        _ if m == b"END" => Some(
-            format!(
-                "GOT {count} {}",
-                if ordered { "in order" } else { "out of order" }
-            )
-            .into_bytes(),
-        ),
-        _ => None,
+        match m.first() {
+            Some(b'E') => Some(m.to_vec()),
+            Some(b'B') => {
+                ordered &= m[1..] == *count.to_string().as_bytes();
+                count += 1;
+                None
+            }
+            _ => None,
+        }
     });
     let svc = serve(p("svc.sock"), Arc::clone(&stop), |m| {
         Some([&b"svc:"[..], m].concat())
