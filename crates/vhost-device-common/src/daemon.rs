@@ -25,14 +25,19 @@ use crate::device::{worker_epoll, DeviceBackend, VirtioDevice};
 use crate::error::{Error, Result};
 use crate::socket::{BoundSocket, SocketArgs};
 
+/// Why a [`DeviceFactory`] could not build a device: the device crate's own
+/// error, boxed so that every crate keeps its error type (and its source
+/// chain) across this boundary. `?` converts any `std::error::Error` into it.
+pub type FactoryError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Builds the device for guest `index` (the socket's position). Called for
 /// every new connection.
 pub trait DeviceFactory<D>:
-    Fn(usize) -> std::result::Result<D, String> + Send + Sync + 'static
+    Fn(usize) -> std::result::Result<D, FactoryError> + Send + Sync + 'static
 {
 }
-impl<D, F: Fn(usize) -> std::result::Result<D, String> + Send + Sync + 'static> DeviceFactory<D>
-    for F
+impl<D, F> DeviceFactory<D> for F where
+    F: Fn(usize) -> std::result::Result<D, FactoryError> + Send + Sync + 'static
 {
 }
 
@@ -181,7 +186,7 @@ struct SocketWorker {
 impl SocketWorker {
     fn run<D: VirtioDevice>(
         &self,
-        factory: &dyn Fn(usize) -> std::result::Result<D, String>,
+        factory: &dyn Fn(usize) -> std::result::Result<D, FactoryError>,
     ) -> Result<()> {
         let daemon_error = |reason: String| Error::Daemon {
             socket: self.socket.name().to_owned(),
@@ -199,14 +204,14 @@ impl SocketWorker {
         while self.wait_readable()? {
             let device = match factory(self.index) {
                 Ok(device) => device,
-                Err(reason) => {
+                Err(source) => {
                     // Refuse this frontend cleanly rather than leave it hanging.
                     error!(
                         "{}: {}",
                         self.socket.name(),
                         Error::Device {
                             guest: self.index,
-                            reason
+                            source
                         }
                     );
                     let _ = listener.accept();

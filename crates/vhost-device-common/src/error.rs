@@ -110,12 +110,13 @@ pub enum Error {
         reason: String,
     },
     /// The device refused to start.
-    #[error("cannot create the device for guest {guest}: {reason}")]
+    #[error("cannot create the device for guest {guest}: {source}")]
     Device {
         /// Which guest (socket index).
         guest: usize,
-        /// The device's message.
-        reason: String,
+        /// The device's own error.
+        #[source]
+        source: crate::daemon::FactoryError,
     },
     /// The vhost-user daemon machinery failed.
     #[error("vhost-user daemon for {socket}: {reason}")]

@@ -14,7 +14,7 @@ use virtio_bindings::bindings::virtio_ring::{
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::chain::DescChain;
+use crate::chain::{DescChain, Region};
 use crate::device::GuestMem;
 use crate::error::ChainError;
 
@@ -50,6 +50,8 @@ pub struct ChainBuilder {
     descs: Vec<(u64, u32, bool)>,
     /// First free descriptor-table index, for [`ChainBuilder::chain`].
     next_index: u16,
+    /// Last head given out by [`ChainBuilder::request`].
+    last_head: u16,
 }
 
 impl Default for ChainBuilder {
@@ -68,6 +70,7 @@ impl ChainBuilder {
             next_data: DATA,
             descs: Vec::new(),
             next_index: 0,
+            last_head: 0,
         }
     }
 
@@ -148,9 +151,7 @@ impl ChainBuilder {
     /// [`ChainBuilder::chain`]).
     pub fn push_readable(&mut self, data: &[u8]) -> &mut Self {
         let addr = self.alloc(data.len());
-        self.mem
-            .write_slice(data, GuestAddress(addr))
-            .unwrap_or_else(|e| panic!("mock write: {e}"));
+        self.fill(addr, data);
         self.descs.push((addr, data.len() as u32, false));
         self
     }
@@ -159,10 +160,7 @@ impl ChainBuilder {
     /// [`ChainBuilder::chain`]).
     pub fn push_writable(&mut self, len: u32) -> &mut Self {
         let addr = self.alloc(len as usize);
-        let fill = vec![0xAA; len as usize];
-        self.mem
-            .write_slice(&fill, GuestAddress(addr))
-            .unwrap_or_else(|e| panic!("mock write: {e}"));
+        self.fill(addr, &vec![0xAA; len as usize]);
         self.descs.push((addr, len, true));
         self
     }
@@ -201,6 +199,53 @@ impl ChainBuilder {
         (self.mem, chain)
     }
 
+    /// Lays out one request in this builder's memory and returns its chain,
+    /// as a driver queues many requests in one guest memory: a
+    /// device-readable buffer holding each of `readable`, then a
+    /// device-writable buffer of each length in `writable` (filled with
+    /// 0xAA so a test sees what the device did not write).
+    ///
+    /// No descriptor table is written, so any number of requests can be
+    /// outstanding at once (more than a queue holds, for tests of a
+    /// device's limits); each gets the next head index, wrapping at
+    /// `u16::MAX`.
+    pub fn request(&mut self, readable: &[&[u8]], writable: &[u32]) -> DescChain {
+        let readable: Vec<Region> = readable
+            .iter()
+            .map(|data| {
+                let addr = self.alloc(data.len());
+                self.fill(addr, data);
+                region(addr, data.len())
+            })
+            .collect();
+        let writable: Vec<Region> = writable
+            .iter()
+            .map(|&len| {
+                let addr = self.alloc(len as usize);
+                self.fill(addr, &vec![0xAA; len as usize]);
+                region(addr, len as usize)
+            })
+            .collect();
+        self.last_head = self.last_head.wrapping_add(1);
+        DescChain::from_regions(self.last_head, &readable, &writable)
+    }
+
+    /// What the chain's device-writable buffers hold, one after the other:
+    /// what the device wrote, and 0xAA where it wrote nothing.
+    pub fn written(&self, chain: &DescChain) -> Vec<u8> {
+        chain
+            .writable()
+            .iter()
+            .flat_map(|region| read_region(&self.mem, region))
+            .collect()
+    }
+
+    fn fill(&self, addr: u64, data: &[u8]) {
+        self.mem
+            .write_slice(data, GuestAddress(addr))
+            .unwrap_or_else(|e| panic!("mock write: {e}"));
+    }
+
     /// A free address for a hand-made indirect table or buffer.
     pub fn scratch(&mut self, len: usize) -> u64 {
         self.alloc(len)
@@ -209,6 +254,13 @@ impl ChainBuilder {
     /// Writes one descriptor at `addr`, for hand-made indirect tables.
     pub fn write_desc_at(&self, addr: u64, desc: &RawDesc) {
         write_desc(&self.mem, addr, desc);
+    }
+}
+
+fn region(addr: u64, len: usize) -> Region {
+    Region {
+        addr: GuestAddress(addr),
+        len: u32::try_from(len).unwrap_or_else(|_| panic!("mock buffer of {len} bytes")),
     }
 }
 
@@ -221,9 +273,33 @@ fn write_desc(mem: &GuestMem, addr: u64, d: &RawDesc) {
 }
 
 /// Reads `len` bytes at `region`'s address: what the device wrote.
-pub fn read_region(mem: &GuestMem, region: &crate::chain::Region) -> Vec<u8> {
+pub fn read_region(mem: &GuestMem, region: &Region) -> Vec<u8> {
     let mut buf = vec![0; region.len as usize];
     mem.read_slice(&mut buf, region.addr)
         .unwrap_or_else(|e| panic!("mock read: {e}"));
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn requests_share_one_memory_and_read_back_what_was_written() {
+        let mut b = ChainBuilder::new();
+        let first = b.request(&[b"abc", b"de"], &[2, 1]);
+        let second = b.request(&[b"x"], &[]);
+        assert_ne!(first.head(), second.head());
+        assert_eq!(first.readable().total_len(), 5);
+        assert_eq!(b.written(&first), [0xAA; 3]);
+        let mut w = first.writer(b.memory());
+        w.write_all(&[1, 2, 3]).unwrap();
+        assert_eq!(b.written(&first), [1, 2, 3]);
+        assert!(b.written(&second).is_empty());
+        let mut data = [0; 5];
+        first.reader(b.memory()).read_exact(&mut data).unwrap();
+        assert_eq!(&data, b"abcde");
+    }
 }

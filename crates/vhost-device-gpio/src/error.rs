@@ -5,9 +5,57 @@
 use std::io;
 use std::path::PathBuf;
 
-/// Everything that can go wrong on the host side or on the command line.
+use crate::protocol::VIRTIO_GPIO_STATUS_ERR;
+
+/// Everything that can go wrong: a guest's request, the host side, or the
+/// command line.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A request whose device-readable part is not one
+    /// `virtio_gpio_request` (or an event buffer's, one
+    /// `virtio_gpio_irq_request`).
+    #[error("request of {len} bytes, not {want}")]
+    RequestLength {
+        /// Bytes the driver gave.
+        len: usize,
+        /// Bytes the request has.
+        want: usize,
+    },
+    /// The device-writable part cannot hold the response.
+    #[error("{what}: {room} writable bytes, need {need}")]
+    NoRoom {
+        /// The request.
+        what: &'static str,
+        /// Bytes the driver gave.
+        room: usize,
+        /// Bytes the response needs.
+        need: usize,
+    },
+    /// A request type the spec does not define.
+    #[error("unknown request type {0}")]
+    UnknownRequest(u16),
+    /// SET_DIRECTION with a value that is no direction.
+    #[error("SET_DIRECTION line {line}: bad direction {value}")]
+    BadDirection {
+        /// The line.
+        line: u16,
+        /// The value sent.
+        value: u32,
+    },
+    /// IRQ_TYPE with a value that is no trigger.
+    #[error("IRQ_TYPE line {line}: bad type {value}")]
+    BadIrqType {
+        /// The line.
+        line: u16,
+        /// The value sent.
+        value: u32,
+    },
+    /// IRQ_TYPE although the driver did not accept `VIRTIO_GPIO_F_IRQ`.
+    #[error("IRQ_TYPE without VIRTIO_GPIO_F_IRQ")]
+    IrqNotNegotiated,
+    /// No chip was configured for this guest.
+    #[error("no chip for guest {0}")]
+    NoChip(usize),
     /// A `--device-list` entry that cannot be used.
     #[error("--device-list entry '{entry}': {reason}")]
     DeviceList {
@@ -82,6 +130,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+impl Error {
+    /// The status the guest gets for a request that failed this way
+    /// (§5.18.6.1: a failed request answers `VIRTIO_GPIO_STATUS_ERR`, whatever
+    /// the cause).
+    pub fn status(&self) -> u8 {
+        VIRTIO_GPIO_STATUS_ERR
+    }
 }
 
 /// The crate's result type.

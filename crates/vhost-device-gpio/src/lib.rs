@@ -2,8 +2,11 @@
 
 //! vhost-user backend for virtio-gpio (device ID 41).
 //!
-//! - [`device`]: the virtio device, request handling and interrupt delivery
-//!   (edge and level), over any [`backend::GpioBackend`].
+//! - [`protocol`]: the wire format (virtio 1.3 §5.18) and the typed decode
+//!   of a request.
+//! - [`device`]: the virtio device: decodes, dispatches and completes.
+//! - [`lines`]: the lines' state and interrupt delivery (edge and level),
+//!   over any [`backend::GpioBackend`], testable with no queue.
 //! - [`backend`]: real chips through `gpiocdev`, and a simulated chip whose
 //!   inputs a control socket drives.
 //! - [`args`], [`control`]: the command line and the control-socket client.
@@ -15,6 +18,8 @@ pub mod backend;
 pub mod control;
 pub mod device;
 pub mod error;
+pub mod lines;
+pub mod protocol;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -177,13 +182,11 @@ impl GpioConfig {
     }
 
     /// Builds guest `index`'s device, afresh for each connection.
-    pub fn build_device(&self, index: usize) -> std::result::Result<Device, String> {
+    pub fn build_device(&self, index: usize) -> Result<Device> {
         let backend: Box<dyn GpioBackend> = match self.guests.get(index) {
-            Some(GuestChip::Real(path)) => {
-                Box::new(CdevChip::open(path).map_err(|e| e.to_string())?)
-            }
+            Some(GuestChip::Real(path)) => Box::new(CdevChip::open(path)?),
             Some(GuestChip::Sim(world)) => Box::new(SimChip::new(world.clone())),
-            None => return Err(format!("no chip for guest {index}")),
+            None => return Err(Error::NoChip(index)),
         };
         Ok(GpioDevice::new(backend))
     }

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         }
         let config = GpioConfig::from_args(&args)?;
         daemon::serve("vhost-device-gpio", &args.socket, move |guest| {
-            config.build_device(guest)
+            Ok(config.build_device(guest)?)
         })?;
         Ok(())
     })

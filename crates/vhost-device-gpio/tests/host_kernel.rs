@@ -12,12 +12,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vhost_device_common::{DescChain, GuestMem, Region};
+use vhost_device_common::mock::ChainBuilder;
 use vhost_device_gpio::backend::cdev::{find_by_label, CdevChip};
 use vhost_device_gpio::backend::{Direction, Edge, Edges, GpioBackend};
-use vhost_device_gpio::device::{msg, IrqType, IRQ_STATUS_VALID, STATUS_OK};
+use vhost_device_gpio::protocol::{
+    IrqType, VirtioGpioRequest, VIRTIO_GPIO_IRQ_STATUS_VALID, VIRTIO_GPIO_MSG_GET_NAMES,
+    VIRTIO_GPIO_MSG_GET_VALUE, VIRTIO_GPIO_MSG_IRQ_TYPE, VIRTIO_GPIO_MSG_SET_DIRECTION,
+    VIRTIO_GPIO_MSG_SET_VALUE, VIRTIO_GPIO_STATUS_OK,
+};
 use vhost_device_gpio::GpioDevice;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::ByteValued;
 
 const CONFIGFS: &str = "/sys/kernel/config/gpio-sim/vdg";
 
@@ -123,42 +127,10 @@ fn in_guest_backend() {
     assert!(!chip.value(1).unwrap());
 }
 
-/// Guest memory with room for a few chains.
-struct Guest {
-    mem: GuestMem,
-    next: u64,
-    head: u16,
-}
-
-impl Guest {
-    fn chain(&mut self, readable: &[u8], writable: u32) -> DescChain {
-        let r = Region {
-            addr: GuestAddress(self.next),
-            len: readable.len() as u32,
-        };
-        self.mem.write_slice(readable, r.addr).unwrap();
-        let w = Region {
-            addr: GuestAddress(self.next + 64),
-            len: writable,
-        };
-        self.next += 128;
-        self.head += 1;
-        DescChain::from_regions(self.head, &[r], &[w])
-    }
-
-    fn written(&self, chain: &DescChain) -> Vec<u8> {
-        let region = chain.writable().get(0).unwrap();
-        let mut buf = vec![0; region.len as usize];
-        self.mem.read_slice(&mut buf, region.addr).unwrap();
-        buf
-    }
-}
-
 fn request(kind: u16, gpio: u16, value: u32) -> Vec<u8> {
-    let mut req = kind.to_le_bytes().to_vec();
-    req.extend(gpio.to_le_bytes());
-    req.extend(value.to_le_bytes());
-    req
+    VirtioGpioRequest::new(kind, gpio, value)
+        .as_slice()
+        .to_vec()
 }
 
 /// The device over the real chip: level interrupts emulated from the
@@ -167,34 +139,37 @@ fn in_guest_device_level_irq() {
     let path = find_by_label("vdg-bank").unwrap();
     let mut dev = GpioDevice::new(CdevChip::open(&path).unwrap());
     dev.set_irq_negotiated(true);
-    let mut g = Guest {
-        mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0x1000), 0x10000)]).unwrap(),
-        next: 0x1000,
-        head: 0,
-    };
+    let mut g = ChainBuilder::new();
     pull(3, false);
-    let chain = g.chain(&request(msg::SET_IRQ_TYPE, 3, IrqType::LevelHigh as u32), 2);
-    assert_eq!(dev.handle_request(&chain, &g.mem), 2);
-    assert_eq!(g.written(&chain), [STATUS_OK, 0]);
+    let chain = g.request(
+        &[&request(
+            VIRTIO_GPIO_MSG_IRQ_TYPE,
+            3,
+            IrqType::LevelHigh as u32,
+        )],
+        &[2],
+    );
+    assert_eq!(dev.handle_request(&chain, g.memory()), 2);
+    assert_eq!(g.written(&chain), [VIRTIO_GPIO_STATUS_OK, 0]);
 
     // Low: the buffer is held.
-    let event = g.chain(&3u16.to_le_bytes(), 1);
-    assert_eq!(dev.handle_event_buffer(event.clone(), &g.mem), None);
+    let event = g.request(&[&3u16.to_le_bytes()], &[1]);
+    assert_eq!(dev.handle_event_buffer(event.clone(), g.memory()), None);
     // The host raises the line: the kernel reports the edge, the level fires.
     pull(3, true);
     assert!(dev
         .backend()
         .wait_edge_event(3, Duration::from_secs(2))
         .unwrap());
-    dev.handle_backend_event(3, &g.mem);
+    dev.handle_backend_event(3, g.memory());
     let fired: Vec<_> = dev.take_fired().collect();
     assert_eq!(fired, [(event.head(), 1)]);
-    assert_eq!(g.written(&event), [IRQ_STATUS_VALID]);
+    assert_eq!(g.written(&event), [VIRTIO_GPIO_IRQ_STATUS_VALID]);
     // Still high: each re-posted buffer fires again at once.
     for _ in 0..3 {
-        let event = g.chain(&3u16.to_le_bytes(), 1);
-        assert_eq!(dev.handle_event_buffer(event.clone(), &g.mem), Some(1));
-        assert_eq!(g.written(&event), [IRQ_STATUS_VALID]);
+        let event = g.request(&[&3u16.to_le_bytes()], &[1]);
+        assert_eq!(dev.handle_event_buffer(event.clone(), g.memory()), Some(1));
+        assert_eq!(g.written(&event), [VIRTIO_GPIO_IRQ_STATUS_VALID]);
     }
     // Low again: held, and the falling edge does not fire it.
     pull(3, false);
@@ -202,27 +177,31 @@ fn in_guest_device_level_irq() {
         .backend()
         .wait_edge_event(3, Duration::from_secs(2))
         .unwrap());
-    let event = g.chain(&3u16.to_le_bytes(), 1);
-    dev.handle_backend_event(3, &g.mem);
-    assert_eq!(dev.handle_event_buffer(event, &g.mem), None);
+    let event = g.request(&[&3u16.to_le_bytes()], &[1]);
+    dev.handle_backend_event(3, g.memory());
+    assert_eq!(dev.handle_event_buffer(event, g.memory()), None);
     assert_eq!(dev.take_fired().count(), 0);
 
     // Edge rising on line 2 through the device as well.
     pull(2, false);
-    let chain = g.chain(
-        &request(msg::SET_IRQ_TYPE, 2, IrqType::EdgeRising as u32),
-        2,
+    let chain = g.request(
+        &[&request(
+            VIRTIO_GPIO_MSG_IRQ_TYPE,
+            2,
+            IrqType::EdgeRising as u32,
+        )],
+        &[2],
     );
-    assert_eq!(dev.handle_request(&chain, &g.mem), 2);
-    assert_eq!(g.written(&chain), [STATUS_OK, 0]);
-    let event = g.chain(&2u16.to_le_bytes(), 1);
-    assert_eq!(dev.handle_event_buffer(event.clone(), &g.mem), None);
+    assert_eq!(dev.handle_request(&chain, g.memory()), 2);
+    assert_eq!(g.written(&chain), [VIRTIO_GPIO_STATUS_OK, 0]);
+    let event = g.request(&[&2u16.to_le_bytes()], &[1]);
+    assert_eq!(dev.handle_event_buffer(event.clone(), g.memory()), None);
     pull(2, true);
     assert!(dev
         .backend()
         .wait_edge_event(2, Duration::from_secs(2))
         .unwrap());
-    dev.handle_backend_event(2, &g.mem);
+    dev.handle_backend_event(2, g.memory());
     assert_eq!(dev.take_fired().collect::<Vec<_>>(), [(event.head(), 1)]);
 }
 
@@ -234,7 +213,7 @@ const GUEST_BIN: &str = "/rig/vhost-device-gpio";
 fn in_guest_daemon() {
     use std::process::{Command, Stdio};
     use vhost_device_common::testing::{FrontendOptions, TestFrontend};
-    use vhost_device_gpio::device::{IRQ_STATUS_INVALID, STATUS_ERR};
+    use vhost_device_gpio::protocol::{VIRTIO_GPIO_IRQ_STATUS_INVALID, VIRTIO_GPIO_STATUS_ERR};
 
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("gpio.sock");
@@ -258,12 +237,12 @@ fn in_guest_daemon() {
         .queue(0)
         .unwrap()
         .request(
-            &[&request(msg::GET_LINE_NAMES, 0, 0)],
+            &[&request(VIRTIO_GPIO_MSG_GET_NAMES, 0, 0)],
             &[1 + names.len() as u32],
             wait,
         )
         .unwrap();
-    assert_eq!(used.data[0], STATUS_OK);
+    assert_eq!(used.data[0], VIRTIO_GPIO_STATUS_OK);
     assert_eq!(&used.data[1..], names);
     let mut req = |kind: u16, gpio: u16, value: u32| -> Vec<u8> {
         fe.queue(0)
@@ -273,25 +252,43 @@ fn in_guest_daemon() {
             .data
     };
     // Output seen in gpio-sim's sysfs; input read from its pull.
-    assert_eq!(req(msg::SET_VALUE, 0, 1), [STATUS_OK, 0]);
-    assert_eq!(req(msg::SET_DIRECTION, 0, 1), [STATUS_OK, 0]);
+    assert_eq!(
+        req(VIRTIO_GPIO_MSG_SET_VALUE, 0, 1),
+        [VIRTIO_GPIO_STATUS_OK, 0]
+    );
+    assert_eq!(
+        req(VIRTIO_GPIO_MSG_SET_DIRECTION, 0, 1),
+        [VIRTIO_GPIO_STATUS_OK, 0]
+    );
     assert_eq!(sim_value(0), "1");
     pull(2, true);
-    assert_eq!(req(msg::GET_VALUE, 2, 0), [STATUS_OK, 1]);
+    assert_eq!(
+        req(VIRTIO_GPIO_MSG_GET_VALUE, 2, 0),
+        [VIRTIO_GPIO_STATUS_OK, 1]
+    );
     pull(2, false);
-    assert_eq!(req(msg::GET_VALUE, 2, 0), [STATUS_OK, 0]);
-    assert_eq!(req(msg::GET_VALUE, 4, 0), [STATUS_ERR, 0]);
+    assert_eq!(
+        req(VIRTIO_GPIO_MSG_GET_VALUE, 2, 0),
+        [VIRTIO_GPIO_STATUS_OK, 0]
+    );
+    assert_eq!(
+        req(VIRTIO_GPIO_MSG_GET_VALUE, 4, 0),
+        [VIRTIO_GPIO_STATUS_ERR, 0]
+    );
     // Edge rising on line 1, level high on line 3.
     pull(1, false);
     pull(3, false);
-    assert_eq!(req(msg::SET_DIRECTION, 1, 2), [STATUS_OK, 0]);
     assert_eq!(
-        req(msg::SET_IRQ_TYPE, 1, IrqType::EdgeRising as u32),
-        [STATUS_OK, 0]
+        req(VIRTIO_GPIO_MSG_SET_DIRECTION, 1, 2),
+        [VIRTIO_GPIO_STATUS_OK, 0]
     );
     assert_eq!(
-        req(msg::SET_IRQ_TYPE, 3, IrqType::LevelHigh as u32),
-        [STATUS_OK, 0]
+        req(VIRTIO_GPIO_MSG_IRQ_TYPE, 1, IrqType::EdgeRising as u32),
+        [VIRTIO_GPIO_STATUS_OK, 0]
+    );
+    assert_eq!(
+        req(VIRTIO_GPIO_MSG_IRQ_TYPE, 3, IrqType::LevelHigh as u32),
+        [VIRTIO_GPIO_STATUS_OK, 0]
     );
     let q = fe.queue(1).unwrap();
     let post = |q: &mut vhost_device_common::testing::TestQueue, line: u16| {
@@ -308,14 +305,23 @@ fn in_guest_daemon() {
     quiet(q);
     pull(1, true);
     let used = q.wait_used(wait).unwrap();
-    assert_eq!((used.head, used.data), (edge, vec![IRQ_STATUS_VALID]));
+    assert_eq!(
+        (used.head, used.data),
+        (edge, vec![VIRTIO_GPIO_IRQ_STATUS_VALID])
+    );
     pull(3, true);
     let used = q.wait_used(wait).unwrap();
-    assert_eq!((used.head, used.data), (level, vec![IRQ_STATUS_VALID]));
+    assert_eq!(
+        (used.head, used.data),
+        (level, vec![VIRTIO_GPIO_IRQ_STATUS_VALID])
+    );
     for _ in 0..3 {
         let level = post(q, 3);
         let used = q.wait_used(wait).unwrap();
-        assert_eq!((used.head, used.data), (level, vec![IRQ_STATUS_VALID]));
+        assert_eq!(
+            (used.head, used.data),
+            (level, vec![VIRTIO_GPIO_IRQ_STATUS_VALID])
+        );
     }
     pull(3, false);
     let level = post(q, 3);
@@ -330,15 +336,21 @@ fn in_guest_daemon() {
             .unwrap()
             .data
     };
-    assert_eq!(req(msg::SET_IRQ_TYPE, 3, 0), [STATUS_OK, 0]);
-    assert_eq!(req(msg::SET_IRQ_TYPE, 1, 0), [STATUS_OK, 0]);
+    assert_eq!(
+        req(VIRTIO_GPIO_MSG_IRQ_TYPE, 3, 0),
+        [VIRTIO_GPIO_STATUS_OK, 0]
+    );
+    assert_eq!(
+        req(VIRTIO_GPIO_MSG_IRQ_TYPE, 1, 0),
+        [VIRTIO_GPIO_STATUS_OK, 0]
+    );
     let q = fe.queue(1).unwrap();
     let mut returned =
         [q.wait_used(wait).unwrap(), q.wait_used(wait).unwrap()].map(|u| (u.head, u.data));
     returned.sort();
     let mut expected = [
-        (level, vec![IRQ_STATUS_INVALID]),
-        (edge, vec![IRQ_STATUS_INVALID]),
+        (level, vec![VIRTIO_GPIO_IRQ_STATUS_INVALID]),
+        (edge, vec![VIRTIO_GPIO_IRQ_STATUS_INVALID]),
     ];
     expected.sort();
     assert_eq!(returned, expected);

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend, TestQueue};
 use vhost_device_gpio::control::ControlClient;
-use vhost_device_gpio::device::{
-    msg, IrqType, IRQ_STATUS_INVALID, IRQ_STATUS_VALID, STATUS_ERR, STATUS_OK, VIRTIO_GPIO_F_IRQ,
-};
+use vhost_device_gpio::protocol::*;
+use vm_memory::ByteValued;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-gpio");
 const WAIT: Duration = Duration::from_secs(5);
@@ -64,10 +63,9 @@ impl Daemon {
 }
 
 fn encode(kind: u16, gpio: u16, value: u32) -> Vec<u8> {
-    let mut req = kind.to_le_bytes().to_vec();
-    req.extend(gpio.to_le_bytes());
-    req.extend(value.to_le_bytes());
-    req
+    VirtioGpioRequest::new(kind, gpio, value)
+        .as_slice()
+        .to_vec()
 }
 
 /// One request; returns the response bytes after checking the used length
@@ -85,7 +83,10 @@ fn request(fe: &mut TestFrontend, kind: u16, gpio: u16, value: u32) -> Vec<u8> {
 fn ok(fe: &mut TestFrontend, kind: u16, gpio: u16, value: u32) -> u8 {
     let reply = request(fe, kind, gpio, value);
     assert_eq!(reply.len(), 2, "request {kind} line {gpio}");
-    assert_eq!(reply[0], STATUS_OK, "request {kind} line {gpio}");
+    assert_eq!(
+        reply[0], VIRTIO_GPIO_STATUS_OK,
+        "request {kind} line {gpio}"
+    );
     reply[1]
 }
 
@@ -135,13 +136,13 @@ fn features_config_and_names() {
         .queue(0)
         .unwrap()
         .request(
-            &[&encode(msg::GET_LINE_NAMES, 0, 0)],
+            &[&encode(VIRTIO_GPIO_MSG_GET_NAMES, 0, 0)],
             &[1 + names_size],
             WAIT,
         )
         .unwrap();
     assert_eq!(used.len, 1 + names_size);
-    assert_eq!(used.data[0], STATUS_OK);
+    assert_eq!(used.data[0], VIRTIO_GPIO_STATUS_OK);
     assert_eq!(&used.data[1..], expected);
     fe.disconnect().unwrap();
     assert_eq!(d.stop(), Some(0));
@@ -153,20 +154,20 @@ fn outputs_inputs_and_directions() {
     let mut fe = d.connect();
     let mut ctl = d.control();
     // Linux's order for an output: value first, then direction.
-    ok(&mut fe, msg::SET_VALUE, 1, 1);
+    ok(&mut fe, VIRTIO_GPIO_MSG_SET_VALUE, 1, 1);
     assert!(!ctl.get(1).unwrap(), "not driven until it is an output");
-    ok(&mut fe, msg::SET_DIRECTION, 1, 1);
-    assert_eq!(ok(&mut fe, msg::GET_DIRECTION, 1, 0), 1);
+    ok(&mut fe, VIRTIO_GPIO_MSG_SET_DIRECTION, 1, 1);
+    assert_eq!(ok(&mut fe, VIRTIO_GPIO_MSG_GET_DIRECTION, 1, 0), 1);
     assert!(ctl.get(1).unwrap(), "the host sees the guest's output");
-    ok(&mut fe, msg::SET_VALUE, 1, 0);
+    ok(&mut fe, VIRTIO_GPIO_MSG_SET_VALUE, 1, 0);
     assert!(!ctl.get(1).unwrap());
     // Inputs the host drives, read by the guest, released or not.
-    assert_eq!(ok(&mut fe, msg::GET_VALUE, 2, 0), 0);
+    assert_eq!(ok(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 2, 0), 0);
     ctl.set(2, true).unwrap();
-    assert_eq!(ok(&mut fe, msg::GET_VALUE, 2, 0), 1);
-    ok(&mut fe, msg::SET_DIRECTION, 2, 2);
-    assert_eq!(ok(&mut fe, msg::GET_DIRECTION, 2, 0), 2);
-    assert_eq!(ok(&mut fe, msg::GET_VALUE, 2, 0), 1);
+    assert_eq!(ok(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 2, 0), 1);
+    ok(&mut fe, VIRTIO_GPIO_MSG_SET_DIRECTION, 2, 2);
+    assert_eq!(ok(&mut fe, VIRTIO_GPIO_MSG_GET_DIRECTION, 2, 0), 2);
+    assert_eq!(ok(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 2, 0), 1);
     // The CLI subcommands do the same.
     let out = Command::new(BIN)
         .args(["sim-set", "--control"])
@@ -175,10 +176,10 @@ fn outputs_inputs_and_directions() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(ok(&mut fe, msg::GET_VALUE, 2, 0), 0);
-    assert_eq!(ok(&mut fe, msg::GET_VALUE, 3, 0), 1);
-    ok(&mut fe, msg::SET_VALUE, 0, 1);
-    ok(&mut fe, msg::SET_DIRECTION, 0, 1);
+    assert_eq!(ok(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 2, 0), 0);
+    assert_eq!(ok(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 3, 0), 1);
+    ok(&mut fe, VIRTIO_GPIO_MSG_SET_VALUE, 0, 1);
+    ok(&mut fe, VIRTIO_GPIO_MSG_SET_DIRECTION, 0, 1);
     let out = Command::new(BIN)
         .args(["sim-get", "--control"])
         .arg(d.ctl())
@@ -188,18 +189,24 @@ fn outputs_inputs_and_directions() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0=1\n2=0\n3=1\n");
     // Errors: out of range, bad direction, unknown type, short request.
-    assert_eq!(request(&mut fe, msg::GET_VALUE, 4, 0), vec![STATUS_ERR, 0]);
     assert_eq!(
-        request(&mut fe, msg::SET_DIRECTION, 0, 7),
-        vec![STATUS_ERR, 0]
+        request(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 4, 0),
+        vec![VIRTIO_GPIO_STATUS_ERR, 0]
     );
-    assert_eq!(request(&mut fe, 0x99, 0, 0), vec![STATUS_ERR, 0]);
+    assert_eq!(
+        request(&mut fe, VIRTIO_GPIO_MSG_SET_DIRECTION, 0, 7),
+        vec![VIRTIO_GPIO_STATUS_ERR, 0]
+    );
+    assert_eq!(
+        request(&mut fe, 0x99, 0, 0),
+        vec![VIRTIO_GPIO_STATUS_ERR, 0]
+    );
     let used = fe
         .queue(0)
         .unwrap()
-        .request(&[&encode(msg::GET_VALUE, 0, 0)[..7]], &[2], WAIT)
+        .request(&[&encode(VIRTIO_GPIO_MSG_GET_VALUE, 0, 0)[..7]], &[2], WAIT)
         .unwrap();
-    assert_eq!((used.len, used.data), (2, vec![STATUS_ERR, 0]));
+    assert_eq!((used.len, used.data), (2, vec![VIRTIO_GPIO_STATUS_ERR, 0]));
     fe.disconnect().unwrap();
 }
 
@@ -212,15 +219,15 @@ fn edge_interrupts_driven_through_the_control_socket() {
     // Before SET_IRQ_TYPE, a posted buffer comes straight back INVALID.
     let q = fe.queue(1).unwrap();
     let head = post(q, 2);
-    wait_event(q, head, IRQ_STATUS_INVALID);
+    wait_event(q, head, VIRTIO_GPIO_IRQ_STATUS_INVALID);
 
     for (line, trigger) in [
         (2u16, IrqType::EdgeRising),
         (3, IrqType::EdgeFalling),
         (4, IrqType::EdgeBoth),
     ] {
-        ok(&mut fe, msg::SET_DIRECTION, line, 2);
-        ok(&mut fe, msg::SET_IRQ_TYPE, line, trigger as u32);
+        ok(&mut fe, VIRTIO_GPIO_MSG_SET_DIRECTION, line, 2);
+        ok(&mut fe, VIRTIO_GPIO_MSG_IRQ_TYPE, line, trigger as u32);
         let mut level = false;
         for to in [true, true, false, false, true] {
             let q = fe.queue(1).unwrap();
@@ -237,14 +244,14 @@ fn edge_interrupts_driven_through_the_control_socket() {
             };
             let q = fe.queue(1).unwrap();
             if fires {
-                wait_event(q, head, IRQ_STATUS_VALID);
+                wait_event(q, head, VIRTIO_GPIO_IRQ_STATUS_VALID);
             } else {
                 assert_quiet(q, &format!("{trigger:?} {level}->{to}"));
                 // Disabling returns the buffer unused; then re-enable.
-                ok(&mut fe, msg::SET_IRQ_TYPE, line, 0);
+                ok(&mut fe, VIRTIO_GPIO_MSG_IRQ_TYPE, line, 0);
                 let q = fe.queue(1).unwrap();
-                wait_event(q, head, IRQ_STATUS_INVALID);
-                ok(&mut fe, msg::SET_IRQ_TYPE, line, trigger as u32);
+                wait_event(q, head, VIRTIO_GPIO_IRQ_STATUS_INVALID);
+                ok(&mut fe, VIRTIO_GPIO_MSG_IRQ_TYPE, line, trigger as u32);
             }
             level = to;
         }
@@ -253,11 +260,16 @@ fn edge_interrupts_driven_through_the_control_socket() {
     }
 
     // Latched while masked: the edge comes when the buffer does.
-    ok(&mut fe, msg::SET_IRQ_TYPE, 5, IrqType::EdgeRising as u32);
+    ok(
+        &mut fe,
+        VIRTIO_GPIO_MSG_IRQ_TYPE,
+        5,
+        IrqType::EdgeRising as u32,
+    );
     ctl.set(5, true).unwrap();
     let q = fe.queue(1).unwrap();
     let head = post(q, 5);
-    wait_event(q, head, IRQ_STATUS_VALID);
+    wait_event(q, head, VIRTIO_GPIO_IRQ_STATUS_VALID);
     assert_eq!(info_field(&mut ctl, 5, "fired"), "1");
     fe.disconnect().unwrap();
 }
@@ -267,34 +279,44 @@ fn level_interrupts_refire_while_held() {
     let d = Daemon::start(&["--device-list", "s2"]);
     let mut fe = d.connect();
     let mut ctl = d.control();
-    ok(&mut fe, msg::SET_IRQ_TYPE, 1, IrqType::LevelHigh as u32);
+    ok(
+        &mut fe,
+        VIRTIO_GPIO_MSG_IRQ_TYPE,
+        1,
+        IrqType::LevelHigh as u32,
+    );
     let q = fe.queue(1).unwrap();
     let head = post(q, 1);
     assert_quiet(q, "low level");
     ctl.set(1, true).unwrap();
-    wait_event(q, head, IRQ_STATUS_VALID);
+    wait_event(q, head, VIRTIO_GPIO_IRQ_STATUS_VALID);
     for _ in 0..5 {
         let head = post(q, 1);
-        wait_event(q, head, IRQ_STATUS_VALID);
+        wait_event(q, head, VIRTIO_GPIO_IRQ_STATUS_VALID);
     }
     ctl.set(1, false).unwrap();
     let head = post(q, 1);
     assert_quiet(q, "level dropped");
     // A low pulse on a level-high line is not latched; a new high fires.
     ctl.set(1, true).unwrap();
-    wait_event(q, head, IRQ_STATUS_VALID);
+    wait_event(q, head, VIRTIO_GPIO_IRQ_STATUS_VALID);
     ctl.set(1, false).unwrap();
     let head = post(q, 1);
     assert_quiet(q, "level dropped again");
-    ok(&mut fe, msg::SET_IRQ_TYPE, 1, 0);
+    ok(&mut fe, VIRTIO_GPIO_MSG_IRQ_TYPE, 1, 0);
     let q = fe.queue(1).unwrap();
-    wait_event(q, head, IRQ_STATUS_INVALID);
+    wait_event(q, head, VIRTIO_GPIO_IRQ_STATUS_INVALID);
 
     // Level low on line 0, which idles low: fires as soon as it is posted.
-    ok(&mut fe, msg::SET_IRQ_TYPE, 0, IrqType::LevelLow as u32);
+    ok(
+        &mut fe,
+        VIRTIO_GPIO_MSG_IRQ_TYPE,
+        0,
+        IrqType::LevelLow as u32,
+    );
     let q = fe.queue(1).unwrap();
     let head = post(q, 0);
-    wait_event(q, head, IRQ_STATUS_VALID);
+    wait_event(q, head, VIRTIO_GPIO_IRQ_STATUS_VALID);
     assert_eq!(info_field(&mut ctl, 0, "fired"), "1");
     fe.disconnect().unwrap();
 }
@@ -304,14 +326,14 @@ fn reconnect_starts_fresh_but_keeps_the_outside_drive() {
     let d = Daemon::start(&["--device-list", "s2"]);
     let mut fe = d.connect();
     let mut ctl = d.control();
-    ok(&mut fe, msg::SET_VALUE, 0, 1);
-    ok(&mut fe, msg::SET_DIRECTION, 0, 1);
+    ok(&mut fe, VIRTIO_GPIO_MSG_SET_VALUE, 0, 1);
+    ok(&mut fe, VIRTIO_GPIO_MSG_SET_DIRECTION, 0, 1);
     ctl.set(1, true).unwrap();
     fe.disconnect().unwrap();
     let mut fe = d.connect();
-    assert_eq!(ok(&mut fe, msg::GET_DIRECTION, 0, 0), 2);
-    assert_eq!(ok(&mut fe, msg::GET_VALUE, 0, 0), 0);
-    assert_eq!(ok(&mut fe, msg::GET_VALUE, 1, 0), 1);
+    assert_eq!(ok(&mut fe, VIRTIO_GPIO_MSG_GET_DIRECTION, 0, 0), 2);
+    assert_eq!(ok(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 0, 0), 0);
+    assert_eq!(ok(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 1, 0), 1);
     fe.disconnect().unwrap();
     let ctl_path = d.ctl();
     assert_eq!(d.stop(), Some(0));
@@ -395,7 +417,7 @@ fn several_guests_each_with_a_control_socket() {
     assert_eq!(&fe.get_config(0, 2).unwrap(), &[3, 0]);
     let mut ctl1 = ControlClient::connect(&path(&ctl, 1)).unwrap();
     ctl1.set(2, true).unwrap();
-    assert_eq!(ok(&mut fe, msg::GET_VALUE, 2, 0), 1);
+    assert_eq!(ok(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 2, 0), 1);
     let mut ctl0 = ControlClient::connect(&path(&ctl, 0)).unwrap();
     ctl0.get(2).unwrap_err();
     fe.disconnect().unwrap();

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use vhost_device_i2c::config::{build, HostPaths};
-use vhost_device_i2c::{Args, I2cDevice};
+use vhost_device_i2c::{Args, Error, I2cDevice};
 
 fn main() -> ExitCode {
     vhost_device_common::cli::run::<Args>(|args| {
@@ -14,7 +14,7 @@ fn main() -> ExitCode {
                 .get(guest)
                 .cloned()
                 .map(I2cDevice::new)
-                .ok_or_else(|| format!("no device list for guest {guest}"))
+                .ok_or_else(|| Error::NoBus(guest).into())
         })?;
         Ok(())
     })

@@ -27,7 +27,7 @@ use vhost_device_i2c::backend::host::{
 use vhost_device_i2c::backend::smbus::{func, SmbusOp, SmbusReply};
 use vhost_device_i2c::backend::{BusMap, I2cBus, I2cMsg, SharedBus};
 use vhost_device_i2c::config::{build, HostPaths};
-use vhost_device_i2c::device::{
+use vhost_device_i2c::protocol::{
     VIRTIO_I2C_FLAGS_FAIL_NEXT as FN, VIRTIO_I2C_FLAGS_M_RD as RD, VIRTIO_I2C_MSG_ERR,
     VIRTIO_I2C_MSG_OK,
 };

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend, TestQueue};
-use vhost_device_i2c::device::{
+use vhost_device_i2c::protocol::{
     VIRTIO_I2C_FLAGS_FAIL_NEXT as FN, VIRTIO_I2C_FLAGS_M_RD as RD,
     VIRTIO_I2C_F_ZERO_LENGTH_REQUEST, VIRTIO_I2C_MSG_ERR as ERR, VIRTIO_I2C_MSG_OK as OK,
 };

@@ -20,7 +20,7 @@ struct Args {
 fn main() -> ExitCode {
     vhost_device_common::cli::run::<Args>(|args| {
         daemon::serve("vhost-device-echo", &args.socket, |guest| {
-            let guest = u32::try_from(guest).map_err(|e| e.to_string())?;
+            let guest = u32::try_from(guest)?;
             Ok(Echo::new(guest))
         })?;
         Ok(())
