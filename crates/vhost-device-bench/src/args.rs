@@ -168,6 +168,13 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub sound_event_buffers: u16,
 
+    /// gpio-get: first drive line 0 as an output (SET_VALUE 0, then
+    /// SET_DIRECTION out, the order the Linux driver uses), so that a chip
+    /// that refuses to read a line never driven (upstream's simulated one)
+    /// answers GET_VALUE.
+    #[arg(long)]
+    pub gpio_drive_first: bool,
+
     /// Skip the floor (e.g. while profiling the daemon from outside).
     #[arg(long)]
     pub no_floor: bool,

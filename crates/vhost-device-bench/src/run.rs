@@ -149,7 +149,7 @@ pub fn run(args: &Args) -> Result<Report> {
         }
         report.idle = measure_idle(pid, Duration::from_millis(args.idle_ms))?;
     } else {
-        let prepared = scenario::prepare(args.scenario, &mut fe)?;
+        let prepared = scenario::prepare(args.scenario, &mut fe, args.gpio_drive_first)?;
         report.bytes_per_round = prepared
             .bytes_per_round
             .map(|b| (b, prepared.templates.len()));

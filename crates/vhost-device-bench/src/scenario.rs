@@ -179,8 +179,35 @@ fn gpu_ok(len: u32, reply: &[u8]) -> bool {
     len >= 24 && u32_at(reply, 0) == Some(GPU_RESP_OK_NODATA)
 }
 
+/// `VIRTIO_GPIO_MSG_SET_DIRECTION`.
+const GPIO_MSG_SET_DIRECTION: u16 = 0x0003;
 /// `VIRTIO_GPIO_MSG_GET_VALUE`.
 const GPIO_MSG_GET_VALUE: u16 = 0x0004;
+/// `VIRTIO_GPIO_MSG_SET_VALUE`.
+const GPIO_MSG_SET_VALUE: u16 = 0x0005;
+/// `VIRTIO_GPIO_DIRECTION_OUT`.
+const GPIO_DIRECTION_OUT: u32 = 1;
+
+/// A `virtio_gpio_request` for line 0.
+fn gpio_request(kind: u16, value: u32) -> Vec<u8> {
+    let mut req = kind.to_le_bytes().to_vec();
+    req.extend(0u16.to_le_bytes()); // line 0
+    req.extend(value.to_le_bytes());
+    req
+}
+
+/// A gpio request for line 0 whose reply must be status OK.
+fn gpio_template(name: &'static str, kind: u16, value: u32) -> Template {
+    Template {
+        name,
+        readable: vec![gpio_request(kind, value)],
+        writable: vec![2],
+        // status OK, value 0 or 1
+        check: |len, reply| {
+            len == 2 && reply.first() == Some(&0) && reply.get(1).is_some_and(|&v| v <= 1)
+        },
+    }
+}
 /// `VIRTIO_I2C_FLAGS_M_RD`.
 const I2C_FLAGS_M_RD: u32 = 1 << 1;
 /// The simulated EEPROM's address.
@@ -203,8 +230,13 @@ fn setup_request(
 }
 
 /// Sets the device up for `scenario` and returns its requests, after
-/// checking that each is answered correctly once.
-pub fn prepare(scenario: Scenario, fe: &mut TestFrontend) -> Result<Prepared> {
+/// checking that each is answered correctly once. `gpio_drive_first`: see
+/// `--gpio-drive-first`.
+pub fn prepare(
+    scenario: Scenario,
+    fe: &mut TestFrontend,
+    gpio_drive_first: bool,
+) -> Result<Prepared> {
     let name = scenario.name();
     let prepared = match scenario {
         Scenario::Floor | Scenario::Memcpy => {
@@ -227,22 +259,17 @@ pub fn prepare(scenario: Scenario, fe: &mut TestFrontend) -> Result<Prepared> {
             bytes_per_round: None,
         },
         Scenario::GpioGet => {
-            let mut req = GPIO_MSG_GET_VALUE.to_le_bytes().to_vec();
-            req.extend(0u16.to_le_bytes()); // line 0
-            req.extend(0u32.to_le_bytes());
+            if gpio_drive_first {
+                for t in [
+                    gpio_template("SET_VALUE", GPIO_MSG_SET_VALUE, 0),
+                    gpio_template("SET_DIRECTION", GPIO_MSG_SET_DIRECTION, GPIO_DIRECTION_OUT),
+                ] {
+                    setup_request(fe, name, 0, &t)?;
+                }
+            }
             Prepared {
                 queue: 0,
-                templates: vec![Template {
-                    name: "GET_VALUE",
-                    readable: vec![req],
-                    writable: vec![2],
-                    // status OK, value 0 or 1
-                    check: |len, reply| {
-                        len == 2
-                            && reply.first() == Some(&0)
-                            && reply.get(1).is_some_and(|&v| v <= 1)
-                    },
-                }],
+                templates: vec![gpio_template("GET_VALUE", GPIO_MSG_GET_VALUE, 0)],
                 bytes_per_round: None,
             }
         }
