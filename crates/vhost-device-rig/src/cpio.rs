@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! A minimal writer of `newc` cpio archives, the format Linux unpacks as an
 //! initramfs. The rig appends one such archive (the scenario: script, module
 //! list, host binaries) to the provisioned base initramfs; the kernel unpacks

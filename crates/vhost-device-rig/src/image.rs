@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Finding the provisioned guest: QEMU wrapper, kernel and initramfs.
 //!
 //! `rust-vmm-ci/guest/provision.sh` writes `KEY=VALUE` lines to

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Guest test rig for vhost-device backends.
 //!
 //! A [`Scenario`] starts backend binaries of this workspace, starts the
@@ -50,10 +52,13 @@
 //! }
 //! ```
 
+mod control;
 pub mod cpio;
 pub mod image;
 pub mod paths;
+mod process;
 pub mod qmp;
+pub mod result;
 pub mod scenario;
 pub mod screen;
 pub mod text;

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Finding the workspace's target directory and the binaries built into it.
 
 use std::path::{Path, PathBuf};

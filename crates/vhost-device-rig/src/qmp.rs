@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! A minimal QMP client: enough to negotiate capabilities and run a command.
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Decoding and checking screendumps (PNG files written by QEMU's QMP
 //! `screendump`).
 

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Pure text handling: placeholder substitution in arguments and the markers
 //! the guest's `/init` prints on the serial console.
 

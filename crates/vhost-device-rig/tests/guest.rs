@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The rig's own proof: real QEMU, real guest kernel, real guest tools.
 //!
 //! Every test here needs `rust-vmm-ci/guest/provision.sh` to have run, so

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Allocators for one queue's descriptors and data buffers.
 //!
 //! Both are sized once when the queue is set up and never allocate on the

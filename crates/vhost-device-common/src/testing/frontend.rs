@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The control-plane side: connection, negotiation and set-up.
 
 use std::fmt;

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Guest memory: a memfd mapped in-process and shared with the backend.
 
 use std::fs::File;

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! An in-process vhost-user frontend: the role QEMU plays, for tests and
 //! benchmarks.
 //!

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! What the test frontend negotiates and how it lays out guest memory.
 
 use std::time::Duration;

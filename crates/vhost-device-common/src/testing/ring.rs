@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Split-virtqueue layout arithmetic (virtio 1.x, section 2.7).
 //!
 //! Kept free of any memory access so that the offsets can be unit-tested on

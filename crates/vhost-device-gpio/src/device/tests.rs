@@ -1,3 +1,8 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Unit tests of the device: requests, interrupts and malformed chains,
+//! through chains laid out by `mock::ChainBuilder`.
+
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use vhost_device_common::mock::ChainBuilder;
