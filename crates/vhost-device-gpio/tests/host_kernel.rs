@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vhost_device_common::mock::ChainBuilder;
+use vhost_device_common::DescChain;
 use vhost_device_gpio::backend::cdev::{find_by_label, CdevChip};
 use vhost_device_gpio::backend::{Direction, Edge, Edges, GpioBackend};
 use vhost_device_gpio::protocol::{
@@ -133,6 +134,48 @@ fn request(kind: u16, gpio: u16, value: u32) -> Vec<u8> {
         .to_vec()
 }
 
+/// One request-queue request through the daemon; the response bytes.
+fn req(
+    fe: &mut vhost_device_common::testing::TestFrontend,
+    kind: u16,
+    gpio: u16,
+    value: u32,
+) -> Vec<u8> {
+    fe.queue(0)
+        .unwrap()
+        .request(&[&request(kind, gpio, value)], &[2], Duration::from_secs(5))
+        .unwrap()
+        .data
+}
+
+/// Sets `line`'s interrupt trigger through the device; the reply must be OK.
+fn set_irq_type(dev: &mut GpioDevice<CdevChip>, g: &mut ChainBuilder, line: u16, trigger: IrqType) {
+    let req = request(VIRTIO_GPIO_MSG_IRQ_TYPE, line, trigger as u32);
+    let chain = g.request(&[&req], &[2]);
+    assert_eq!(dev.handle_request(&chain, g.memory()), 2);
+    assert_eq!(g.written(&chain), [VIRTIO_GPIO_STATUS_OK, 0]);
+}
+
+/// Posts an event buffer for `line`; what the device did with it.
+fn post(
+    dev: &mut GpioDevice<CdevChip>,
+    g: &mut ChainBuilder,
+    line: u16,
+) -> (DescChain, Option<u32>) {
+    let event = g.request(&[&line.to_le_bytes()], &[1]);
+    let result = dev.handle_event_buffer(event.clone(), g.memory());
+    (event, result)
+}
+
+/// Waits for the kernel's edge event on `line` and lets the device see it.
+fn deliver_edge(dev: &mut GpioDevice<CdevChip>, g: &ChainBuilder, line: u16) {
+    assert!(dev
+        .backend()
+        .wait_edge_event(line, Duration::from_secs(2))
+        .unwrap());
+    dev.handle_backend_event(line, g.memory());
+}
+
 /// The device over the real chip: level interrupts emulated from the
 /// kernel's edges plus the line's current value.
 fn in_guest_device_level_irq() {
@@ -141,67 +184,36 @@ fn in_guest_device_level_irq() {
     dev.set_irq_negotiated(true);
     let mut g = ChainBuilder::new();
     pull(3, false);
-    let chain = g.request(
-        &[&request(
-            VIRTIO_GPIO_MSG_IRQ_TYPE,
-            3,
-            IrqType::LevelHigh as u32,
-        )],
-        &[2],
-    );
-    assert_eq!(dev.handle_request(&chain, g.memory()), 2);
-    assert_eq!(g.written(&chain), [VIRTIO_GPIO_STATUS_OK, 0]);
+    set_irq_type(&mut dev, &mut g, 3, IrqType::LevelHigh);
 
     // Low: the buffer is held.
-    let event = g.request(&[&3u16.to_le_bytes()], &[1]);
-    assert_eq!(dev.handle_event_buffer(event.clone(), g.memory()), None);
+    let (event, result) = post(&mut dev, &mut g, 3);
+    assert_eq!(result, None);
     // The host raises the line: the kernel reports the edge, the level fires.
     pull(3, true);
-    assert!(dev
-        .backend()
-        .wait_edge_event(3, Duration::from_secs(2))
-        .unwrap());
-    dev.handle_backend_event(3, g.memory());
+    deliver_edge(&mut dev, &g, 3);
     let fired: Vec<_> = dev.take_fired().collect();
     assert_eq!(fired, [(event.head(), 1)]);
     assert_eq!(g.written(&event), [VIRTIO_GPIO_IRQ_STATUS_VALID]);
     // Still high: each re-posted buffer fires again at once.
     for _ in 0..3 {
-        let event = g.request(&[&3u16.to_le_bytes()], &[1]);
-        assert_eq!(dev.handle_event_buffer(event.clone(), g.memory()), Some(1));
+        let (event, result) = post(&mut dev, &mut g, 3);
+        assert_eq!(result, Some(1));
         assert_eq!(g.written(&event), [VIRTIO_GPIO_IRQ_STATUS_VALID]);
     }
     // Low again: held, and the falling edge does not fire it.
     pull(3, false);
-    assert!(dev
-        .backend()
-        .wait_edge_event(3, Duration::from_secs(2))
-        .unwrap());
-    let event = g.request(&[&3u16.to_le_bytes()], &[1]);
-    dev.handle_backend_event(3, g.memory());
-    assert_eq!(dev.handle_event_buffer(event, g.memory()), None);
+    deliver_edge(&mut dev, &g, 3);
+    assert_eq!(post(&mut dev, &mut g, 3).1, None);
     assert_eq!(dev.take_fired().count(), 0);
 
     // Edge rising on line 2 through the device as well.
     pull(2, false);
-    let chain = g.request(
-        &[&request(
-            VIRTIO_GPIO_MSG_IRQ_TYPE,
-            2,
-            IrqType::EdgeRising as u32,
-        )],
-        &[2],
-    );
-    assert_eq!(dev.handle_request(&chain, g.memory()), 2);
-    assert_eq!(g.written(&chain), [VIRTIO_GPIO_STATUS_OK, 0]);
-    let event = g.request(&[&2u16.to_le_bytes()], &[1]);
-    assert_eq!(dev.handle_event_buffer(event.clone(), g.memory()), None);
+    set_irq_type(&mut dev, &mut g, 2, IrqType::EdgeRising);
+    let (event, result) = post(&mut dev, &mut g, 2);
+    assert_eq!(result, None);
     pull(2, true);
-    assert!(dev
-        .backend()
-        .wait_edge_event(2, Duration::from_secs(2))
-        .unwrap());
-    dev.handle_backend_event(2, g.memory());
+    deliver_edge(&mut dev, &g, 2);
     assert_eq!(dev.take_fired().collect::<Vec<_>>(), [(event.head(), 1)]);
 }
 
@@ -244,50 +256,53 @@ fn in_guest_daemon() {
         .unwrap();
     assert_eq!(used.data[0], VIRTIO_GPIO_STATUS_OK);
     assert_eq!(&used.data[1..], names);
-    let mut req = |kind: u16, gpio: u16, value: u32| -> Vec<u8> {
-        fe.queue(0)
-            .unwrap()
-            .request(&[&request(kind, gpio, value)], &[2], wait)
-            .unwrap()
-            .data
-    };
     // Output seen in gpio-sim's sysfs; input read from its pull.
     assert_eq!(
-        req(VIRTIO_GPIO_MSG_SET_VALUE, 0, 1),
+        req(&mut fe, VIRTIO_GPIO_MSG_SET_VALUE, 0, 1),
         [VIRTIO_GPIO_STATUS_OK, 0]
     );
     assert_eq!(
-        req(VIRTIO_GPIO_MSG_SET_DIRECTION, 0, 1),
+        req(&mut fe, VIRTIO_GPIO_MSG_SET_DIRECTION, 0, 1),
         [VIRTIO_GPIO_STATUS_OK, 0]
     );
     assert_eq!(sim_value(0), "1");
     pull(2, true);
     assert_eq!(
-        req(VIRTIO_GPIO_MSG_GET_VALUE, 2, 0),
+        req(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 2, 0),
         [VIRTIO_GPIO_STATUS_OK, 1]
     );
     pull(2, false);
     assert_eq!(
-        req(VIRTIO_GPIO_MSG_GET_VALUE, 2, 0),
+        req(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 2, 0),
         [VIRTIO_GPIO_STATUS_OK, 0]
     );
     assert_eq!(
-        req(VIRTIO_GPIO_MSG_GET_VALUE, 4, 0),
+        req(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 4, 0),
         [VIRTIO_GPIO_STATUS_ERR, 0]
     );
     // Edge rising on line 1, level high on line 3.
     pull(1, false);
     pull(3, false);
     assert_eq!(
-        req(VIRTIO_GPIO_MSG_SET_DIRECTION, 1, 2),
+        req(&mut fe, VIRTIO_GPIO_MSG_SET_DIRECTION, 1, 2),
         [VIRTIO_GPIO_STATUS_OK, 0]
     );
     assert_eq!(
-        req(VIRTIO_GPIO_MSG_IRQ_TYPE, 1, IrqType::EdgeRising as u32),
+        req(
+            &mut fe,
+            VIRTIO_GPIO_MSG_IRQ_TYPE,
+            1,
+            IrqType::EdgeRising as u32
+        ),
         [VIRTIO_GPIO_STATUS_OK, 0]
     );
     assert_eq!(
-        req(VIRTIO_GPIO_MSG_IRQ_TYPE, 3, IrqType::LevelHigh as u32),
+        req(
+            &mut fe,
+            VIRTIO_GPIO_MSG_IRQ_TYPE,
+            3,
+            IrqType::LevelHigh as u32
+        ),
         [VIRTIO_GPIO_STATUS_OK, 0]
     );
     let q = fe.queue(1).unwrap();
@@ -329,19 +344,12 @@ fn in_guest_daemon() {
     pull(1, false);
     quiet(q);
     // Disabling returns both buffers unused.
-    let mut req = |kind: u16, gpio: u16, value: u32| -> Vec<u8> {
-        fe.queue(0)
-            .unwrap()
-            .request(&[&request(kind, gpio, value)], &[2], wait)
-            .unwrap()
-            .data
-    };
     assert_eq!(
-        req(VIRTIO_GPIO_MSG_IRQ_TYPE, 3, 0),
+        req(&mut fe, VIRTIO_GPIO_MSG_IRQ_TYPE, 3, 0),
         [VIRTIO_GPIO_STATUS_OK, 0]
     );
     assert_eq!(
-        req(VIRTIO_GPIO_MSG_IRQ_TYPE, 1, 0),
+        req(&mut fe, VIRTIO_GPIO_MSG_IRQ_TYPE, 1, 0),
         [VIRTIO_GPIO_STATUS_OK, 0]
     );
     let q = fe.queue(1).unwrap();

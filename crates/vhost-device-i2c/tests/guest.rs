@@ -63,6 +63,18 @@ fn section<'a>(output: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The cells of an `i2cdetect` table printed under `marker` that are not
+/// `--`: the addresses that answered, or `UU` where a driver owns one.
+fn detected(out: &str, marker: &str) -> Vec<String> {
+    section(out, marker)
+        .iter()
+        .skip(1)
+        .flat_map(|l| l.split_whitespace().skip(1))
+        .filter(|t| *t != "--")
+        .map(str::to_owned)
+        .collect()
+}
+
 /// `od -An -v -tx1` output back to bytes.
 fn od_bytes(lines: &[&str]) -> Vec<u8> {
     lines
@@ -162,23 +174,17 @@ fn guest_i2c_sim_bus() {
     let out = &result.guest_output;
 
     // i2cdetect: exactly the configured addresses answer.
-    let found: Vec<String> = section(out, "DETECT")
-        .iter()
-        .skip(1)
-        .flat_map(|l| l.split_whitespace().skip(1))
-        .filter(|t| *t != "--")
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(found, ["48", "50", "52", "53", "54"], "{out}");
+    assert_eq!(
+        detected(out, "DETECT"),
+        ["48", "50", "52", "53", "54"],
+        "{out}"
+    );
     // After binding, the kernel drivers own them.
-    let bound: Vec<String> = section(out, "DETECT2")
-        .iter()
-        .skip(1)
-        .flat_map(|l| l.split_whitespace().skip(1))
-        .filter(|t| *t != "--")
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(bound, ["UU", "UU", "UU", "UU", "UU"], "{out}");
+    assert_eq!(
+        detected(out, "DETECT2"),
+        ["UU", "UU", "UU", "UU", "UU"],
+        "{out}"
+    );
 
     // at24's eeprom file holds everything written by either path.
     let mut expected = vec![0xffu8; 256];

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// A started backend.
@@ -74,6 +74,17 @@ pub(crate) fn die_with_parent(cmd: &mut Command) -> &mut Command {
             Ok(())
         })
     }
+}
+
+/// Starts `cmd` in a process group of its own, killed if the rig dies,
+/// with no stdin and its stdout and stderr both in `log`.
+pub(crate) fn spawn_logged(cmd: &mut Command, log: File) -> std::io::Result<Child> {
+    let err = log.try_clone()?;
+    cmd.stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .process_group(0);
+    die_with_parent(cmd).spawn()
 }
 
 /// Ends a child: SIGTERM to its group, then SIGKILL after `grace`.

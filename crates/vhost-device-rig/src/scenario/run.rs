@@ -7,9 +7,8 @@
 use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -19,7 +18,7 @@ use crate::control::Control;
 use crate::cpio::concat_initrd;
 use crate::image::GuestImage;
 use crate::paths::{resolve_binary, scenario_dir};
-use crate::process::{describe_status, die_with_parent, stop_child, GuestLock, Running};
+use crate::process::{describe_status, spawn_logged, stop_child, GuestLock, Running};
 use crate::result::{Outcome, ScenarioResult};
 use crate::text::{guest_output, parse_serial, shell_quote, Placeholders};
 use crate::Error;
@@ -243,15 +242,10 @@ impl Scenario {
                 "$ {}",
                 command_line(&plan.program.to_string_lossy(), &plan.args)
             );
-            let err = log.try_clone().map_err(Error::io("backend log"))?;
             let mut cmd = Command::new(&plan.program);
             cmd.args(&plan.args)
-                .envs(plan.backend.env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(err)
-                .process_group(0);
-            let child = die_with_parent(&mut cmd).spawn().map_err(|e| {
+                .envs(plan.backend.env.iter().map(|(k, v)| (k, v)));
+            let child = spawn_logged(&mut cmd, log).map_err(|e| {
                 Stop::Outcome(Outcome::BackendFailed {
                     backend: label.clone(),
                     reason: format!("could not start ({}): {e}", plan.program.display()),
@@ -318,14 +312,9 @@ impl Scenario {
         );
         let qlog =
             File::create(dirs.logs.join("qemu.log")).map_err(Error::io("creating qemu.log"))?;
-        let qerr = qlog.try_clone().map_err(Error::io("qemu.log"))?;
         let mut cmd = Command::new(&image.qemu);
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(qlog)
-            .stderr(qerr)
-            .process_group(0);
-        let child = die_with_parent(&mut cmd).spawn().map_err(|e| {
+        cmd.args(&args);
+        let child = spawn_logged(&mut cmd, qlog).map_err(|e| {
             Stop::Outcome(Outcome::QemuFailed {
                 reason: format!("could not start {}: {e}", image.qemu.display()),
             })
@@ -364,62 +353,57 @@ impl Scenario {
     }
 }
 
+/// The verdict once a process exited: the guest's own if its end marker
+/// landed meanwhile, else what `failed` makes of it (told whether the guest
+/// script had started).
+fn after_exit(serial_path: &Path, failed: impl FnOnce(bool) -> Outcome) -> Outcome {
+    let state = parse_serial(&read_lossy(serial_path));
+    match state.exit_code {
+        Some(code) => exit_outcome(code),
+        None => failed(state.script_started_at.is_some()),
+    }
+}
+
 /// The verdict if QEMU has exited.
 fn qemu_exited(procs: &mut Processes, serial_path: &Path, logs: &Path) -> Option<Outcome> {
     let status = procs.qemu.as_mut()?.try_wait().ok()??;
-    // The marker may have landed after our read.
-    let state = parse_serial(&read_lossy(serial_path));
-    if let Some(code) = state.exit_code {
-        return Some(exit_outcome(code));
-    }
-    let qlog = read_lossy(&logs.join("qemu.log"));
-    let last = qlog
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    Some(Outcome::QemuFailed {
-        reason: format!(
-            "exited ({}) {}{}",
-            describe_status(status),
-            if state.script_started_at.is_some() {
-                "while the guest script ran (guest kernel panic or poweroff?)"
-            } else {
-                "before the guest script started"
-            },
-            if last.is_empty() {
-                String::new()
-            } else {
-                format!(": {last}")
-            }
-        ),
-    })
+    Some(after_exit(serial_path, |script_started| {
+        let qlog = read_lossy(&logs.join("qemu.log"));
+        let last = qlog
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| format!(": {l}"))
+            .unwrap_or_default();
+        let when = match script_started {
+            true => "while the guest script ran (guest kernel panic or poweroff?)",
+            false => "before the guest script started",
+        };
+        Outcome::QemuFailed {
+            reason: format!("exited ({}) {when}{last}", describe_status(status)),
+        }
+    }))
 }
 
 /// The verdict if a backend has exited.
 fn backend_exited(procs: &mut Processes, serial_path: &Path) -> Option<Outcome> {
-    for r in &mut procs.backends {
-        let Ok(Some(status)) = r.child.try_wait() else {
-            continue;
+    let (label, status) = procs
+        .backends
+        .iter_mut()
+        .find_map(|r| Some((r.label.clone(), r.child.try_wait().ok()??)))?;
+    Some(after_exit(serial_path, |script_started| {
+        let when = match script_started {
+            true => "script ran",
+            false => "booted",
         };
-        let state = parse_serial(&read_lossy(serial_path));
-        if let Some(code) = state.exit_code {
-            return Some(exit_outcome(code));
-        }
-        return Some(Outcome::BackendFailed {
-            backend: r.label.clone(),
+        Outcome::BackendFailed {
+            backend: label,
             reason: format!(
-                "exited early ({}) while the guest {}",
-                describe_status(status),
-                if state.script_started_at.is_some() {
-                    "script ran"
-                } else {
-                    "booted"
-                }
+                "exited early ({}) while the guest {when}",
+                describe_status(status)
             ),
-        });
-    }
-    None
+        }
+    }))
 }
 
 /// Phase 7: QEMU first (given `grace` to finish powering off), then the
