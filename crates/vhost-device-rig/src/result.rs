@@ -14,7 +14,7 @@ pub enum Outcome {
     /// The guest script exited 0.
     Passed,
     /// The guest script exited non-zero (125: a module of
-    /// [`Scenario::modules`] did not load).
+    /// [`crate::Scenario::modules`] did not load).
     GuestFailed {
         /// The script's exit code.
         exit_code: i32,
