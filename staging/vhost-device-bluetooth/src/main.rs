@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     cli::run::<Args>(|args| {
         let config = BtConfig::from_args(&args)?;
         daemon::serve("vhost-device-bluetooth", &args.socket, move |guest| {
-            config.build_device(guest).map_err(|e| e.to_string())
+            Ok(config.build_device(guest)?)
         })?;
         Ok(())
     })

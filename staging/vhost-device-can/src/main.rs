@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     cli::run::<Args>(|args| {
         let config = CanConfig::from_args(&args)?;
         daemon::serve("vhost-device-can", &args.socket, move |guest| {
-            config.build_device(guest)
+            Ok(config.build_device(guest)?)
         })?;
         Ok(())
     })
