@@ -320,7 +320,25 @@ impl Default for HostPaths {
 /// # Errors
 /// The first bad entry, missing adapter, address in use or unusable file.
 pub fn build(lists: &[String], guests: usize, paths: &HostPaths) -> Result<Vec<BusMap>, Error> {
-    let per_guest: Vec<Vec<Spec>> = match lists.len() {
+    let per_guest = per_guest_specs(lists, guests)?;
+    let (adapters, resolved) = resolve(&per_guest, guests, lists.len() == 1, paths)?;
+    let mut opened: BTreeMap<u32, SharedBus> = BTreeMap::new();
+    for (number, addrs) in &adapters {
+        let adapter = LinuxAdapter::open(&paths.dev, *number, addrs)?;
+        let bus: SharedBus = Arc::new(Mutex::new(AdapterBus::new(adapter)));
+        opened.insert(*number, bus);
+    }
+
+    per_guest
+        .iter()
+        .zip(&resolved)
+        .map(|(specs, numbers)| guest_map(specs, numbers, &opened))
+        .collect()
+}
+
+/// The entries of each guest: one list shared by all, or one per guest.
+fn per_guest_specs(lists: &[String], guests: usize) -> Result<Vec<Vec<Spec>>, Error> {
+    Ok(match lists.len() {
         0 => return Err(Error::ListCount { given: 0, guests }),
         1 => {
             let specs = parse_list(lists.first().map(String::as_str).unwrap_or_default())?;
@@ -331,9 +349,21 @@ pub fn build(lists: &[String], guests: usize, paths: &HostPaths) -> Result<Vec<B
             .map(|l| parse_list(l))
             .collect::<Result<_, _>>()?,
         given => return Err(Error::ListCount { given, guests }),
-    };
-    let shared_list = lists.len() == 1;
+    })
+}
 
+/// What [`resolve`] finds: each adapter's addresses, each entry's adapter.
+type Resolved = (BTreeMap<u32, Vec<u8>>, Vec<Vec<Option<u32>>>);
+
+/// Each host adapter's addresses over all guests, and the adapter number
+/// of each guest's entries (`None` for simulated chips). Checks that no
+/// host address or backing file is given to two guests.
+fn resolve(
+    per_guest: &[Vec<Spec>],
+    guests: usize,
+    shared_list: bool,
+    paths: &HostPaths,
+) -> Result<Resolved, Error> {
     // Resolve adapters; collect each adapter's addresses over all guests.
     let mut adapters: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
     let mut resolved: Vec<Vec<Option<u32>>> = Vec::new();
@@ -397,46 +427,44 @@ pub fn build(lists: &[String], guests: usize, paths: &HostPaths) -> Result<Vec<B
         resolved.push(numbers);
     }
 
-    let mut opened: BTreeMap<u32, SharedBus> = BTreeMap::new();
-    for (number, addrs) in &adapters {
-        let adapter = LinuxAdapter::open(&paths.dev, *number, addrs)?;
-        let bus: SharedBus = Arc::new(Mutex::new(AdapterBus::new(adapter)));
-        opened.insert(*number, bus);
-    }
+    Ok((adapters, resolved))
+}
 
-    let mut maps = Vec::with_capacity(guests);
-    for (specs, numbers) in per_guest.iter().zip(&resolved) {
-        let mut map = BusMap::new();
-        let mut sim = SimBus::new();
-        let mut sim_addrs = Vec::new();
-        let mut host_addrs: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
-        for (spec, number) in specs.iter().zip(numbers) {
-            match (&spec.entry, number) {
-                (Entry::Host { addrs, .. }, Some(n)) => {
-                    host_addrs.entry(*n).or_default().extend(addrs);
-                }
-                (Entry::Sim { addr, kind }, _) => {
-                    let target = kind.build().map_err(|e| entry_error(&spec.text, e))?;
-                    let span = sim.add(*addr, target).map_err(|a| {
-                        entry_error(&spec.text, format!("address {a:#04x} is taken"))
-                    })?;
-                    sim_addrs.extend(span);
-                }
-                (Entry::Host { .. }, None) => {}
+/// One guest's bus: its share of the opened adapters and its simulated chips.
+fn guest_map(
+    specs: &[Spec],
+    numbers: &[Option<u32>],
+    opened: &BTreeMap<u32, SharedBus>,
+) -> Result<BusMap, Error> {
+    let mut map = BusMap::new();
+    let mut sim = SimBus::new();
+    let mut sim_addrs = Vec::new();
+    let mut host_addrs: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    for (spec, number) in specs.iter().zip(numbers) {
+        match (&spec.entry, number) {
+            (Entry::Host { addrs, .. }, Some(n)) => {
+                host_addrs.entry(*n).or_default().extend(addrs);
             }
-        }
-        for (n, addrs) in host_addrs {
-            if let Some(bus) = opened.get(&n) {
-                map.add(bus.clone(), &addrs);
+            (Entry::Sim { addr, kind }, _) => {
+                let target = kind.build().map_err(|e| entry_error(&spec.text, e))?;
+                let span = sim
+                    .add(*addr, target)
+                    .map_err(|a| entry_error(&spec.text, format!("address {a:#04x} is taken")))?;
+                sim_addrs.extend(span);
             }
+            (Entry::Host { .. }, None) => {}
         }
-        if !sim_addrs.is_empty() {
-            let bus: SharedBus = Arc::new(Mutex::new(sim));
-            map.add(bus, &sim_addrs);
-        }
-        maps.push(map);
     }
-    Ok(maps)
+    for (n, addrs) in host_addrs {
+        if let Some(bus) = opened.get(&n) {
+            map.add(bus.clone(), &addrs);
+        }
+    }
+    if !sim_addrs.is_empty() {
+        let bus: SharedBus = Arc::new(Mutex::new(sim));
+        map.add(bus, &sim_addrs);
+    }
+    Ok(map)
 }
 
 #[cfg(test)]
