@@ -68,7 +68,7 @@ impl<B: GpioBackend> GpioDevice<B> {
         self.lines.backend()
     }
 
-    /// The names block GET_NAMES returns.
+    /// The names block GET_LINE_NAMES returns.
     pub fn names(&self) -> &[u8] {
         &self.names
     }
@@ -102,11 +102,11 @@ impl<B: GpioBackend> GpioDevice<B> {
     ) -> Result<u32> {
         let request = Request::decode(&mut chain.reader(mem))?;
         let room = writer.available();
-        if request == Request::GetNames {
+        if request == Request::GetLineNames {
             let need = 1 + self.names.len();
             if self.names.is_empty() || room < need {
                 return Err(Error::NoRoom {
-                    what: "GET_NAMES",
+                    what: "GET_LINE_NAMES",
                     room,
                     need,
                 });

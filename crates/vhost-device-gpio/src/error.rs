@@ -42,16 +42,16 @@ pub enum Error {
         /// The value sent.
         value: u32,
     },
-    /// IRQ_TYPE with a value that is no trigger.
-    #[error("IRQ_TYPE line {line}: bad type {value}")]
+    /// SET_IRQ_TYPE with a value that is no trigger.
+    #[error("SET_IRQ_TYPE line {line}: bad type {value}")]
     BadIrqType {
         /// The line.
         line: u16,
         /// The value sent.
         value: u32,
     },
-    /// IRQ_TYPE although the driver did not accept `VIRTIO_GPIO_F_IRQ`.
-    #[error("IRQ_TYPE without VIRTIO_GPIO_F_IRQ")]
+    /// SET_IRQ_TYPE although the driver did not accept `VIRTIO_GPIO_F_IRQ`.
+    #[error("SET_IRQ_TYPE without VIRTIO_GPIO_F_IRQ")]
     IrqNotNegotiated,
     /// No chip was configured for this guest.
     #[error("no chip for guest {0}")]
@@ -134,7 +134,7 @@ pub enum Error {
 
 impl Error {
     /// The status the guest gets for a request that failed this way
-    /// (§5.18.6.1: a failed request answers `VIRTIO_GPIO_STATUS_ERR`, whatever
+    /// (§5.18.6.7: a failed request answers `VIRTIO_GPIO_STATUS_ERR`, whatever
     /// the cause).
     pub fn status(&self) -> u8 {
         VIRTIO_GPIO_STATUS_ERR

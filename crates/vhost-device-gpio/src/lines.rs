@@ -3,8 +3,8 @@
 //! The state of a chip's lines as the guest sees them: requests on lines,
 //! and the interrupt state machine, with no queue in sight.
 //!
-//! Interrupts follow the spec's two-step scheme (virtio 1.3 §5.18.6.2):
-//! `IRQ_TYPE` enables a line's interrupt, and a buffer the driver posts on
+//! Interrupts follow the spec's two-step scheme (virtio 1.3 §5.18.6.6 and §5.18.7):
+//! `SET_IRQ_TYPE` enables a line's interrupt, and a buffer the driver posts on
 //! the event queue unmasks it. [`GpioLines`] keeps that buffer (one slot
 //! per line) and returns it with `VALID` when the interrupt fires, which
 //! masks the line again until the driver re-posts it. Edge interrupts that
@@ -121,7 +121,7 @@ impl<B: GpioBackend> GpioLines<B> {
         }
         match request {
             // The device answers it from the names block; nothing to do here.
-            Request::GetNames => Ok(0),
+            Request::GetLineNames => Ok(0),
             Request::GetDirection { gpio } => Ok(self.backend.direction(gpio)? as u8),
             Request::SetDirection { gpio, direction } => {
                 if direction != Direction::In {

@@ -22,9 +22,9 @@ pub const REQUEST_QUEUE: usize = 0;
 /// The event queue, present with `VIRTIO_GPIO_F_IRQ` (§5.18.2).
 pub const EVENT_QUEUE: usize = 1;
 
-// Request types (§5.18.6.1).
+// Request types (§5.18.6).
 /// The names block.
-pub const VIRTIO_GPIO_MSG_GET_NAMES: u16 = 0x0001;
+pub const VIRTIO_GPIO_MSG_GET_LINE_NAMES: u16 = 0x0001;
 /// A line's direction.
 pub const VIRTIO_GPIO_MSG_GET_DIRECTION: u16 = 0x0002;
 /// Claims or releases a line.
@@ -33,16 +33,16 @@ pub const VIRTIO_GPIO_MSG_SET_DIRECTION: u16 = 0x0003;
 pub const VIRTIO_GPIO_MSG_GET_VALUE: u16 = 0x0004;
 /// A line's output level.
 pub const VIRTIO_GPIO_MSG_SET_VALUE: u16 = 0x0005;
-/// Enables or disables a line's interrupt (§5.18.6.2).
-pub const VIRTIO_GPIO_MSG_IRQ_TYPE: u16 = 0x0006;
+/// Enables or disables a line's interrupt (§5.18.6.6).
+pub const VIRTIO_GPIO_MSG_SET_IRQ_TYPE: u16 = 0x0006;
 
-/// Request succeeded (§5.18.6.1).
+/// Request succeeded (§5.18.6).
 pub const VIRTIO_GPIO_STATUS_OK: u8 = 0;
-/// Request failed (§5.18.6.1).
+/// Request failed (§5.18.6).
 pub const VIRTIO_GPIO_STATUS_ERR: u8 = 1;
-/// Event buffer returned unused: the interrupt is disabled (§5.18.6.2).
+/// Event buffer returned unused: the interrupt is disabled (§5.18.7).
 pub const VIRTIO_GPIO_IRQ_STATUS_INVALID: u8 = 0;
-/// Event buffer returned because the interrupt fired (§5.18.6.2).
+/// Event buffer returned because the interrupt fired (§5.18.7).
 pub const VIRTIO_GPIO_IRQ_STATUS_VALID: u8 = 1;
 
 /// `struct virtio_gpio_config` (§5.18.4).
@@ -59,7 +59,7 @@ pub struct VirtioGpioConfig {
 // SAFETY: plain little-endian integers and bytes, no padding.
 unsafe impl ByteValued for VirtioGpioConfig {}
 
-/// `struct virtio_gpio_request` (§5.18.6.1): what every request-queue chain
+/// `struct virtio_gpio_request` (§5.18.6): what every request-queue chain
 /// starts with, and all it holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -68,7 +68,7 @@ pub struct VirtioGpioRequest {
     pub type_: Le16,
     /// The line.
     pub gpio: Le16,
-    /// The argument of SET_DIRECTION, SET_VALUE and IRQ_TYPE.
+    /// The argument of SET_DIRECTION, SET_VALUE and SET_IRQ_TYPE.
     pub value: Le32,
 }
 // SAFETY: plain little-endian integers, no padding.
@@ -85,7 +85,7 @@ impl VirtioGpioRequest {
     }
 }
 
-/// `struct virtio_gpio_response` (§5.18.6.1). GET_NAMES answers with the
+/// `struct virtio_gpio_response` (§5.18.6). GET_LINE_NAMES answers with the
 /// status byte followed by the names block instead.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -98,7 +98,7 @@ pub struct VirtioGpioResponse {
 // SAFETY: two bytes.
 unsafe impl ByteValued for VirtioGpioResponse {}
 
-/// `struct virtio_gpio_irq_request` (§5.18.6.2): an event buffer's
+/// `struct virtio_gpio_irq_request` (§5.18.7): an event buffer's
 /// device-readable part.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -109,7 +109,7 @@ pub struct VirtioGpioIrqRequest {
 // SAFETY: one little-endian integer.
 unsafe impl ByteValued for VirtioGpioIrqRequest {}
 
-/// `struct virtio_gpio_irq_response` (§5.18.6.2).
+/// `struct virtio_gpio_irq_response` (§5.18.7).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct VirtioGpioIrqResponse {
@@ -125,7 +125,7 @@ const _: () = assert!(size_of::<VirtioGpioResponse>() == 2);
 const _: () = assert!(size_of::<VirtioGpioIrqRequest>() == 2);
 const _: () = assert!(size_of::<VirtioGpioIrqResponse>() == 1);
 
-/// A line's interrupt trigger, `VIRTIO_GPIO_IRQ_TYPE_*` (§5.18.6.2).
+/// A line's interrupt trigger, `VIRTIO_GPIO_IRQ_TYPE_*` (§5.18.6.6).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(u8)]
 pub enum IrqType {
@@ -162,8 +162,8 @@ impl IrqType {
 /// A decoded request-queue request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// VIRTIO_GPIO_MSG_GET_NAMES.
-    GetNames,
+    /// VIRTIO_GPIO_MSG_GET_LINE_NAMES.
+    GetLineNames,
     /// VIRTIO_GPIO_MSG_GET_DIRECTION.
     GetDirection {
         /// The line.
@@ -188,7 +188,7 @@ pub enum Request {
         /// High or low. Linux only sends 0 or 1; anything else is high.
         high: bool,
     },
-    /// VIRTIO_GPIO_MSG_IRQ_TYPE.
+    /// VIRTIO_GPIO_MSG_SET_IRQ_TYPE.
     SetIrqType {
         /// The line.
         gpio: u16,
@@ -199,7 +199,7 @@ pub enum Request {
 
 impl Request {
     /// Reads and decodes one request. The device-readable part must be
-    /// exactly one `virtio_gpio_request` (§5.18.6.1.1: the driver sends
+    /// exactly one `virtio_gpio_request` (§5.18.6.8: the driver sends
     /// nothing else).
     pub fn decode<M: GuestMemory + ?Sized>(reader: &mut Reader<'_, M>) -> Result<Self> {
         let len = reader.available();
@@ -216,7 +216,7 @@ impl Request {
         let gpio = raw.gpio.to_native();
         let value = raw.value.to_native();
         Ok(match raw.type_.to_native() {
-            VIRTIO_GPIO_MSG_GET_NAMES => Request::GetNames,
+            VIRTIO_GPIO_MSG_GET_LINE_NAMES => Request::GetLineNames,
             VIRTIO_GPIO_MSG_GET_DIRECTION => Request::GetDirection { gpio },
             VIRTIO_GPIO_MSG_SET_DIRECTION => Request::SetDirection {
                 gpio,
@@ -228,7 +228,7 @@ impl Request {
                 gpio,
                 high: value != 0,
             },
-            VIRTIO_GPIO_MSG_IRQ_TYPE => Request::SetIrqType {
+            VIRTIO_GPIO_MSG_SET_IRQ_TYPE => Request::SetIrqType {
                 gpio,
                 trigger: IrqType::from_spec(value)
                     .ok_or(Error::BadIrqType { line: gpio, value })?,
@@ -240,7 +240,7 @@ impl Request {
     /// The line the request is about, if any.
     pub fn line(self) -> Option<u16> {
         match self {
-            Request::GetNames => None,
+            Request::GetLineNames => None,
             Request::GetDirection { gpio }
             | Request::SetDirection { gpio, .. }
             | Request::GetValue { gpio }
@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn requests_decode_to_their_commands() {
         let req = |t, g, v| decode(VirtioGpioRequest::new(t, g, v).as_slice());
-        assert_eq!(req(1, 0, 0).unwrap(), Request::GetNames);
+        assert_eq!(req(1, 0, 0).unwrap(), Request::GetLineNames);
         assert_eq!(
             req(3, 7, 1).unwrap(),
             Request::SetDirection {

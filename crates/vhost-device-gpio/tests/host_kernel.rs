@@ -17,8 +17,8 @@ use vhost_device_common::DescChain;
 use vhost_device_gpio::backend::cdev::{find_by_label, CdevChip};
 use vhost_device_gpio::backend::{Direction, Edge, Edges, GpioBackend};
 use vhost_device_gpio::protocol::{
-    IrqType, VirtioGpioRequest, VIRTIO_GPIO_IRQ_STATUS_VALID, VIRTIO_GPIO_MSG_GET_NAMES,
-    VIRTIO_GPIO_MSG_GET_VALUE, VIRTIO_GPIO_MSG_IRQ_TYPE, VIRTIO_GPIO_MSG_SET_DIRECTION,
+    IrqType, VirtioGpioRequest, VIRTIO_GPIO_IRQ_STATUS_VALID, VIRTIO_GPIO_MSG_GET_LINE_NAMES,
+    VIRTIO_GPIO_MSG_GET_VALUE, VIRTIO_GPIO_MSG_SET_DIRECTION, VIRTIO_GPIO_MSG_SET_IRQ_TYPE,
     VIRTIO_GPIO_MSG_SET_VALUE, VIRTIO_GPIO_STATUS_OK,
 };
 use vhost_device_gpio::GpioDevice;
@@ -150,7 +150,7 @@ fn req(
 
 /// Sets `line`'s interrupt trigger through the device; the reply must be OK.
 fn set_irq_type(dev: &mut GpioDevice<CdevChip>, g: &mut ChainBuilder, line: u16, trigger: IrqType) {
-    let req = request(VIRTIO_GPIO_MSG_IRQ_TYPE, line, trigger as u32);
+    let req = request(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, line, trigger as u32);
     let chain = g.request(&[&req], &[2]);
     assert_eq!(dev.handle_request(&chain, g.memory()), 2);
     assert_eq!(g.written(&chain), [VIRTIO_GPIO_STATUS_OK, 0]);
@@ -249,7 +249,7 @@ fn in_guest_daemon() {
         .queue(0)
         .unwrap()
         .request(
-            &[&request(VIRTIO_GPIO_MSG_GET_NAMES, 0, 0)],
+            &[&request(VIRTIO_GPIO_MSG_GET_LINE_NAMES, 0, 0)],
             &[1 + names.len() as u32],
             wait,
         )
@@ -290,7 +290,7 @@ fn in_guest_daemon() {
     assert_eq!(
         req(
             &mut fe,
-            VIRTIO_GPIO_MSG_IRQ_TYPE,
+            VIRTIO_GPIO_MSG_SET_IRQ_TYPE,
             1,
             IrqType::EdgeRising as u32
         ),
@@ -299,7 +299,7 @@ fn in_guest_daemon() {
     assert_eq!(
         req(
             &mut fe,
-            VIRTIO_GPIO_MSG_IRQ_TYPE,
+            VIRTIO_GPIO_MSG_SET_IRQ_TYPE,
             3,
             IrqType::LevelHigh as u32
         ),
@@ -345,11 +345,11 @@ fn in_guest_daemon() {
     quiet(q);
     // Disabling returns both buffers unused.
     assert_eq!(
-        req(&mut fe, VIRTIO_GPIO_MSG_IRQ_TYPE, 3, 0),
+        req(&mut fe, VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 3, 0),
         [VIRTIO_GPIO_STATUS_OK, 0]
     );
     assert_eq!(
-        req(&mut fe, VIRTIO_GPIO_MSG_IRQ_TYPE, 1, 0),
+        req(&mut fe, VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 1, 0),
         [VIRTIO_GPIO_STATUS_OK, 0]
     );
     let q = fe.queue(1).unwrap();

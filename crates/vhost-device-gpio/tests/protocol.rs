@@ -136,7 +136,7 @@ fn features_config_and_names() {
         .queue(0)
         .unwrap()
         .request(
-            &[&encode(VIRTIO_GPIO_MSG_GET_NAMES, 0, 0)],
+            &[&encode(VIRTIO_GPIO_MSG_GET_LINE_NAMES, 0, 0)],
             &[1 + names_size],
             WAIT,
         )
@@ -227,7 +227,7 @@ fn edge_interrupts_driven_through_the_control_socket() {
         (4, IrqType::EdgeBoth),
     ] {
         ok(&mut fe, VIRTIO_GPIO_MSG_SET_DIRECTION, line, 2);
-        ok(&mut fe, VIRTIO_GPIO_MSG_IRQ_TYPE, line, trigger as u32);
+        ok(&mut fe, VIRTIO_GPIO_MSG_SET_IRQ_TYPE, line, trigger as u32);
         let mut level = false;
         for to in [true, true, false, false, true] {
             let q = fe.queue(1).unwrap();
@@ -248,10 +248,10 @@ fn edge_interrupts_driven_through_the_control_socket() {
             } else {
                 assert_quiet(q, &format!("{trigger:?} {level}->{to}"));
                 // Disabling returns the buffer unused; then re-enable.
-                ok(&mut fe, VIRTIO_GPIO_MSG_IRQ_TYPE, line, 0);
+                ok(&mut fe, VIRTIO_GPIO_MSG_SET_IRQ_TYPE, line, 0);
                 let q = fe.queue(1).unwrap();
                 wait_event(q, head, VIRTIO_GPIO_IRQ_STATUS_INVALID);
-                ok(&mut fe, VIRTIO_GPIO_MSG_IRQ_TYPE, line, trigger as u32);
+                ok(&mut fe, VIRTIO_GPIO_MSG_SET_IRQ_TYPE, line, trigger as u32);
             }
             level = to;
         }
@@ -262,7 +262,7 @@ fn edge_interrupts_driven_through_the_control_socket() {
     // Latched while masked: the edge comes when the buffer does.
     ok(
         &mut fe,
-        VIRTIO_GPIO_MSG_IRQ_TYPE,
+        VIRTIO_GPIO_MSG_SET_IRQ_TYPE,
         5,
         IrqType::EdgeRising as u32,
     );
@@ -281,7 +281,7 @@ fn level_interrupts_refire_while_held() {
     let mut ctl = d.control();
     ok(
         &mut fe,
-        VIRTIO_GPIO_MSG_IRQ_TYPE,
+        VIRTIO_GPIO_MSG_SET_IRQ_TYPE,
         1,
         IrqType::LevelHigh as u32,
     );
@@ -303,14 +303,14 @@ fn level_interrupts_refire_while_held() {
     ctl.set(1, false).unwrap();
     let head = post(q, 1);
     assert_quiet(q, "level dropped again");
-    ok(&mut fe, VIRTIO_GPIO_MSG_IRQ_TYPE, 1, 0);
+    ok(&mut fe, VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 1, 0);
     let q = fe.queue(1).unwrap();
     wait_event(q, head, VIRTIO_GPIO_IRQ_STATUS_INVALID);
 
     // Level low on line 0, which idles low: fires as soon as it is posted.
     ok(
         &mut fe,
-        VIRTIO_GPIO_MSG_IRQ_TYPE,
+        VIRTIO_GPIO_MSG_SET_IRQ_TYPE,
         0,
         IrqType::LevelLow as u32,
     );

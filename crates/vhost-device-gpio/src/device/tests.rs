@@ -107,7 +107,7 @@ fn get_line_names_returns_the_block_with_the_exact_length() {
     let names = b"line0\0line1\0line2\0".to_vec();
     assert_eq!(rig.dev.names(), names.as_slice());
     let chain = rig.guest.request(
-        &[&encode(VIRTIO_GPIO_MSG_GET_NAMES, 0, 0)],
+        &[&encode(VIRTIO_GPIO_MSG_GET_LINE_NAMES, 0, 0)],
         &[1 + names.len() as u32],
     );
     let used = rig.dev.handle_request(&chain, rig.guest.memory());
@@ -118,7 +118,7 @@ fn get_line_names_returns_the_block_with_the_exact_length() {
 
     // One byte short: an error status, not a truncated block.
     let chain = rig.guest.request(
-        &[&encode(VIRTIO_GPIO_MSG_GET_NAMES, 0, 0)],
+        &[&encode(VIRTIO_GPIO_MSG_GET_LINE_NAMES, 0, 0)],
         &[names.len() as u32],
     );
     let used = rig.dev.handle_request(&chain, rig.guest.memory());
@@ -185,7 +185,7 @@ fn lines_out_of_range_get_an_error() {
         VIRTIO_GPIO_MSG_SET_DIRECTION,
         VIRTIO_GPIO_MSG_GET_VALUE,
         VIRTIO_GPIO_MSG_SET_VALUE,
-        VIRTIO_GPIO_MSG_IRQ_TYPE,
+        VIRTIO_GPIO_MSG_SET_IRQ_TYPE,
     ] {
         rig.err(kind, 4, 1);
         rig.err(kind, u16::MAX, 1);
@@ -260,17 +260,17 @@ fn malformed_chains() {
 fn irq_type_needs_the_feature_and_a_valid_type() {
     let mut rig = Rig::new(2);
     rig.dev.set_irq_negotiated(false);
-    rig.err(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::EdgeRising as u32);
+    rig.err(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::EdgeRising as u32);
     rig.dev.set_irq_negotiated(true);
     for bad in [5, 6, 7, 9, 16, u32::MAX] {
-        rig.err(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, bad);
+        rig.err(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, bad);
     }
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::EdgeRising as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::EdgeRising as u32);
     assert_eq!(rig.dev.trigger(0), Some(IrqType::EdgeRising));
     // No interrupt on an output.
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 1, 0);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 1, 0);
     rig.ok(VIRTIO_GPIO_MSG_SET_DIRECTION, 1, Direction::Out as u32);
-    rig.err(VIRTIO_GPIO_MSG_IRQ_TYPE, 1, IrqType::LevelHigh as u32);
+    rig.err(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 1, IrqType::LevelHigh as u32);
 }
 
 #[test]
@@ -289,7 +289,7 @@ fn event_buffer_before_irq_type_is_returned_invalid() {
 fn edge_case(trigger: IrqType, fires_on: &[(bool, bool)]) {
     let mut rig = Rig::new(2);
     rig.ok(VIRTIO_GPIO_MSG_SET_DIRECTION, 0, Direction::In as u32);
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, trigger as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, trigger as u32);
     let mut level = false;
     for &(to, fires) in fires_on {
         let (chain, result) = rig.post(0);
@@ -302,13 +302,13 @@ fn edge_case(trigger: IrqType, fires_on: &[(bool, bool)]) {
         } else {
             assert!(fired.is_empty(), "{trigger:?} {level}->{to} must not fire");
             // Take the buffer back for the next round.
-            rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, 0);
+            rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, 0);
             assert_eq!(rig.status(&chain), VIRTIO_GPIO_IRQ_STATUS_INVALID);
             assert_eq!(
                 rig.dev.take_fired().collect::<Vec<_>>(),
                 vec![(chain.head(), 1)]
             );
-            rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, trigger as u32);
+            rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, trigger as u32);
         }
         level = to;
     }
@@ -341,7 +341,7 @@ fn edge_both() {
 #[test]
 fn edges_while_masked_are_latched_once() {
     let mut rig = Rig::new(1);
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::EdgeBoth as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::EdgeBoth as u32);
     // Edges before the buffer comes: latched, and two count as one.
     assert!(rig.drive(0, true).is_empty());
     assert!(rig.drive(0, false).is_empty());
@@ -357,7 +357,7 @@ fn edges_before_the_irq_type_are_not_latched() {
     let mut rig = Rig::new(1);
     rig.world.drive(0, true).unwrap();
     rig.world.drive(0, false).unwrap();
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::EdgeBoth as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::EdgeBoth as u32);
     assert!(rig.drive(0, false).is_empty());
     let (_, result) = rig.post(0);
     assert_eq!(result, None);
@@ -366,7 +366,7 @@ fn edges_before_the_irq_type_are_not_latched() {
 #[test]
 fn level_high_fires_and_refires_while_held() {
     let mut rig = Rig::new(2);
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 1, IrqType::LevelHigh as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 1, IrqType::LevelHigh as u32);
     let (chain, result) = rig.post(1);
     assert_eq!(result, None, "low: masked until the level goes high");
     let fired = rig.drive(1, true);
@@ -388,7 +388,7 @@ fn level_high_fires_and_refires_while_held() {
 fn level_low_fires_while_low_and_is_not_latched() {
     let mut rig = Rig::new(1);
     rig.world.drive(0, true).unwrap();
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::LevelLow as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::LevelLow as u32);
     // A low pulse while masked is not remembered.
     assert!(rig.drive(0, false).is_empty());
     assert!(rig.drive(0, true).is_empty());
@@ -404,22 +404,22 @@ fn level_low_fires_while_low_and_is_not_latched() {
 #[test]
 fn disabling_returns_the_held_buffer_invalid_and_drops_the_latch() {
     let mut rig = Rig::new(1);
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::EdgeRising as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::EdgeRising as u32);
     let (chain, result) = rig.post(0);
     assert_eq!(result, None);
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::None as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::None as u32);
     let fired: Vec<_> = rig.dev.take_fired().collect();
     assert_eq!(fired, vec![(chain.head(), 1)]);
     assert_eq!(rig.status(&chain), VIRTIO_GPIO_IRQ_STATUS_INVALID);
     assert!(!rig.dev.is_unmasked(0));
     // Edge latched, then disabled and re-enabled: the latch is gone.
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::EdgeRising as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::EdgeRising as u32);
     assert!(rig.drive(0, true).is_empty());
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::None as u32);
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::EdgeRising as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::None as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::EdgeRising as u32);
     assert_eq!(rig.post(0).1, None);
     // Disabled: edges are not reported at all any more.
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::None as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::None as u32);
     let _ = rig.dev.take_fired().count();
     assert!(rig.drive(0, false).is_empty());
     assert!(rig.drive(0, true).is_empty());
@@ -429,7 +429,7 @@ fn disabling_returns_the_held_buffer_invalid_and_drops_the_latch() {
 fn releasing_a_line_returns_its_buffer() {
     let mut rig = Rig::new(1);
     rig.ok(VIRTIO_GPIO_MSG_SET_DIRECTION, 0, Direction::In as u32);
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::LevelHigh as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::LevelHigh as u32);
     let (chain, _) = rig.post(0);
     rig.ok(VIRTIO_GPIO_MSG_SET_DIRECTION, 0, Direction::None as u32);
     assert_eq!(
@@ -443,7 +443,7 @@ fn releasing_a_line_returns_its_buffer() {
 #[test]
 fn a_second_buffer_for_a_line_is_returned() {
     let mut rig = Rig::new(1);
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::EdgeFalling as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::EdgeFalling as u32);
     let (first, result) = rig.post(0);
     assert_eq!(result, None);
     let (second, result) = rig.post(0);
@@ -456,7 +456,7 @@ fn a_second_buffer_for_a_line_is_returned() {
 #[test]
 fn stop_and_reset_forget_held_buffers() {
     let mut rig = Rig::new(2);
-    rig.ok(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, IrqType::EdgeRising as u32);
+    rig.ok(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 0, IrqType::EdgeRising as u32);
     rig.post(0);
     rig.dev.queue_stopped(EVENT_QUEUE);
     assert!(!rig.dev.is_unmasked(0));
@@ -532,7 +532,7 @@ fn host_failures_become_error_statuses() {
         (VIRTIO_GPIO_MSG_SET_DIRECTION, 2),
         (VIRTIO_GPIO_MSG_GET_VALUE, 0),
         (VIRTIO_GPIO_MSG_SET_VALUE, 1),
-        (VIRTIO_GPIO_MSG_IRQ_TYPE, 4),
+        (VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 4),
     ] {
         let chain = g.request(&[&encode(kind, 1, value)], &[2]);
         assert_eq!(dev.handle_request(&chain, g.memory()), 2);
@@ -549,7 +549,7 @@ fn host_failures_become_error_statuses() {
     assert_eq!(dev.handle_event_buffer(event.clone(), g.memory()), None);
     assert!(dev.is_unmasked(1));
     // ...until the driver disables the interrupt.
-    let chain = g.request(&[&encode(VIRTIO_GPIO_MSG_IRQ_TYPE, 1, 0)], &[2]);
+    let chain = g.request(&[&encode(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, 1, 0)], &[2]);
     assert_eq!(dev.handle_request(&chain, g.memory()), 2);
     assert_eq!(g.written(&chain), vec![VIRTIO_GPIO_STATUS_OK, 0]);
     assert_eq!(
