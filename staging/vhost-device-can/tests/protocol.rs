@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -16,8 +14,10 @@ use vhost_device_can::protocol::*;
 use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend};
 use vm_memory::ByteValued;
 
+mod support;
+use support::{bus_control, control, tx_bytes, WAIT};
+
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-can");
-const WAIT: Duration = Duration::from_secs(5);
 /// RX buffer size the Linux driver posts with FD negotiated.
 const RX_BUF: u32 = 16 + 64;
 
@@ -62,36 +62,8 @@ impl Daemon {
     }
 
     fn control(&self, command: &str) -> String {
-        let path = self.dir.path().join("bus.ctl");
-        let mut stream = UnixStream::connect(path).unwrap();
-        writeln!(stream, "{command}").unwrap();
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).unwrap();
-        line.trim().to_owned()
+        bus_control(&self.dir.path().join("bus.ctl"), command).unwrap()
     }
-}
-
-fn control(fe: &mut TestFrontend, msg_type: u16) -> u8 {
-    let used = fe
-        .queue(CONTROL_QUEUE)
-        .unwrap()
-        .request(&[&msg_type.to_le_bytes()], &[1], WAIT)
-        .unwrap();
-    assert_eq!(used.len, 1);
-    used.data[0]
-}
-
-fn tx_bytes(flags: u32, id: u32, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = virtio_can_tx_out::new(
-        VIRTIO_CAN_TX,
-        flags,
-        id,
-        u16::try_from(payload.len()).unwrap(),
-    )
-    .as_slice()
-    .to_vec();
-    bytes.extend_from_slice(payload);
-    bytes
 }
 
 fn send(fe: &mut TestFrontend, flags: u32, id: u32, payload: &[u8]) -> u8 {
@@ -121,17 +93,15 @@ fn receive(fe: &mut TestFrontend) -> (u32, u32, Vec<u8>) {
         .unwrap();
     assert_eq!(header.msg_type.to_native(), VIRTIO_CAN_RX);
     let len = usize::from(header.length.to_native());
-    let payload_len = if header.flags.to_native() & VIRTIO_CAN_FLAGS_RTR != 0 {
-        0
+    // RTR frames come with `length` zero bytes, as Linux wants.
+    assert_eq!(used.len as usize, 16 + len);
+    let payload = if header.flags.to_native() & VIRTIO_CAN_FLAGS_RTR != 0 {
+        assert!(used.data[16..16 + len].iter().all(|&b| b == 0));
+        vec![]
     } else {
-        len
+        used.data[16..16 + len].to_vec()
     };
-    assert_eq!(used.len as usize, 16 + payload_len);
-    (
-        header.flags.to_native(),
-        header.can_id.to_native(),
-        used.data[16..16 + payload_len].to_vec(),
-    )
+    (header.flags.to_native(), header.can_id.to_native(), payload)
 }
 
 fn nothing_received(fe: &mut TestFrontend) {

@@ -122,8 +122,12 @@ impl VirtualBus {
     }
 
     fn deliver(&self, from: Option<usize>, frame: &CanFrame) -> usize {
+        // The bus lock is held for the whole delivery: every node sees the
+        // frames in one order, as on a wire, even when a node answers a
+        // frame before another node has been handed it.
+        let ports = lock(&self.ports);
         let mut reached = 0;
-        for port in self.live_ports() {
+        for port in ports.iter().filter_map(Weak::upgrade) {
             if Some(port.guest) == from {
                 continue;
             }

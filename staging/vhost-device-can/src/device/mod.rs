@@ -19,7 +19,6 @@ use std::collections::VecDeque;
 use std::mem::size_of;
 
 use log::{debug, info, warn};
-use vhost::vhost_user::Backend;
 use vhost_device_common::{
     ChainError, DescChain, DeviceResult, EventRegistry, EventSet, GuestMem, Queues, RateLimited,
     VirtioDevice,
@@ -74,7 +73,6 @@ pub struct CanDevice<B: CanBackend> {
     events: Vec<BackendEvent>,
     /// Held chains answered and not yet put in their used rings.
     done: Completions,
-    notifier: Option<Backend>,
     log: RateLimited,
 }
 
@@ -106,7 +104,6 @@ impl<B: CanBackend> CanDevice<B> {
             tx_pending: VecDeque::new(),
             events: Vec::new(),
             done: Completions::default(),
-            notifier: None,
             log: RateLimited::default(),
         }
     }
@@ -336,26 +333,16 @@ impl<B: CanBackend> CanDevice<B> {
         if !self.controller.bus_off() {
             return;
         }
-        warn!("controller bus-off");
+        // The spec wants a config-change notification here. vhost 0.18's
+        // `Backend` cannot send VHOST_USER_BACKEND_CONFIG_CHANGE_MSG (its
+        // handle_config_change is left at ENOSYS and its socket is private),
+        // so BACKEND_REQ is not offered: the driver sees `status` when it
+        // next reads the config, and meanwhile its TX requests fail.
+        warn!("controller bus-off; the driver is not notified (see README)");
         self.backend.set_started(false);
         self.cancel_tx(mem, "bus-off");
         self.backlog.clear();
         self.sync_config();
-        self.notify_config();
-    }
-
-    fn notify_config(&self) {
-        // vhost 0.18's `Backend` has no way to send
-        // VHOST_USER_BACKEND_CONFIG_CHANGE_MSG (its VhostUserFrontendReqHandler
-        // impl leaves handle_config_change at ENOSYS and keeps the socket
-        // private), so the driver learns of bus-off only when it next reads
-        // the config space, and from its TX requests failing.
-        if self.notifier.is_some() {
-            self.log.warn(|| {
-                "bus-off: config-change notification not sent (unsupported by the vhost crate)"
-                    .to_owned()
-            });
-        }
     }
 
     fn guest_error(&self, queue: &str, e: &Error) {
@@ -376,10 +363,14 @@ fn reply(chain: &DescChain, mem: &GuestMem, result: u8) -> u32 {
 }
 
 /// Writes `frame` as a `virtio_can_rx`; the used length.
+///
+/// An RTR frame carries no payload, but Linux's virtio_can drops any RX
+/// buffer shorter than the header plus `length` (the DLC here), so an RTR
+/// frame is followed by `length` zero bytes.
 fn write_rx(chain: &DescChain, mem: &GuestMem, frame: &CanFrame) -> Result<u32> {
     let header = virtio_can_rx::new(VIRTIO_CAN_RX, frame.flags(), frame.id, u16::from(frame.len));
     let mut writer = chain.writer(mem);
-    let wanted = size_of::<virtio_can_rx>() + frame.payload().len();
+    let wanted = size_of::<virtio_can_rx>() + usize::from(frame.len);
     if writer.available() < wanted {
         return Err(ChainError::ShortWrite {
             wanted,
@@ -388,7 +379,11 @@ fn write_rx(chain: &DescChain, mem: &GuestMem, frame: &CanFrame) -> Result<u32> 
         .into());
     }
     writer.write_obj(header)?;
-    writer.write_all(frame.payload())?;
+    if frame.rtr {
+        writer.write_zeros(usize::from(frame.len))?;
+    } else {
+        writer.write_all(frame.payload())?;
+    }
     Ok(writer.used_len())
 }
 
@@ -475,9 +470,5 @@ impl<B: CanBackend> VirtioDevice for CanDevice<B> {
         self.tx_pending.clear();
         self.backlog.clear();
         self.sync_config();
-    }
-
-    fn set_backend_req_fd(&mut self, backend: Backend) {
-        self.notifier = Some(backend);
     }
 }

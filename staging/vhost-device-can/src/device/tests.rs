@@ -409,10 +409,12 @@ fn received_frames_fill_posted_buffers() {
     );
     assert_eq!(header.can_id.to_native(), 0x1abc);
     assert_eq!(payload, [7; 24]);
-    // RTR: the DLC in `length`, no payload.
+    // RTR: the DLC in `length`, and that many zero bytes, which Linux
+    // insists on.
     let (buf, _) = rig.rx_buffer(24);
     rig.host_event(BackendEvent::Frame(CanFrame::remote(0x12, false, 3)));
-    assert_eq!(rig.dev.take_completions().rx, [(buf.head(), 16)]);
+    assert_eq!(rig.dev.take_completions().rx, [(buf.head(), 16 + 3)]);
+    assert_eq!(rig.written(&buf)[16..19], [0, 0, 0]);
     let bytes = rig.written(&buf);
     let header = virtio_can_rx::from_slice(&bytes[..16]).copied().unwrap();
     assert_eq!(header.length.to_native(), 3);
