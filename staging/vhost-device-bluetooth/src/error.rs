@@ -52,11 +52,13 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
-    /// The host adapter is up, so the kernel refuses the user channel.
-    #[error("hci{0} is up (powered on, or bluetoothd holds it): power it off first with `btmgmt --index {0} power off` or stop bluetoothd")]
+    /// The host adapter is up, so the kernel refuses the user channel
+    /// (EBUSY). That includes an adapter another process holds through its
+    /// own user channel: holding it keeps it up.
+    #[error("hci{0} is up (bluetoothd or another HCI user channel holds it): stop bluetoothd or run `btmgmt --index {0} power off`, or end the other user")]
     AdapterBusy(u16),
-    /// Another process holds the adapter's user channel.
-    #[error("hci{0} is already held through an HCI user channel by another process (another daemon, btproxy or a test tool)")]
+    /// Another process claimed the adapter's user channel (EUSERS).
+    #[error("hci{0} is already claimed through an HCI user channel by another process (another daemon, btproxy or a test tool)")]
     AdapterInUse(u16),
     /// No such adapter.
     #[error("hci{0}: no such Bluetooth adapter")]
@@ -126,5 +128,6 @@ mod tests {
             assert!(!e.to_string().contains('\n'));
         }
         assert!(Error::AdapterBusy(0).to_string().contains("power off"));
+        assert!(Error::AdapterInUse(0).to_string().contains("claimed"));
     }
 }
