@@ -397,7 +397,7 @@ mod tests {
     }
 
     fn spec_mono() -> u8 {
-        crate::spec::CHMAP_MONO
+        crate::protocol::VIRTIO_SND_CHMAP_MONO
     }
 
     #[test]

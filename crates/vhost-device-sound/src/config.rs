@@ -4,7 +4,7 @@
 //! controls. Built from the command line, fixed for the life of the daemon.
 
 use crate::format::{supported_rates_bits, SampleFormat};
-use crate::spec;
+use crate::protocol;
 
 /// Data flow direction of a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,11 +16,11 @@ pub enum Direction {
 }
 
 impl Direction {
-    /// `D_OUTPUT` / `D_INPUT`.
+    /// `VIRTIO_SND_D_OUTPUT` / `VIRTIO_SND_D_INPUT`.
     pub fn to_spec(self) -> u8 {
         match self {
-            Direction::Output => spec::D_OUTPUT,
-            Direction::Input => spec::D_INPUT,
+            Direction::Output => protocol::VIRTIO_SND_D_OUTPUT,
+            Direction::Input => protocol::VIRTIO_SND_D_INPUT,
         }
     }
 }
@@ -71,20 +71,20 @@ pub struct SoundConfig {
 
 /// The conventional channel map for `channels` channels.
 pub fn default_chmap(channels: u8) -> Vec<u8> {
-    use crate::spec::{
-        CHMAP_FC, CHMAP_FL, CHMAP_FR, CHMAP_LFE, CHMAP_MONO, CHMAP_RC, CHMAP_RL, CHMAP_RR,
-        CHMAP_SL, CHMAP_SR,
+    use crate::protocol::{
+        VIRTIO_SND_CHMAP_FC, VIRTIO_SND_CHMAP_FL, VIRTIO_SND_CHMAP_FR, VIRTIO_SND_CHMAP_LFE, VIRTIO_SND_CHMAP_MONO, VIRTIO_SND_CHMAP_RC, VIRTIO_SND_CHMAP_RL, VIRTIO_SND_CHMAP_RR,
+        VIRTIO_SND_CHMAP_SL, VIRTIO_SND_CHMAP_SR,
     };
     let full = [
-        CHMAP_FL, CHMAP_FR, CHMAP_RL, CHMAP_RR, CHMAP_FC, CHMAP_LFE, CHMAP_SL, CHMAP_SR,
+        VIRTIO_SND_CHMAP_FL, VIRTIO_SND_CHMAP_FR, VIRTIO_SND_CHMAP_RL, VIRTIO_SND_CHMAP_RR, VIRTIO_SND_CHMAP_FC, VIRTIO_SND_CHMAP_LFE, VIRTIO_SND_CHMAP_SL, VIRTIO_SND_CHMAP_SR,
     ];
     match channels {
         0 => Vec::new(),
-        1 => vec![CHMAP_MONO],
-        3 => vec![CHMAP_FL, CHMAP_FR, CHMAP_FC],
-        5 => vec![CHMAP_FL, CHMAP_FR, CHMAP_RL, CHMAP_RR, CHMAP_FC],
+        1 => vec![VIRTIO_SND_CHMAP_MONO],
+        3 => vec![VIRTIO_SND_CHMAP_FL, VIRTIO_SND_CHMAP_FR, VIRTIO_SND_CHMAP_FC],
+        5 => vec![VIRTIO_SND_CHMAP_FL, VIRTIO_SND_CHMAP_FR, VIRTIO_SND_CHMAP_RL, VIRTIO_SND_CHMAP_RR, VIRTIO_SND_CHMAP_FC],
         7 => vec![
-            CHMAP_FL, CHMAP_FR, CHMAP_RL, CHMAP_RR, CHMAP_FC, CHMAP_LFE, CHMAP_RC,
+            VIRTIO_SND_CHMAP_FL, VIRTIO_SND_CHMAP_FR, VIRTIO_SND_CHMAP_RL, VIRTIO_SND_CHMAP_RR, VIRTIO_SND_CHMAP_FC, VIRTIO_SND_CHMAP_LFE, VIRTIO_SND_CHMAP_RC,
         ],
         n => full.iter().copied().take(usize::from(n)).collect(),
     }
@@ -96,15 +96,15 @@ pub fn parse_chmap(text: &str) -> Result<Vec<u8>, String> {
         .split(',')
         .map(|name| {
             let name = name.trim();
-            spec::CHMAP_NAMES
+            protocol::CHMAP_NAMES
                 .iter()
                 .position(|n| n.eq_ignore_ascii_case(name))
                 .and_then(|p| u8::try_from(p).ok())
-                .filter(|p| *p != spec::CHMAP_NONE)
+                .filter(|p| *p != protocol::VIRTIO_SND_CHMAP_NONE)
                 .ok_or_else(|| {
                     format!(
                         "unknown channel position {name:?} (known: {})",
-                        spec::CHMAP_NAMES.get(1..).unwrap_or_default().join(" ")
+                        protocol::CHMAP_NAMES.get(1..).unwrap_or_default().join(" ")
                     )
                 })
         })
@@ -202,7 +202,7 @@ mod tests {
         for n in 1..=8u8 {
             assert_eq!(default_chmap(n).len(), usize::from(n));
         }
-        assert_eq!(default_chmap(1), vec![spec::CHMAP_MONO]);
+        assert_eq!(default_chmap(1), vec![protocol::VIRTIO_SND_CHMAP_MONO]);
         assert_eq!(default_chmap(6), vec![3, 4, 5, 6, 7, 8]);
     }
 

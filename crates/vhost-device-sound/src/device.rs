@@ -32,7 +32,7 @@ use crate::backend::{AudioBackend, BackendError, InputSource, OutputSink, Stream
 use crate::config::{Direction, SoundConfig, StreamConfig};
 use crate::format::{rate_hz, Gain, PcmParams, SampleFormat};
 use crate::pacer::{Clock, MonotonicClock, Pacer};
-use crate::spec::{self, Event, ItemHdr, PcmStatus};
+use crate::protocol::{self, virtio_snd_event, virtio_snd_pcm_hdr, virtio_snd_pcm_status};
 use crate::timer::{NoTimers, StreamTimers, TimerFds};
 
 /// Largest control request we read (CTL_WRITE: header + a 512-byte value).
@@ -89,10 +89,10 @@ impl PcmState {
             (self, code),
             (
                 Idle | ParamsSet | Prepared | Released,
-                spec::R_PCM_SET_PARAMS
-            ) | (ParamsSet | Prepared | Released, spec::R_PCM_PREPARE)
-                | (Prepared | Stopped, spec::R_PCM_START | spec::R_PCM_RELEASE)
-                | (Running, spec::R_PCM_STOP)
+                protocol::VIRTIO_SND_R_PCM_SET_PARAMS
+            ) | (ParamsSet | Prepared | Released, protocol::VIRTIO_SND_R_PCM_PREPARE)
+                | (Prepared | Stopped, protocol::VIRTIO_SND_R_PCM_START | protocol::VIRTIO_SND_R_PCM_RELEASE)
+                | (Running, protocol::VIRTIO_SND_R_PCM_STOP)
         )
     }
 
@@ -160,8 +160,8 @@ impl Stream {
 
     fn queue(&self) -> usize {
         match self.config.direction {
-            Direction::Output => spec::TX_QUEUE,
-            Direction::Input => spec::RX_QUEUE,
+            Direction::Output => protocol::TX_QUEUE,
+            Direction::Input => protocol::RX_QUEUE,
         }
     }
 
@@ -195,7 +195,7 @@ pub struct SoundDevice {
     streams: Vec<Stream>,
     jacks: Vec<Jack>,
     event_buffers: VecDeque<DescChain>,
-    pending_events: VecDeque<Event>,
+    pending_events: VecDeque<virtio_snd_event>,
     backend: Box<dyn AudioBackend>,
     clock: Box<dyn Clock>,
     timers: Box<dyn StreamTimers>,
@@ -225,9 +225,9 @@ fn parse<T: ByteValued + Default>(bytes: &[u8]) -> Option<T> {
     Some(value)
 }
 
-fn event(code: u32, data: u32) -> Event {
-    Event {
-        hdr: spec::Hdr { code: code.into() },
+fn event(code: u32, data: u32) -> virtio_snd_event {
+    virtio_snd_event {
+        hdr: protocol::virtio_snd_hdr { code: code.into() },
         data: data.into(),
     }
 }
@@ -251,7 +251,7 @@ impl SoundDevice {
         timers: Box<dyn StreamTimers>,
     ) -> Self {
         let count = |n: usize| vm_memory::Le32::from(u32::try_from(n).unwrap_or(u32::MAX));
-        let space = spec::Config {
+        let space = protocol::virtio_snd_config {
             jacks: count(config.jacks.len()),
             streams: count(config.streams.len()),
             chmaps: count(config.streams.len()),
@@ -303,9 +303,9 @@ impl SoundDevice {
     pub fn take_completions(&mut self) -> Vec<Completion> {
         let mut all = std::mem::take(&mut self.completions);
         all.sort_by_key(|c| match c.queue {
-            spec::TX_QUEUE => 0,
-            spec::RX_QUEUE => 1,
-            spec::EVENT_QUEUE => 2,
+            protocol::TX_QUEUE => 0,
+            protocol::RX_QUEUE => 1,
+            protocol::EVENT_QUEUE => 2,
             _ => 3,
         });
         all
@@ -316,7 +316,7 @@ impl SoundDevice {
     }
 
     fn controls_enabled(&self) -> bool {
-        self.config.controls && self.acked_features & spec::VIRTIO_SND_F_CTLS != 0
+        self.config.controls && self.acked_features & protocol::VIRTIO_SND_F_CTLS != 0
     }
 
     // ----- events -----------------------------------------------------
@@ -327,7 +327,7 @@ impl SoundDevice {
         self.deliver_events(mem);
     }
 
-    fn queue_event(&mut self, ev: Event) {
+    fn queue_event(&mut self, ev: virtio_snd_event) {
         if self.pending_events.len() >= MAX_PENDING_EVENTS {
             warn!("the driver posts no event buffers; dropping the oldest event");
             self.pending_events.pop_front();
@@ -345,11 +345,11 @@ impl SoundDevice {
             match writer.write_obj(ev) {
                 Ok(()) => {
                     self.pending_events.pop_front();
-                    self.complete(spec::EVENT_QUEUE, chain.head(), writer.used_len());
+                    self.complete(protocol::EVENT_QUEUE, chain.head(), writer.used_len());
                 }
                 Err(e) => {
                     warn!("event buffer {} is unusable: {e}", chain.head());
-                    self.complete(spec::EVENT_QUEUE, chain.head(), 0);
+                    self.complete(protocol::EVENT_QUEUE, chain.head(), 0);
                 }
             }
         }
@@ -375,9 +375,9 @@ impl SoundDevice {
             .collect();
         for jack in changed {
             let code = if ok {
-                spec::EVT_JACK_CONNECTED
+                protocol::VIRTIO_SND_EVT_JACK_CONNECTED
             } else {
-                spec::EVT_JACK_DISCONNECTED
+                protocol::VIRTIO_SND_EVT_JACK_DISCONNECTED
             };
             self.queue_event(event(code, u32::try_from(jack).unwrap_or(u32::MAX)));
         }
@@ -389,59 +389,59 @@ impl SoundDevice {
     /// [`Self::take_completions`], after any I/O it completed.
     pub fn handle_control(&mut self, chain: &DescChain, mem: &GuestMem) {
         let used = self.control(chain, mem);
-        self.complete(spec::CONTROL_QUEUE, chain.head(), used);
+        self.complete(protocol::CONTROL_QUEUE, chain.head(), used);
         self.deliver_events(mem);
     }
 
     fn control(&mut self, chain: &DescChain, mem: &GuestMem) -> u32 {
         let mut reader = chain.reader(mem);
-        let code = match reader.read_obj::<spec::Hdr>() {
+        let code = match reader.read_obj::<protocol::virtio_snd_hdr>() {
             Ok(hdr) => hdr.code.to_native(),
             Err(e) => {
                 warn!("control request without a header: {e}");
-                return reply(chain, mem, spec::S_BAD_MSG, &[]);
+                return reply(chain, mem, protocol::VIRTIO_SND_S_BAD_MSG, &[]);
             }
         };
         if matches!(
             code,
-            spec::R_CTL_TLV_READ | spec::R_CTL_TLV_WRITE | spec::R_CTL_TLV_COMMAND
+            protocol::VIRTIO_SND_R_CTL_TLV_READ | protocol::VIRTIO_SND_R_CTL_TLV_WRITE | protocol::VIRTIO_SND_R_CTL_TLV_COMMAND
         ) {
             // No control has TLV access; the payload may be large, and is
             // not read.
-            return reply(chain, mem, spec::S_NOT_SUPP, &[]);
+            return reply(chain, mem, protocol::VIRTIO_SND_S_NOT_SUPP, &[]);
         }
         let rest = match reader.read_to_vec(MAX_REQUEST) {
             Ok(rest) => rest,
             Err(e) => {
                 warn!("control request {code:#x}: {e}");
-                return reply(chain, mem, spec::S_BAD_MSG, &[]);
+                return reply(chain, mem, protocol::VIRTIO_SND_S_BAD_MSG, &[]);
             }
         };
         let mut request = code.to_le_bytes().to_vec();
         request.extend_from_slice(&rest);
         let room = chain.writable().total_len().saturating_sub(4);
         let (status, payload) = match code {
-            spec::R_JACK_INFO => self.jack_info(&request, room),
-            spec::R_JACK_REMAP => (self.jack_remap(&request), Vec::new()),
-            spec::R_PCM_INFO => self.pcm_info(&request, room),
-            spec::R_PCM_SET_PARAMS
-            | spec::R_PCM_PREPARE
-            | spec::R_PCM_RELEASE
-            | spec::R_PCM_START
-            | spec::R_PCM_STOP => (self.pcm_command(code, &request, mem), Vec::new()),
-            spec::R_CHMAP_INFO => self.chmap_info(&request, room),
-            spec::R_CTL_INFO | spec::R_CTL_ENUM_ITEMS | spec::R_CTL_READ | spec::R_CTL_WRITE
+            protocol::VIRTIO_SND_R_JACK_INFO => self.jack_info(&request, room),
+            protocol::VIRTIO_SND_R_JACK_REMAP => (self.jack_remap(&request), Vec::new()),
+            protocol::VIRTIO_SND_R_PCM_INFO => self.pcm_info(&request, room),
+            protocol::VIRTIO_SND_R_PCM_SET_PARAMS
+            | protocol::VIRTIO_SND_R_PCM_PREPARE
+            | protocol::VIRTIO_SND_R_PCM_RELEASE
+            | protocol::VIRTIO_SND_R_PCM_START
+            | protocol::VIRTIO_SND_R_PCM_STOP => (self.pcm_command(code, &request, mem), Vec::new()),
+            protocol::VIRTIO_SND_R_CHMAP_INFO => self.chmap_info(&request, room),
+            protocol::VIRTIO_SND_R_CTL_INFO | protocol::VIRTIO_SND_R_CTL_ENUM_ITEMS | protocol::VIRTIO_SND_R_CTL_READ | protocol::VIRTIO_SND_R_CTL_WRITE
                 if !self.controls_enabled() =>
             {
-                (spec::S_NOT_SUPP, Vec::new())
+                (protocol::VIRTIO_SND_S_NOT_SUPP, Vec::new())
             }
-            spec::R_CTL_INFO => self.ctl_info(&request, room),
-            spec::R_CTL_ENUM_ITEMS => (spec::S_BAD_MSG, Vec::new()),
-            spec::R_CTL_READ => self.ctl_read(&request),
-            spec::R_CTL_WRITE => (self.ctl_write(&request), Vec::new()),
+            protocol::VIRTIO_SND_R_CTL_INFO => self.ctl_info(&request, room),
+            protocol::VIRTIO_SND_R_CTL_ENUM_ITEMS => (protocol::VIRTIO_SND_S_BAD_MSG, Vec::new()),
+            protocol::VIRTIO_SND_R_CTL_READ => self.ctl_read(&request),
+            protocol::VIRTIO_SND_R_CTL_WRITE => (self.ctl_write(&request), Vec::new()),
             _ => {
                 debug!("unknown control request {code:#x}");
-                (spec::S_NOT_SUPP, Vec::new())
+                (protocol::VIRTIO_SND_S_NOT_SUPP, Vec::new())
             }
         };
         reply(chain, mem, status, &payload)
@@ -450,7 +450,7 @@ impl SoundDevice {
     /// Validates an info query against `total` items and `room` bytes of
     /// response space; returns the items to describe and the size of each.
     fn query(request: &[u8], total: usize, room: usize) -> Option<(usize, usize, usize)> {
-        let q: spec::QueryInfo = parse(request)?;
+        let q: protocol::virtio_snd_query_info = parse(request)?;
         let start = q.start_id.to_native() as usize;
         let count = q.count.to_native() as usize;
         let size = q.size.to_native();
@@ -472,7 +472,7 @@ impl SoundDevice {
         item: impl Fn(usize) -> T,
     ) -> (u32, Vec<u8>) {
         let Some((start, end, size)) = Self::query(request, total, room) else {
-            return (spec::S_BAD_MSG, Vec::new());
+            return (protocol::VIRTIO_SND_S_BAD_MSG, Vec::new());
         };
         let mut out = Vec::with_capacity((end - start) * size);
         for id in start..end {
@@ -485,7 +485,7 @@ impl SoundDevice {
             entry.resize(size, 0);
             out.extend_from_slice(&entry);
         }
-        (spec::S_OK, out)
+        (protocol::VIRTIO_SND_S_OK, out)
     }
 
     fn jack_info(&self, request: &[u8], room: usize) -> (u32, Vec<u8>) {
@@ -494,9 +494,9 @@ impl SoundDevice {
             let nid = jack
                 .and_then(|j| self.streams.get(j.stream))
                 .map_or(0, |s| s.config.nid);
-            spec::JackInfo {
+            protocol::virtio_snd_jack_info {
                 hda_fn_nid: nid.into(),
-                features: (1u32 << spec::JACK_F_REMAP).into(),
+                features: (1u32 << protocol::VIRTIO_SND_JACK_F_REMAP).into(),
                 hda_reg_defconf: jack.map_or(0, |j| j.defconf).into(),
                 hda_reg_caps: jack.map_or(0, |j| j.caps).into(),
                 connected: u8::from(jack.is_some_and(|j| j.connected)),
@@ -506,30 +506,30 @@ impl SoundDevice {
     }
 
     fn jack_remap(&mut self, request: &[u8]) -> u32 {
-        let Some(remap) = parse::<spec::JackRemap>(request) else {
-            return spec::S_BAD_MSG;
+        let Some(remap) = parse::<protocol::virtio_snd_jack_remap>(request) else {
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         let association = remap.association.to_native();
         let sequence = remap.sequence.to_native();
         let Some(jack) = self.jacks.get_mut(remap.hdr.id.to_native() as usize) else {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         // The HDA default configuration holds 4 bits of each.
         if association > 0xf || sequence > 0xf {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         }
         jack.defconf = jack.defconf & !0xff | association << 4 | sequence;
-        spec::S_OK
+        protocol::VIRTIO_SND_S_OK
     }
 
     fn pcm_info(&self, request: &[u8], room: usize) -> (u32, Vec<u8>) {
         Self::info_reply(request, self.streams.len(), room, |id| {
             let Some(s) = self.streams.get(id) else {
-                return spec::PcmInfo::default();
+                return protocol::virtio_snd_pcm_info::default();
             };
-            spec::PcmInfo {
+            protocol::virtio_snd_pcm_info {
                 hda_fn_nid: s.config.nid.into(),
-                features: (1u32 << spec::PCM_F_EVT_XRUNS | 1 << spec::PCM_F_EVT_SHMEM_PERIODS)
+                features: (1u32 << protocol::VIRTIO_SND_PCM_F_EVT_XRUNS | 1 << protocol::VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS)
                     .into(),
                 formats: s.config.formats.into(),
                 rates: s.config.rates.into(),
@@ -544,16 +544,16 @@ impl SoundDevice {
     fn chmap_info(&self, request: &[u8], room: usize) -> (u32, Vec<u8>) {
         Self::info_reply(request, self.streams.len(), room, |id| {
             let Some(s) = self.streams.get(id) else {
-                return spec::ChmapInfo::default();
+                return protocol::virtio_snd_chmap_info::default();
             };
-            let mut positions = [0u8; spec::CHMAP_MAX_SIZE];
+            let mut positions = [0u8; protocol::VIRTIO_SND_CHMAP_MAX_SIZE];
             for (dst, src) in positions.iter_mut().zip(&s.config.chmap) {
                 *dst = *src;
             }
-            spec::ChmapInfo {
+            protocol::virtio_snd_chmap_info {
                 hda_fn_nid: s.config.nid.into(),
                 direction: s.config.direction.to_spec(),
-                channels: u8::try_from(s.config.chmap.len().min(spec::CHMAP_MAX_SIZE)).unwrap_or(0),
+                channels: u8::try_from(s.config.chmap.len().min(protocol::VIRTIO_SND_CHMAP_MAX_SIZE)).unwrap_or(0),
                 positions,
             }
         })
@@ -562,55 +562,55 @@ impl SoundDevice {
     // ----- PCM commands -------------------------------------------------
 
     fn pcm_command(&mut self, code: u32, request: &[u8], mem: &GuestMem) -> u32 {
-        let Some(hdr) = parse::<ItemHdr>(request) else {
-            return spec::S_BAD_MSG;
+        let Some(hdr) = parse::<virtio_snd_pcm_hdr>(request) else {
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         let id = hdr.id.to_native() as usize;
         let Some(state) = self.streams.get(id).map(|s| s.state) else {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         if !state.allows(code) {
             debug!("stream {id}: request {code:#x} is not valid in state {state:?}");
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         }
         match code {
-            spec::R_PCM_SET_PARAMS => self.set_params(id, request, mem),
-            spec::R_PCM_PREPARE => self.prepare(id, mem),
-            spec::R_PCM_START => self.start(id, mem),
-            spec::R_PCM_STOP => self.stop(id),
-            spec::R_PCM_RELEASE => self.release(id, mem),
-            _ => spec::S_NOT_SUPP,
+            protocol::VIRTIO_SND_R_PCM_SET_PARAMS => self.set_params(id, request, mem),
+            protocol::VIRTIO_SND_R_PCM_PREPARE => self.prepare(id, mem),
+            protocol::VIRTIO_SND_R_PCM_START => self.start(id, mem),
+            protocol::VIRTIO_SND_R_PCM_STOP => self.stop(id),
+            protocol::VIRTIO_SND_R_PCM_RELEASE => self.release(id, mem),
+            _ => protocol::VIRTIO_SND_S_NOT_SUPP,
         }
     }
 
     fn set_params(&mut self, id: usize, request: &[u8], mem: &GuestMem) -> u32 {
-        let Some(p) = parse::<spec::PcmSetParams>(request) else {
-            return spec::S_BAD_MSG;
+        let Some(p) = parse::<protocol::virtio_snd_pcm_set_params>(request) else {
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         let Some(stream) = self.streams.get(id) else {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         let cfg = &stream.config;
         let buffer_bytes = p.buffer_bytes.to_native();
         let period_bytes = p.period_bytes.to_native();
         let features = p.features.to_native();
-        let offered = 1u32 << spec::PCM_F_EVT_XRUNS | 1 << spec::PCM_F_EVT_SHMEM_PERIODS;
+        let offered = 1u32 << protocol::VIRTIO_SND_PCM_F_EVT_XRUNS | 1 << protocol::VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS;
         if period_bytes == 0 || buffer_bytes == 0 || buffer_bytes % period_bytes != 0 {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         }
         if p.channels < cfg.channels_min || p.channels > cfg.channels_max {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         }
         if features & !offered != 0 {
-            return spec::S_NOT_SUPP;
+            return protocol::VIRTIO_SND_S_NOT_SUPP;
         }
         let Some(format) =
             SampleFormat::from_spec(p.format).filter(|f| cfg.formats & (1u64 << f.to_spec()) != 0)
         else {
-            return spec::S_NOT_SUPP;
+            return protocol::VIRTIO_SND_S_NOT_SUPP;
         };
         let Some(rate) = rate_hz(p.rate).filter(|_| cfg.rates & (1u64 << p.rate) != 0) else {
-            return spec::S_NOT_SUPP;
+            return protocol::VIRTIO_SND_S_NOT_SUPP;
         };
         let params = PcmParams {
             buffer_bytes,
@@ -621,24 +621,24 @@ impl SoundDevice {
             rate,
         };
         if period_bytes as usize % params.frame_bytes() != 0 {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         }
         // Buffers pre-queued under the old parameters cannot be played.
-        self.flush_io(id, spec::S_IO_ERR, mem);
+        self.flush_io(id, protocol::VIRTIO_SND_S_IO_ERR, mem);
         if let Some(stream) = self.streams.get_mut(id) {
             stream.params = Some(params);
             stream.state = PcmState::ParamsSet;
         }
-        spec::S_OK
+        protocol::VIRTIO_SND_S_OK
     }
 
     fn prepare(&mut self, id: usize, mem: &GuestMem) -> u32 {
-        self.flush_io(id, spec::S_IO_ERR, mem);
+        self.flush_io(id, protocol::VIRTIO_SND_S_IO_ERR, mem);
         let Some(stream) = self.streams.get_mut(id) else {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         let Some(params) = stream.params else {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         if stream.endpoint.is_none() || stream.endpoint_params != Some(params) {
             stream.endpoint = None;
@@ -658,7 +658,7 @@ impl SoundDevice {
                 Err(e) => {
                     warn!("stream {id}: {} backend: {e}", self.backend.name());
                     self.set_host_ok(id, false);
-                    return spec::S_IO_ERR;
+                    return protocol::VIRTIO_SND_S_IO_ERR;
                 }
             }
         }
@@ -667,16 +667,16 @@ impl SoundDevice {
             stream.pacer = None;
         }
         self.set_host_ok(id, true);
-        spec::S_OK
+        protocol::VIRTIO_SND_S_OK
     }
 
     fn start(&mut self, id: usize, mem: &GuestMem) -> u32 {
         let now = self.clock.now();
         let Some(stream) = self.streams.get_mut(id) else {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         let Some(params) = stream.params else {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         let result = match &mut stream.endpoint {
             Some(Endpoint::Out(sink)) => sink.start().map(|()| sink.lead()),
@@ -688,7 +688,7 @@ impl SoundDevice {
             Err(e) => {
                 warn!("stream {id}: cannot start: {e}");
                 self.set_host_ok(id, false);
-                return spec::S_IO_ERR;
+                return protocol::VIRTIO_SND_S_IO_ERR;
             }
         };
         match (stream.state, stream.pacer.as_mut()) {
@@ -710,12 +710,12 @@ impl SoundDevice {
             params.channels, params.format, params.rate, params.period_bytes
         );
         self.pump(id, mem);
-        spec::S_OK
+        protocol::VIRTIO_SND_S_OK
     }
 
     fn stop(&mut self, id: usize) -> u32 {
         let Some(stream) = self.streams.get_mut(id) else {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         stream.state = PcmState::Stopped;
         let result = match &mut stream.endpoint {
@@ -727,13 +727,13 @@ impl SoundDevice {
         if let Err(e) = result {
             warn!("stream {id}: stop: {e}");
         }
-        spec::S_OK
+        protocol::VIRTIO_SND_S_OK
     }
 
     fn release(&mut self, id: usize, mem: &GuestMem) -> u32 {
         // Whatever was not played or recorded goes back now: the driver
         // waits for every buffer before it frees them.
-        self.flush_io(id, spec::S_OK, mem);
+        self.flush_io(id, protocol::VIRTIO_SND_S_OK, mem);
         self.timers.arm(id, None);
         if let Some(stream) = self.streams.get_mut(id) {
             if stream.state == PcmState::Prepared {
@@ -744,7 +744,7 @@ impl SoundDevice {
             stream.state = PcmState::Released;
             stream.pacer = None;
         }
-        spec::S_OK
+        protocol::VIRTIO_SND_S_OK
     }
 
     /// Completes every buffer held for stream `id` with `status`.
@@ -766,9 +766,9 @@ impl SoundDevice {
     /// Handles a buffer from the tx (`queue` = 2) or rx (3) queue.
     pub fn handle_io(&mut self, queue: usize, chain: DescChain, mem: &GuestMem) {
         let head = chain.head();
-        let xfer = chain.reader(mem).read_obj::<spec::PcmXfer>();
+        let xfer = chain.reader(mem).read_obj::<protocol::virtio_snd_pcm_xfer>();
         let writable = chain.writable().total_len();
-        let status_len = size_of::<PcmStatus>();
+        let status_len = size_of::<virtio_snd_pcm_status>();
         let xfer = match xfer {
             Ok(xfer) if writable >= status_len => xfer,
             Ok(_) | Err(_) => {
@@ -778,7 +778,7 @@ impl SoundDevice {
             }
         };
         let id = xfer.stream_id.to_native() as usize;
-        let direction = if queue == spec::TX_QUEUE {
+        let direction = if queue == protocol::TX_QUEUE {
             Direction::Output
         } else {
             Direction::Input
@@ -800,7 +800,7 @@ impl SoundDevice {
         };
         if !accepted {
             debug!("queue {queue}: buffer for stream {id}, which takes no I/O now");
-            let c = finish_io(queue, buf, spec::S_IO_ERR, 0, mem);
+            let c = finish_io(queue, buf, protocol::VIRTIO_SND_S_IO_ERR, 0, mem);
             self.completions.push(c);
             return;
         }
@@ -809,7 +809,7 @@ impl SoundDevice {
             return;
         };
         if len == 0 {
-            let c = finish_io(queue, buf, spec::S_OK, 0, mem);
+            let c = finish_io(queue, buf, protocol::VIRTIO_SND_S_OK, 0, mem);
             self.completions.push(c);
             return;
         }
@@ -849,9 +849,9 @@ impl SoundDevice {
             stream.xrun_reported = true;
             pacer.rebase(now);
             debug!("stream {id}: xrun");
-            if params.has_feature(spec::PCM_F_EVT_XRUNS) {
+            if params.has_feature(protocol::VIRTIO_SND_PCM_F_EVT_XRUNS) {
                 let id32 = u32::try_from(id).unwrap_or(u32::MAX);
-                self.queue_event(event(spec::EVT_PCM_XRUN, id32));
+                self.queue_event(event(protocol::VIRTIO_SND_EVT_PCM_XRUN, id32));
             }
         }
         self.pump(id, mem);
@@ -922,19 +922,19 @@ impl SoundDevice {
                 };
                 front.done += moved;
                 pacer.advance(moved as u64);
-                if params.has_feature(spec::PCM_F_EVT_SHMEM_PERIODS) {
+                if params.has_feature(protocol::VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS) {
                     let periods = pacer.consumed() / u64::from(params.period_bytes.max(1));
                     while stream.periods_reported < periods {
                         stream.periods_reported += 1;
-                        events.push(spec::EVT_PCM_PERIOD_ELAPSED);
+                        events.push(protocol::VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED);
                     }
                 }
                 let full = front.done >= front.len;
                 if full || host_error.is_some() {
                     let status = if host_error.is_some() {
-                        spec::S_IO_ERR
+                        protocol::VIRTIO_SND_S_IO_ERR
                     } else {
-                        spec::S_OK
+                        protocol::VIRTIO_SND_S_OK
                     };
                     if let Some(buf) = stream.io.pop_front() {
                         let latency = match &mut stream.endpoint {
@@ -999,43 +999,43 @@ impl SoundDevice {
         Self::info_reply(request, self.config.num_controls(), room, |id| {
             let Some((sid, is_switch)) = self.control_target(u32::try_from(id).unwrap_or(u32::MAX))
             else {
-                return spec::CtlInfo::default();
+                return protocol::virtio_snd_ctl_info::default();
             };
             let Some(stream) = self.streams.get(sid) else {
-                return spec::CtlInfo::default();
+                return protocol::virtio_snd_ctl_info::default();
             };
             let dir = u32::from(stream.config.direction.to_spec());
             let (base, role, type_) = match (stream.config.direction, is_switch) {
                 (Direction::Output, false) => (
                     "PCM Playback Volume",
-                    spec::CTL_ROLE_VOLUME,
-                    spec::CTL_TYPE_INTEGER,
+                    protocol::VIRTIO_SND_CTL_ROLE_VOLUME,
+                    protocol::VIRTIO_SND_CTL_TYPE_INTEGER,
                 ),
                 (Direction::Output, true) => (
                     "PCM Playback Switch",
-                    spec::CTL_ROLE_MUTE,
-                    spec::CTL_TYPE_BOOLEAN,
+                    protocol::VIRTIO_SND_CTL_ROLE_MUTE,
+                    protocol::VIRTIO_SND_CTL_TYPE_BOOLEAN,
                 ),
                 (Direction::Input, false) => (
                     "Capture Volume",
-                    spec::CTL_ROLE_VOLUME,
-                    spec::CTL_TYPE_INTEGER,
+                    protocol::VIRTIO_SND_CTL_ROLE_VOLUME,
+                    protocol::VIRTIO_SND_CTL_TYPE_INTEGER,
                 ),
                 (Direction::Input, true) => (
                     "Capture Switch",
-                    spec::CTL_ROLE_MUTE,
-                    spec::CTL_TYPE_BOOLEAN,
+                    protocol::VIRTIO_SND_CTL_ROLE_MUTE,
+                    protocol::VIRTIO_SND_CTL_TYPE_BOOLEAN,
                 ),
             };
             let mut name = [0u8; 44];
             for (dst, src) in name.iter_mut().zip(base.bytes()) {
                 *dst = src;
             }
-            let mut info = spec::CtlInfo {
+            let mut info = protocol::virtio_snd_ctl_info {
                 hda_fn_nid: stream.config.nid.into(),
                 role: (role << 1 | dir).into(),
                 type_: type_.into(),
-                access: (1u32 << spec::CTL_ACCESS_READ | 1 << spec::CTL_ACCESS_WRITE).into(),
+                access: (1u32 << protocol::VIRTIO_SND_CTL_ACCESS_READ | 1 << protocol::VIRTIO_SND_CTL_ACCESS_WRITE).into(),
                 count: 1u32.into(),
                 index: u32::try_from(stream.config.index).unwrap_or(0).into(),
                 name,
@@ -1051,50 +1051,50 @@ impl SoundDevice {
     }
 
     fn ctl_read(&self, request: &[u8]) -> (u32, Vec<u8>) {
-        let Some(hdr) = parse::<ItemHdr>(request) else {
-            return (spec::S_BAD_MSG, Vec::new());
+        let Some(hdr) = parse::<virtio_snd_pcm_hdr>(request) else {
+            return (protocol::VIRTIO_SND_S_BAD_MSG, Vec::new());
         };
         let Some((sid, is_switch)) = self.control_target(hdr.id.to_native()) else {
-            return (spec::S_BAD_MSG, Vec::new());
+            return (protocol::VIRTIO_SND_S_BAD_MSG, Vec::new());
         };
         let Some(stream) = self.streams.get(sid) else {
-            return (spec::S_BAD_MSG, Vec::new());
+            return (protocol::VIRTIO_SND_S_BAD_MSG, Vec::new());
         };
         let value = if is_switch {
             u32::from(!stream.muted)
         } else {
             stream.volume
         };
-        let mut out = vec![0u8; spec::CTL_VALUE_SIZE];
+        let mut out = vec![0u8; protocol::CTL_VALUE_SIZE];
         if let Some(first) = out.get_mut(..4) {
             first.copy_from_slice(&value.to_le_bytes());
         }
-        (spec::S_OK, out)
+        (protocol::VIRTIO_SND_S_OK, out)
     }
 
     fn ctl_write(&mut self, request: &[u8]) -> u32 {
-        let Some(hdr) = parse::<ItemHdr>(request) else {
-            return spec::S_BAD_MSG;
+        let Some(hdr) = parse::<virtio_snd_pcm_hdr>(request) else {
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
-        let Some(value) = le32_at(request, size_of::<ItemHdr>()) else {
-            return spec::S_BAD_MSG;
+        let Some(value) = le32_at(request, size_of::<virtio_snd_pcm_hdr>()) else {
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         let control = hdr.id.to_native();
         let Some((sid, is_switch)) = self.control_target(control) else {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         let Some(stream) = self.streams.get_mut(sid) else {
-            return spec::S_BAD_MSG;
+            return protocol::VIRTIO_SND_S_BAD_MSG;
         };
         let changed = if is_switch {
             if value > 1 {
-                return spec::S_BAD_MSG;
+                return protocol::VIRTIO_SND_S_BAD_MSG;
             }
             let muted = value == 0;
             std::mem::replace(&mut stream.muted, muted) != muted
         } else {
             if value > VOLUME_MAX {
-                return spec::S_BAD_MSG;
+                return protocol::VIRTIO_SND_S_BAD_MSG;
             }
             std::mem::replace(&mut stream.volume, value) != value
         };
@@ -1105,26 +1105,26 @@ impl SoundDevice {
                 if stream.muted { "(muted)" } else { "" }
             );
             // Other mixers in the guest learn of the change.
-            let ev = spec::CtlEvent {
-                hdr: spec::Hdr {
-                    code: spec::EVT_CTL_NOTIFY.into(),
+            let ev = protocol::virtio_snd_ctl_event {
+                hdr: protocol::virtio_snd_hdr {
+                    code: protocol::VIRTIO_SND_EVT_CTL_NOTIFY.into(),
                 },
                 control_id: u16::try_from(control).unwrap_or(u16::MAX).into(),
-                mask: (1u16 << spec::CTL_EVT_MASK_VALUE).into(),
+                mask: (1u16 << protocol::VIRTIO_SND_CTL_EVT_MASK_VALUE).into(),
             };
-            let mut raw = Event::default();
+            let mut raw = virtio_snd_event::default();
             raw.as_mut_slice().copy_from_slice(ev.as_slice());
             self.queue_event(raw);
         }
-        spec::S_OK
+        protocol::VIRTIO_SND_S_OK
     }
 
     // ----- lifecycle ------------------------------------------------------
 
     fn forget_queue(&mut self, index: usize) {
         match index {
-            spec::EVENT_QUEUE => self.event_buffers.clear(),
-            spec::TX_QUEUE | spec::RX_QUEUE => {
+            protocol::EVENT_QUEUE => self.event_buffers.clear(),
+            protocol::TX_QUEUE | protocol::RX_QUEUE => {
                 for (id, stream) in self.streams.iter_mut().enumerate() {
                     if stream.queue() == index {
                         stream.io.clear();
@@ -1148,7 +1148,7 @@ impl SoundDevice {
     }
 
     fn collect_event_buffers(&mut self, queues: &mut Queues<'_>) {
-        if let Some(mut queue) = queues.get(spec::EVENT_QUEUE) {
+        if let Some(mut queue) = queues.get(protocol::EVENT_QUEUE) {
             while let Some(chain) = queue.pop() {
                 self.event_buffers.push_back(chain);
             }
@@ -1187,7 +1187,7 @@ fn reply(chain: &DescChain, mem: &GuestMem, status: u32, payload: &[u8]) -> u32 
         return 0;
     }
     let (status, payload) = if writer.available() - 4 < payload.len() {
-        (spec::S_BAD_MSG, &[][..])
+        (protocol::VIRTIO_SND_S_BAD_MSG, &[][..])
     } else {
         (status, payload)
     };
@@ -1201,14 +1201,14 @@ fn reply(chain: &DescChain, mem: &GuestMem, status: u32, payload: &[u8]) -> u32 
 /// completion.
 fn finish_io(queue: usize, buf: IoBuf, status: u32, latency: u32, mem: &GuestMem) -> Completion {
     let head = buf.chain.head();
-    let status = PcmStatus {
+    let status = virtio_snd_pcm_status {
         status: status.into(),
         latency_bytes: latency.into(),
     };
     let mut writer = buf.chain.writer(mem);
-    let result = if queue == spec::RX_QUEUE {
+    let result = if queue == protocol::RX_QUEUE {
         writer
-            .split_tail(size_of::<PcmStatus>())
+            .split_tail(size_of::<virtio_snd_pcm_status>())
             .and_then(|mut tail| {
                 writer.write_all(&buf.captured)?;
                 tail.write_obj(status)
@@ -1217,8 +1217,8 @@ fn finish_io(queue: usize, buf: IoBuf, status: u32, latency: u32, mem: &GuestMem
         writer.write_obj(status)
     };
     let len = match result {
-        Ok(()) if queue == spec::RX_QUEUE => buf.captured.len() + size_of::<PcmStatus>(),
-        Ok(()) => size_of::<PcmStatus>(),
+        Ok(()) if queue == protocol::RX_QUEUE => buf.captured.len() + size_of::<virtio_snd_pcm_status>(),
+        Ok(()) => size_of::<virtio_snd_pcm_status>(),
         Err(e) => {
             warn!("queue {queue}: cannot complete buffer {head}: {e}");
             0
@@ -1244,7 +1244,7 @@ fn play(
     scratch.resize(want, 0);
     let mut reader = buf.chain.reader(mem);
     let read = reader
-        .skip(size_of::<spec::PcmXfer>() + buf.done)
+        .skip(size_of::<protocol::virtio_snd_pcm_xfer>() + buf.done)
         .and_then(|()| reader.read_exact(scratch));
     if let Err(e) = read {
         return Err(BackendError::Host {
@@ -1276,12 +1276,12 @@ fn record(
 
 impl VirtioDevice for SoundDevice {
     fn num_queues(&self) -> usize {
-        spec::NUM_QUEUES
+        protocol::NUM_QUEUES
     }
 
     fn features(&self) -> u64 {
         if self.config.controls {
-            spec::VIRTIO_SND_F_CTLS
+            protocol::VIRTIO_SND_F_CTLS
         } else {
             0
         }
@@ -1304,27 +1304,27 @@ impl VirtioDevice for SoundDevice {
         let mem = queues.memory();
         self.collect_event_buffers(queues);
         match index {
-            spec::CONTROL_QUEUE => {
+            protocol::CONTROL_QUEUE => {
                 // A RELEASE must see every buffer of its stream, even
                 // those posted just before it whose kick is not handled yet.
-                self.take_io(queues, spec::TX_QUEUE);
-                self.take_io(queues, spec::RX_QUEUE);
-                if let Some(mut queue) = queues.get(spec::CONTROL_QUEUE) {
+                self.take_io(queues, protocol::TX_QUEUE);
+                self.take_io(queues, protocol::RX_QUEUE);
+                if let Some(mut queue) = queues.get(protocol::CONTROL_QUEUE) {
                     queue.drain(|chain, mem| {
                         self.handle_control(&chain, mem);
                         None
                     });
                 }
             }
-            spec::EVENT_QUEUE => {
-                if let Some(mut queue) = queues.get(spec::EVENT_QUEUE) {
+            protocol::EVENT_QUEUE => {
+                if let Some(mut queue) = queues.get(protocol::EVENT_QUEUE) {
                     queue.drain(|chain, _| {
                         self.event_buffers.push_back(chain);
                         None
                     });
                 }
             }
-            spec::TX_QUEUE | spec::RX_QUEUE => self.take_io(queues, index),
+            protocol::TX_QUEUE | protocol::RX_QUEUE => self.take_io(queues, index),
             _ => {}
         }
         self.deliver_events(mem);

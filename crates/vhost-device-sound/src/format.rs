@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::spec;
+use crate::protocol;
 
 /// A sample format the device implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,11 +35,11 @@ impl SampleFormat {
     /// The format for a spec `PCM_FMT_*` value, if implemented.
     pub fn from_spec(value: u8) -> Option<Self> {
         match value {
-            spec::PCM_FMT_U8 => Some(SampleFormat::U8),
-            spec::PCM_FMT_S16 => Some(SampleFormat::S16),
-            spec::PCM_FMT_S24 => Some(SampleFormat::S24),
-            spec::PCM_FMT_S32 => Some(SampleFormat::S32),
-            spec::PCM_FMT_FLOAT => Some(SampleFormat::Float),
+            protocol::VIRTIO_SND_PCM_FMT_U8 => Some(SampleFormat::U8),
+            protocol::VIRTIO_SND_PCM_FMT_S16 => Some(SampleFormat::S16),
+            protocol::VIRTIO_SND_PCM_FMT_S24 => Some(SampleFormat::S24),
+            protocol::VIRTIO_SND_PCM_FMT_S32 => Some(SampleFormat::S32),
+            protocol::VIRTIO_SND_PCM_FMT_FLOAT => Some(SampleFormat::Float),
             _ => None,
         }
     }
@@ -47,11 +47,11 @@ impl SampleFormat {
     /// The spec `PCM_FMT_*` value.
     pub fn to_spec(self) -> u8 {
         match self {
-            SampleFormat::U8 => spec::PCM_FMT_U8,
-            SampleFormat::S16 => spec::PCM_FMT_S16,
-            SampleFormat::S24 => spec::PCM_FMT_S24,
-            SampleFormat::S32 => spec::PCM_FMT_S32,
-            SampleFormat::Float => spec::PCM_FMT_FLOAT,
+            SampleFormat::U8 => protocol::VIRTIO_SND_PCM_FMT_U8,
+            SampleFormat::S16 => protocol::VIRTIO_SND_PCM_FMT_S16,
+            SampleFormat::S24 => protocol::VIRTIO_SND_PCM_FMT_S24,
+            SampleFormat::S32 => protocol::VIRTIO_SND_PCM_FMT_S32,
+            SampleFormat::Float => protocol::VIRTIO_SND_PCM_FMT_FLOAT,
         }
     }
 
@@ -82,7 +82,7 @@ impl SampleFormat {
         }
     }
 
-    /// The bitmap of every implemented format, for `PcmInfo::formats`.
+    /// The bitmap of every implemented format, for `virtio_snd_pcm_info::formats`.
     pub fn all_bits() -> u64 {
         Self::ALL
             .iter()
@@ -176,7 +176,7 @@ impl Gain {
 
 /// Rate in Hz for a spec rate index.
 pub fn rate_hz(index: u8) -> Option<u32> {
-    spec::PCM_RATES
+    protocol::PCM_RATES
         .iter()
         .find(|(i, _)| *i == index)
         .map(|&(_, hz)| hz)
@@ -184,7 +184,7 @@ pub fn rate_hz(index: u8) -> Option<u32> {
 
 /// Spec rate index for a rate in Hz.
 pub fn rate_index(hz: u32) -> Option<u8> {
-    spec::PCM_RATES
+    protocol::PCM_RATES
         .iter()
         .find(|(_, r)| *r == hz)
         .map(|&(i, _)| i)
@@ -192,7 +192,7 @@ pub fn rate_index(hz: u32) -> Option<u8> {
 
 /// The rates the device offers: 8 kHz to 192 kHz.
 pub fn supported_rates_bits() -> u64 {
-    spec::PCM_RATES
+    protocol::PCM_RATES
         .iter()
         .filter(|(_, hz)| (8000..=192_000).contains(hz))
         .fold(0, |bits, (i, _)| bits | (1u64 << i))
@@ -316,7 +316,7 @@ mod tests {
         let p = PcmParams {
             buffer_bytes: 19200,
             period_bytes: 3840,
-            features: 1 << spec::PCM_F_EVT_XRUNS,
+            features: 1 << protocol::VIRTIO_SND_PCM_F_EVT_XRUNS,
             channels: 2,
             format: SampleFormat::S16,
             rate: 48000,
@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(p.frame_bytes(), 4);
         assert_eq!(p.byte_rate(), 192_000);
         assert_eq!(p.duration_of(3840), Duration::from_millis(20));
-        assert!(p.has_feature(spec::PCM_F_EVT_XRUNS));
-        assert!(!p.has_feature(spec::PCM_F_MSG_POLLING));
+        assert!(p.has_feature(protocol::VIRTIO_SND_PCM_F_EVT_XRUNS));
+        assert!(!p.has_feature(protocol::VIRTIO_SND_PCM_F_MSG_POLLING));
     }
 }

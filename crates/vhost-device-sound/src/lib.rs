@@ -15,7 +15,7 @@ pub mod device;
 pub mod error;
 pub mod format;
 pub mod pacer;
-pub mod spec;
+pub mod protocol;
 pub mod timer;
 
 pub use device::SoundDevice;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend, TestQueue};
 use vhost_device_sound::backend::wav::{read_file, WavWriter};
 use vhost_device_sound::format::SampleFormat;
-use vhost_device_sound::spec::*;
+use vhost_device_sound::protocol::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-sound");
 const WAIT: Duration = Duration::from_secs(5);
@@ -88,11 +88,11 @@ fn set_params(
     rate: u8,
 ) -> Vec<u8> {
     let mut v = words(&[
-        R_PCM_SET_PARAMS,
+        VIRTIO_SND_R_PCM_SET_PARAMS,
         stream,
         buffer,
         period,
-        1 << PCM_F_EVT_XRUNS,
+        1 << VIRTIO_SND_PCM_F_EVT_XRUNS,
     ]);
     v.extend_from_slice(&[channels, format, rate, 0]);
     v
@@ -141,16 +141,16 @@ fn probe_is_answered_and_event_buffers_are_held_without_spinning() {
     // timeout per request.
     post_event_buffers(&mut fe, 64);
     let started = Instant::now();
-    let jacks = control(&mut fe, &words(&[R_JACK_INFO, 0, 3, 24]), 4 + 72);
-    assert_eq!(status(&jacks), S_OK);
-    let pcms = control(&mut fe, &words(&[R_PCM_INFO, 0, 3, 32]), 4 + 96);
-    assert_eq!(status(&pcms), S_OK);
+    let jacks = control(&mut fe, &words(&[VIRTIO_SND_R_JACK_INFO, 0, 3, 24]), 4 + 72);
+    assert_eq!(status(&jacks), VIRTIO_SND_S_OK);
+    let pcms = control(&mut fe, &words(&[VIRTIO_SND_R_PCM_INFO, 0, 3, 32]), 4 + 96);
+    assert_eq!(status(&pcms), VIRTIO_SND_S_OK);
     assert_eq!(pcms[4 + 32 + 26], 6, "stream 1 has 6 channels");
-    assert_eq!(pcms[4 + 64 + 24], D_INPUT);
-    let chmaps = control(&mut fe, &words(&[R_CHMAP_INFO, 0, 3, 24]), 4 + 72);
-    assert_eq!(status(&chmaps), S_OK);
-    let ctls = control(&mut fe, &words(&[R_CTL_INFO, 0, 6, 96]), 4 + 576);
-    assert_eq!(status(&ctls), S_OK);
+    assert_eq!(pcms[4 + 64 + 24], VIRTIO_SND_D_INPUT);
+    let chmaps = control(&mut fe, &words(&[VIRTIO_SND_R_CHMAP_INFO, 0, 3, 24]), 4 + 72);
+    assert_eq!(status(&chmaps), VIRTIO_SND_S_OK);
+    let ctls = control(&mut fe, &words(&[VIRTIO_SND_R_CTL_INFO, 0, 6, 96]), 4 + 576);
+    assert_eq!(status(&ctls), VIRTIO_SND_S_OK);
     assert!(
         started.elapsed() < Duration::from_millis(500),
         "{:?}",
@@ -168,12 +168,12 @@ fn probe_is_answered_and_event_buffers_are_held_without_spinning() {
     );
 
     // A control write is reported on the event queue.
-    let mut write = words(&[R_CTL_WRITE, 0, 30]);
+    let mut write = words(&[VIRTIO_SND_R_CTL_WRITE, 0, 30]);
     write.resize(8 + CTL_VALUE_SIZE, 0);
-    assert_eq!(status(&control(&mut fe, &write, 4)), S_OK);
+    assert_eq!(status(&control(&mut fe, &write, 4)), VIRTIO_SND_S_OK);
     let ev = fe.queue(EVENT_QUEUE).unwrap().wait_used(WAIT).unwrap();
     assert_eq!(ev.len, 8);
-    assert_eq!(status(&ev.data), EVT_CTL_NOTIFY);
+    assert_eq!(status(&ev.data), VIRTIO_SND_EVT_CTL_NOTIFY);
     fe.disconnect().unwrap();
     assert_eq!(daemon.stop().0, Some(0));
 }
@@ -192,10 +192,10 @@ fn default_daemon_fits_qemus_default_config_space() {
     // A frontend sized for `controls` still reads it, as zero.
     assert_eq!(fe.get_config(12, 4).unwrap(), [0; 4]);
     post_event_buffers(&mut fe, 8);
-    let pcms = control(&mut fe, &words(&[R_PCM_INFO, 0, 2, 32]), 4 + 64);
-    assert_eq!(status(&pcms), S_OK);
-    let ctls = control(&mut fe, &words(&[R_CTL_INFO, 0, 1, 96]), 4 + 96);
-    assert_eq!(status(&ctls), S_NOT_SUPP);
+    let pcms = control(&mut fe, &words(&[VIRTIO_SND_R_PCM_INFO, 0, 2, 32]), 4 + 64);
+    assert_eq!(status(&pcms), VIRTIO_SND_S_OK);
+    let ctls = control(&mut fe, &words(&[VIRTIO_SND_R_CTL_INFO, 0, 1, 96]), 4 + 96);
+    assert_eq!(status(&ctls), VIRTIO_SND_S_NOT_SUPP);
     fe.disconnect().unwrap();
     assert_eq!(daemon.stop().0, Some(0));
 }
@@ -221,14 +221,14 @@ fn play(fe: &mut TestFrontend, stream: u32, data: &[u8], period: usize) -> Durat
             "audio completed before PCM_START"
         );
     }
-    assert_eq!(pcm(fe, R_PCM_START, stream), S_OK);
+    assert_eq!(pcm(fe, VIRTIO_SND_R_PCM_START, stream), VIRTIO_SND_S_OK);
     let started = Instant::now();
     let mut done = 0;
     while done < periods.len() {
         let tx: &mut TestQueue = fe.queue(TX_QUEUE).unwrap();
         let used = tx.wait_used(WAIT).unwrap();
         assert_eq!(used.len, 8);
-        assert_eq!(status(&used.data), S_OK);
+        assert_eq!(status(&used.data), VIRTIO_SND_S_OK);
         done += 1;
         if next < periods.len() {
             tx.add(&[&id, periods[next]], &[8]).unwrap();
@@ -237,8 +237,8 @@ fn play(fe: &mut TestFrontend, stream: u32, data: &[u8], period: usize) -> Durat
         }
     }
     let elapsed = started.elapsed();
-    assert_eq!(pcm(fe, R_PCM_STOP, stream), S_OK);
-    assert_eq!(pcm(fe, R_PCM_RELEASE, stream), S_OK);
+    assert_eq!(pcm(fe, VIRTIO_SND_R_PCM_STOP, stream), VIRTIO_SND_S_OK);
+    assert_eq!(pcm(fe, VIRTIO_SND_R_PCM_RELEASE, stream), VIRTIO_SND_S_OK);
     elapsed
 }
 
@@ -252,12 +252,12 @@ fn wav_playback_is_sample_exact_and_real_time() {
     assert_eq!(
         status(&control(
             &mut fe,
-            &set_params(0, 4 * 3840, 3840, 2, PCM_FMT_S16, 7),
+            &set_params(0, 4 * 3840, 3840, 2, VIRTIO_SND_PCM_FMT_S16, 7),
             4
         )),
-        S_OK
+        VIRTIO_SND_S_OK
     );
-    assert_eq!(pcm(&mut fe, R_PCM_PREPARE, 0), S_OK);
+    assert_eq!(pcm(&mut fe, VIRTIO_SND_R_PCM_PREPARE, 0), VIRTIO_SND_S_OK);
     let signal = test_signal(192_000);
     let elapsed = play(&mut fe, 0, &signal, 3840);
     assert!(
@@ -281,20 +281,20 @@ fn volume_control_scales_the_wav_output() {
     let daemon = Daemon::wav(&["--controls"]);
     let out = daemon.dir.path().join("output0.wav");
     let mut fe = daemon.connect();
-    let mut write = words(&[R_CTL_WRITE, 0, 25]);
+    let mut write = words(&[VIRTIO_SND_R_CTL_WRITE, 0, 25]);
     write.resize(8 + CTL_VALUE_SIZE, 0);
-    assert_eq!(status(&control(&mut fe, &write, 4)), S_OK);
-    let read = control(&mut fe, &words(&[R_CTL_READ, 0]), 4 + CTL_VALUE_SIZE as u32);
+    assert_eq!(status(&control(&mut fe, &write, 4)), VIRTIO_SND_S_OK);
+    let read = control(&mut fe, &words(&[VIRTIO_SND_R_CTL_READ, 0]), 4 + CTL_VALUE_SIZE as u32);
     assert_eq!(status(&read[4..]), 25);
     assert_eq!(
         status(&control(
             &mut fe,
-            &set_params(0, 4 * 960, 960, 2, PCM_FMT_S16, 7),
+            &set_params(0, 4 * 960, 960, 2, VIRTIO_SND_PCM_FMT_S16, 7),
             4
         )),
-        S_OK
+        VIRTIO_SND_S_OK
     );
-    assert_eq!(pcm(&mut fe, R_PCM_PREPARE, 0), S_OK);
+    assert_eq!(pcm(&mut fe, VIRTIO_SND_R_PCM_PREPARE, 0), VIRTIO_SND_S_OK);
     let samples: Vec<i16> = (0..4800).map(|i| (i * 13 % 20000 - 10000) as i16).collect();
     let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
     play(&mut fe, 0, &bytes, 960);
@@ -321,12 +321,12 @@ fn six_channel_s32_stream_plays() {
     assert_eq!(
         status(&control(
             &mut fe,
-            &set_params(0, 4 * period, period, 6, PCM_FMT_S32, 6),
+            &set_params(0, 4 * period, period, 6, VIRTIO_SND_PCM_FMT_S32, 6),
             4
         )),
-        S_OK
+        VIRTIO_SND_S_OK
     );
-    assert_eq!(pcm(&mut fe, R_PCM_PREPARE, 0), S_OK);
+    assert_eq!(pcm(&mut fe, VIRTIO_SND_R_PCM_PREPARE, 0), VIRTIO_SND_S_OK);
     let signal = test_signal(period as usize * 25);
     let elapsed = play(&mut fe, 0, &signal, period as usize);
     assert!(elapsed >= Duration::from_millis(245), "{elapsed:?}");
@@ -356,12 +356,12 @@ fn wav_capture_returns_the_file_samples_at_real_time_pace() {
     assert_eq!(
         status(&control(
             &mut fe,
-            &set_params(0, 4 * period, period, 2, PCM_FMT_S16, 7),
+            &set_params(0, 4 * period, period, 2, VIRTIO_SND_PCM_FMT_S16, 7),
             4
         )),
-        S_OK
+        VIRTIO_SND_S_OK
     );
-    assert_eq!(pcm(&mut fe, R_PCM_PREPARE, 0), S_OK);
+    assert_eq!(pcm(&mut fe, VIRTIO_SND_R_PCM_PREPARE, 0), VIRTIO_SND_S_OK);
     let id = 0u32.to_le_bytes();
     {
         let rx = fe.queue(RX_QUEUE).unwrap();
@@ -370,7 +370,7 @@ fn wav_capture_returns_the_file_samples_at_real_time_pace() {
         }
         rx.kick().unwrap();
     }
-    assert_eq!(pcm(&mut fe, R_PCM_START, 0), S_OK);
+    assert_eq!(pcm(&mut fe, VIRTIO_SND_R_PCM_START, 0), VIRTIO_SND_S_OK);
     let started = Instant::now();
     let mut captured = Vec::new();
     // 0.75 s of audio, then 0.25 s past the end of the file: silence.
@@ -378,7 +378,7 @@ fn wav_capture_returns_the_file_samples_at_real_time_pace() {
         let rx = fe.queue(RX_QUEUE).unwrap();
         let used = rx.wait_used(WAIT).unwrap();
         assert_eq!(used.len, period + 8);
-        assert_eq!(status(&used.data[period as usize..]), S_OK);
+        assert_eq!(status(&used.data[period as usize..]), VIRTIO_SND_S_OK);
         captured.extend_from_slice(&used.data[..period as usize]);
         rx.add(&[&id], &[period, 8]).unwrap();
         rx.kick().unwrap();
@@ -393,9 +393,9 @@ fn wav_capture_returns_the_file_samples_at_real_time_pace() {
         "captured samples differ"
     );
     assert!(captured[signal.len()..].iter().all(|&b| b == 0));
-    assert_eq!(pcm(&mut fe, R_PCM_STOP, 0), S_OK);
+    assert_eq!(pcm(&mut fe, VIRTIO_SND_R_PCM_STOP, 0), VIRTIO_SND_S_OK);
     // RELEASE returns the four buffers still queued before it answers.
-    assert_eq!(pcm(&mut fe, R_PCM_RELEASE, 0), S_OK);
+    assert_eq!(pcm(&mut fe, VIRTIO_SND_R_PCM_RELEASE, 0), VIRTIO_SND_S_OK);
     let rx = fe.queue(RX_QUEUE).unwrap();
     for _ in 0..4 {
         rx.try_used().unwrap().expect("released buffer");
@@ -449,9 +449,9 @@ fn several_guests_write_files_of_their_own() {
         })
         .collect();
     for (i, fe) in guests.iter_mut().enumerate() {
-        let req = set_params(0, 4 * 960, 960, 2, PCM_FMT_S16, 7);
-        assert_eq!(status(&control(fe, &req, 4)), S_OK);
-        assert_eq!(pcm(fe, R_PCM_PREPARE, 0), S_OK);
+        let req = set_params(0, 4 * 960, 960, 2, VIRTIO_SND_PCM_FMT_S16, 7);
+        assert_eq!(status(&control(fe, &req, 4)), VIRTIO_SND_S_OK);
+        assert_eq!(pcm(fe, VIRTIO_SND_R_PCM_PREPARE, 0), VIRTIO_SND_S_OK);
         play(fe, 0, &vec![i as u8 + 1; 960 * 5], 960);
     }
     for (i, fe) in guests.into_iter().enumerate() {

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vhost_device_common::testing::{FrontendOptions, TestFrontend};
-use vhost_device_sound::spec::*;
+use vhost_device_sound::protocol::*;
 
 const GUEST_BIN: &str = "/rig/vhost-device-sound";
 const WAIT: Duration = Duration::from_secs(5);
@@ -82,10 +82,10 @@ fn in_guest_loopback() {
     };
     let mut fe = TestFrontend::connect_retry(&sock, opts, WAIT).unwrap();
     for stream in [0, 1] {
-        let mut req = words(&[R_PCM_SET_PARAMS, stream, 4 * PERIOD, PERIOD, 0]);
-        req.extend_from_slice(&[2, PCM_FMT_S16, 7, 0]);
-        assert_eq!(control(&mut fe, &req), S_OK);
-        assert_eq!(control(&mut fe, &words(&[R_PCM_PREPARE, stream])), S_OK);
+        let mut req = words(&[VIRTIO_SND_R_PCM_SET_PARAMS, stream, 4 * PERIOD, PERIOD, 0]);
+        req.extend_from_slice(&[2, VIRTIO_SND_PCM_FMT_S16, 7, 0]);
+        assert_eq!(control(&mut fe, &req), VIRTIO_SND_S_OK);
+        assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_PREPARE, stream])), VIRTIO_SND_S_OK);
     }
     // One second of signal, recorded for up to two. Every buffer is posted
     // up front: the device holds them until they are due, so a slow
@@ -101,13 +101,13 @@ fn in_guest_loopback() {
         }
         rx.kick().unwrap();
     }
-    assert_eq!(control(&mut fe, &words(&[R_PCM_START, 1])), S_OK);
+    assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_START, 1])), VIRTIO_SND_S_OK);
     let tx = fe.queue(TX_QUEUE).unwrap();
     for period in played.chunks(PERIOD as usize) {
         tx.add(&[&out_id, period], &[8]).unwrap();
     }
     tx.kick().unwrap();
-    assert_eq!(control(&mut fe, &words(&[R_PCM_START, 0])), S_OK);
+    assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_START, 0])), VIRTIO_SND_S_OK);
     let mut recorded = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     for _ in 0..rx_buffers {
@@ -117,13 +117,13 @@ fn in_guest_loopback() {
             recorded.len()
         );
         let used = fe.queue(RX_QUEUE).unwrap().wait_used(WAIT).unwrap();
-        assert_eq!(status(&used.data[used.data.len() - 8..]), S_OK);
+        assert_eq!(status(&used.data[used.data.len() - 8..]), VIRTIO_SND_S_OK);
         recorded.extend_from_slice(&used.data[..used.data.len() - 8]);
     }
     let tx = fe.queue(TX_QUEUE).unwrap();
     let mut next = 0;
     while let Some(used) = tx.try_used().unwrap() {
-        assert_eq!(status(&used.data), S_OK);
+        assert_eq!(status(&used.data), VIRTIO_SND_S_OK);
         next += 1;
     }
     let periods: Vec<&[u8]> = played.chunks(PERIOD as usize).collect();
@@ -146,8 +146,8 @@ fn in_guest_loopback() {
         "the loopback capture differs from the playback"
     );
     for stream in [0, 1] {
-        assert_eq!(control(&mut fe, &words(&[R_PCM_STOP, stream])), S_OK);
-        assert_eq!(control(&mut fe, &words(&[R_PCM_RELEASE, stream])), S_OK);
+        assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_STOP, stream])), VIRTIO_SND_S_OK);
+        assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_RELEASE, stream])), VIRTIO_SND_S_OK);
     }
     fe.disconnect().unwrap();
     // SAFETY: kill() on our own child's pid.

@@ -1,14 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The virtio-snd wire format (virtio 1.3, "Sound Device"): codes, bit
-//! numbers and the little-endian structures the driver and device exchange.
+//! The virtio-snd wire format (virtio 1.3 §5.14 "Sound Device"): codes,
+//! bit numbers and the little-endian structures the driver and device
+//! exchange. Names follow the spec; each item cites its section.
+
+#![allow(non_camel_case_types)]
+
+use std::mem::size_of;
 
 use vm_memory::{ByteValued, Le16, Le32, Le64};
 
-/// Virtio device ID of a sound card.
+/// Virtio device ID of a sound card (§5.14.1).
 pub const VIRTIO_ID_SOUND: u32 = 25;
 
-/// Queue indices.
+/// Queue indices (§5.14.2).
 pub const CONTROL_QUEUE: usize = 0;
 /// The event queue.
 pub const EVENT_QUEUE: usize = 1;
@@ -19,98 +24,98 @@ pub const RX_QUEUE: usize = 3;
 /// Number of queues.
 pub const NUM_QUEUES: usize = 4;
 
-/// Feature bit: the device has control elements.
+/// Feature bit: the device has control elements (§5.14.3).
 pub const VIRTIO_SND_F_CTLS: u64 = 1 << 0;
 
-// Request codes.
+// Request codes (§5.14.6).
 /// Query jack information.
-pub const R_JACK_INFO: u32 = 1;
+pub const VIRTIO_SND_R_JACK_INFO: u32 = 1;
 /// Remap a jack.
-pub const R_JACK_REMAP: u32 = 2;
+pub const VIRTIO_SND_R_JACK_REMAP: u32 = 2;
 /// Query stream information.
-pub const R_PCM_INFO: u32 = 0x0100;
+pub const VIRTIO_SND_R_PCM_INFO: u32 = 0x0100;
 /// Set stream parameters.
-pub const R_PCM_SET_PARAMS: u32 = 0x0101;
+pub const VIRTIO_SND_R_PCM_SET_PARAMS: u32 = 0x0101;
 /// Prepare a stream.
-pub const R_PCM_PREPARE: u32 = 0x0102;
+pub const VIRTIO_SND_R_PCM_PREPARE: u32 = 0x0102;
 /// Release a stream.
-pub const R_PCM_RELEASE: u32 = 0x0103;
+pub const VIRTIO_SND_R_PCM_RELEASE: u32 = 0x0103;
 /// Start a stream.
-pub const R_PCM_START: u32 = 0x0104;
+pub const VIRTIO_SND_R_PCM_START: u32 = 0x0104;
 /// Stop a stream.
-pub const R_PCM_STOP: u32 = 0x0105;
+pub const VIRTIO_SND_R_PCM_STOP: u32 = 0x0105;
 /// Query channel map information.
-pub const R_CHMAP_INFO: u32 = 0x0200;
+pub const VIRTIO_SND_R_CHMAP_INFO: u32 = 0x0200;
 /// Query control element information.
-pub const R_CTL_INFO: u32 = 0x0300;
+pub const VIRTIO_SND_R_CTL_INFO: u32 = 0x0300;
 /// Query the items of an enumerated control.
-pub const R_CTL_ENUM_ITEMS: u32 = 0x0301;
+pub const VIRTIO_SND_R_CTL_ENUM_ITEMS: u32 = 0x0301;
 /// Read a control value.
-pub const R_CTL_READ: u32 = 0x0302;
+pub const VIRTIO_SND_R_CTL_READ: u32 = 0x0302;
 /// Write a control value.
-pub const R_CTL_WRITE: u32 = 0x0303;
+pub const VIRTIO_SND_R_CTL_WRITE: u32 = 0x0303;
 /// Read control metadata.
-pub const R_CTL_TLV_READ: u32 = 0x0304;
+pub const VIRTIO_SND_R_CTL_TLV_READ: u32 = 0x0304;
 /// Write control metadata.
-pub const R_CTL_TLV_WRITE: u32 = 0x0305;
+pub const VIRTIO_SND_R_CTL_TLV_WRITE: u32 = 0x0305;
 /// Run a control metadata command.
-pub const R_CTL_TLV_COMMAND: u32 = 0x0306;
+pub const VIRTIO_SND_R_CTL_TLV_COMMAND: u32 = 0x0306;
 
 // Event codes.
 /// A jack was connected.
-pub const EVT_JACK_CONNECTED: u32 = 0x1000;
+pub const VIRTIO_SND_EVT_JACK_CONNECTED: u32 = 0x1000;
 /// A jack was disconnected.
-pub const EVT_JACK_DISCONNECTED: u32 = 0x1001;
+pub const VIRTIO_SND_EVT_JACK_DISCONNECTED: u32 = 0x1001;
 /// A period elapsed (shared-memory transport).
-pub const EVT_PCM_PERIOD_ELAPSED: u32 = 0x1100;
+pub const VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED: u32 = 0x1100;
 /// An underrun (output) or overrun (input).
-pub const EVT_PCM_XRUN: u32 = 0x1101;
+pub const VIRTIO_SND_EVT_PCM_XRUN: u32 = 0x1101;
 /// A control element changed.
-pub const EVT_CTL_NOTIFY: u32 = 0x1200;
+pub const VIRTIO_SND_EVT_CTL_NOTIFY: u32 = 0x1200;
 
-// Status codes.
+// Status codes (§5.14.6).
 /// Success.
-pub const S_OK: u32 = 0x8000;
+pub const VIRTIO_SND_S_OK: u32 = 0x8000;
 /// Malformed message or invalid parameters.
-pub const S_BAD_MSG: u32 = 0x8001;
+pub const VIRTIO_SND_S_BAD_MSG: u32 = 0x8001;
 /// Unsupported operation or parameters.
-pub const S_NOT_SUPP: u32 = 0x8002;
+pub const VIRTIO_SND_S_NOT_SUPP: u32 = 0x8002;
 /// Host I/O error.
-pub const S_IO_ERR: u32 = 0x8003;
+pub const VIRTIO_SND_S_IO_ERR: u32 = 0x8003;
 
-/// Data flow directions.
-pub const D_OUTPUT: u8 = 0;
+/// Data flow directions (§5.14.6).
+pub const VIRTIO_SND_D_OUTPUT: u8 = 0;
 /// Capture.
-pub const D_INPUT: u8 = 1;
+pub const VIRTIO_SND_D_INPUT: u8 = 1;
 
-/// Jack feature: remapping.
-pub const JACK_F_REMAP: u32 = 0;
+/// Jack feature: remapping (§5.14.6.4.1).
+pub const VIRTIO_SND_JACK_F_REMAP: u32 = 0;
 
-// PCM stream feature bits.
+// PCM stream feature bits (§5.14.6.6.2).
 /// Shared memory allocated by the host (placeholder in the spec).
-pub const PCM_F_SHMEM_HOST: u32 = 0;
+pub const VIRTIO_SND_PCM_F_SHMEM_HOST: u32 = 0;
 /// Shared memory allocated by the guest (placeholder in the spec).
-pub const PCM_F_SHMEM_GUEST: u32 = 1;
+pub const VIRTIO_SND_PCM_F_SHMEM_GUEST: u32 = 1;
 /// Polling instead of notifications.
-pub const PCM_F_MSG_POLLING: u32 = 2;
+pub const VIRTIO_SND_PCM_F_MSG_POLLING: u32 = 2;
 /// Period-elapsed events.
-pub const PCM_F_EVT_SHMEM_PERIODS: u32 = 3;
+pub const VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS: u32 = 3;
 /// Underrun/overrun events.
-pub const PCM_F_EVT_XRUNS: u32 = 4;
+pub const VIRTIO_SND_PCM_F_EVT_XRUNS: u32 = 4;
 
-// Sample formats we implement.
+// Sample formats we implement (§5.14.6.6.2).
 /// Unsigned 8 bit.
-pub const PCM_FMT_U8: u8 = 4;
+pub const VIRTIO_SND_PCM_FMT_U8: u8 = 4;
 /// Signed 16 bit.
-pub const PCM_FMT_S16: u8 = 5;
+pub const VIRTIO_SND_PCM_FMT_S16: u8 = 5;
 /// Signed 24 bit in a 32-bit container.
-pub const PCM_FMT_S24: u8 = 15;
+pub const VIRTIO_SND_PCM_FMT_S24: u8 = 15;
 /// Signed 32 bit.
-pub const PCM_FMT_S32: u8 = 17;
+pub const VIRTIO_SND_PCM_FMT_S32: u8 = 17;
 /// IEEE 754 single precision.
-pub const PCM_FMT_FLOAT: u8 = 19;
+pub const VIRTIO_SND_PCM_FMT_FLOAT: u8 = 19;
 
-/// Frame rates by their spec index.
+/// Frame rates by their spec index (`VIRTIO_SND_PCM_RATE_*`, §5.14.6.6.2).
 pub const PCM_RATES: [(u8, u32); 16] = [
     (0, 5512),
     (1, 8000),
@@ -130,29 +135,29 @@ pub const PCM_RATES: [(u8, u32); 16] = [
     (15, 24000),
 ];
 
-// Channel positions.
+// Channel positions (§5.14.6.9.1).
 /// Undefined.
-pub const CHMAP_NONE: u8 = 0;
+pub const VIRTIO_SND_CHMAP_NONE: u8 = 0;
 /// Mono.
-pub const CHMAP_MONO: u8 = 2;
+pub const VIRTIO_SND_CHMAP_MONO: u8 = 2;
 /// Front left.
-pub const CHMAP_FL: u8 = 3;
+pub const VIRTIO_SND_CHMAP_FL: u8 = 3;
 /// Front right.
-pub const CHMAP_FR: u8 = 4;
+pub const VIRTIO_SND_CHMAP_FR: u8 = 4;
 /// Rear left.
-pub const CHMAP_RL: u8 = 5;
+pub const VIRTIO_SND_CHMAP_RL: u8 = 5;
 /// Rear right.
-pub const CHMAP_RR: u8 = 6;
+pub const VIRTIO_SND_CHMAP_RR: u8 = 6;
 /// Front center.
-pub const CHMAP_FC: u8 = 7;
+pub const VIRTIO_SND_CHMAP_FC: u8 = 7;
 /// Low frequency effects.
-pub const CHMAP_LFE: u8 = 8;
+pub const VIRTIO_SND_CHMAP_LFE: u8 = 8;
 /// Side left.
-pub const CHMAP_SL: u8 = 9;
+pub const VIRTIO_SND_CHMAP_SL: u8 = 9;
 /// Side right.
-pub const CHMAP_SR: u8 = 10;
+pub const VIRTIO_SND_CHMAP_SR: u8 = 10;
 /// Rear center.
-pub const CHMAP_RC: u8 = 11;
+pub const VIRTIO_SND_CHMAP_RC: u8 = 11;
 /// Names of the positions, by spec value, as the CLI spells them.
 pub const CHMAP_NAMES: [&str; 37] = [
     "NONE", "NA", "MONO", "FL", "FR", "RL", "RR", "FC", "LFE", "SL", "SR", "RC", "FLC", "FRC",
@@ -160,30 +165,31 @@ pub const CHMAP_NAMES: [&str; 37] = [
     "TRC", "TFLC", "TFRC", "TSL", "TSR", "LLFE", "RLFE", "BC", "BLC", "BRC",
 ];
 /// Most positions a channel map carries.
-pub const CHMAP_MAX_SIZE: usize = 18;
+pub const VIRTIO_SND_CHMAP_MAX_SIZE: usize = 18;
 
-// Control elements.
+// Control elements (§5.14.6.10).
 /// Role: volume.
-pub const CTL_ROLE_VOLUME: u32 = 1;
+pub const VIRTIO_SND_CTL_ROLE_VOLUME: u32 = 1;
 /// Role: mute switch.
-pub const CTL_ROLE_MUTE: u32 = 2;
+pub const VIRTIO_SND_CTL_ROLE_MUTE: u32 = 2;
 /// Type: boolean.
-pub const CTL_TYPE_BOOLEAN: u32 = 0;
+pub const VIRTIO_SND_CTL_TYPE_BOOLEAN: u32 = 0;
 /// Type: 32-bit integer.
-pub const CTL_TYPE_INTEGER: u32 = 1;
+pub const VIRTIO_SND_CTL_TYPE_INTEGER: u32 = 1;
 /// Type: enumerated.
-pub const CTL_TYPE_ENUMERATED: u32 = 3;
+pub const VIRTIO_SND_CTL_TYPE_ENUMERATED: u32 = 3;
 /// Access: readable.
-pub const CTL_ACCESS_READ: u32 = 0;
+pub const VIRTIO_SND_CTL_ACCESS_READ: u32 = 0;
 /// Access: writable.
-pub const CTL_ACCESS_WRITE: u32 = 1;
+pub const VIRTIO_SND_CTL_ACCESS_WRITE: u32 = 1;
 /// Notification mask: the value changed.
-pub const CTL_EVT_MASK_VALUE: u16 = 0;
+pub const VIRTIO_SND_CTL_EVT_MASK_VALUE: u16 = 0;
 
-/// `struct virtio_snd_config`.
+/// The config space (§5.14.4). `controls` exists only with
+/// `VIRTIO_SND_F_CTLS`: a frontend may size the space without it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Config {
+pub struct virtio_snd_config {
     /// Number of jacks.
     pub jacks: Le32,
     /// Number of PCM streams.
@@ -194,30 +200,30 @@ pub struct Config {
     pub controls: Le32,
 }
 
-/// `struct virtio_snd_hdr`.
+/// The common header of requests, replies and events (§5.14.6).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Hdr {
+pub struct virtio_snd_hdr {
     /// Request, event or status code.
     pub code: Le32,
 }
 
-/// `struct virtio_snd_event`.
+/// An event notification (§5.14.6).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Event {
+pub struct virtio_snd_event {
     /// Event code.
-    pub hdr: Hdr,
+    pub hdr: virtio_snd_hdr,
     /// Event data (stream or jack id; control events pack two le16).
     pub data: Le32,
 }
 
-/// `struct virtio_snd_query_info`.
+/// An item information request (§5.14.6.1).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueryInfo {
+pub struct virtio_snd_query_info {
     /// Request code.
-    pub hdr: Hdr,
+    pub hdr: virtio_snd_hdr,
     /// First item.
     pub start_id: Le32,
     /// Number of items.
@@ -226,21 +232,26 @@ pub struct QueryInfo {
     pub size: Le32,
 }
 
-/// `struct virtio_snd_jack_hdr` (also `virtio_snd_pcm_hdr` and
-/// `virtio_snd_ctl_hdr`: a code and an item id).
+/// The header of a PCM request (§5.14.6.6): a code and an item id. Jack
+/// (§5.14.6.4) and control (§5.14.6.10) requests have the same layout.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ItemHdr {
+pub struct virtio_snd_pcm_hdr {
     /// Request code.
-    pub hdr: Hdr,
+    pub hdr: virtio_snd_hdr,
     /// Jack, stream or control id.
     pub id: Le32,
 }
 
-/// `struct virtio_snd_jack_info`.
+/// The header of a jack request (§5.14.6.4).
+pub type virtio_snd_jack_hdr = virtio_snd_pcm_hdr;
+/// The header of a control element request (§5.14.6.10).
+pub type virtio_snd_ctl_hdr = virtio_snd_pcm_hdr;
+
+/// Jack information (§5.14.6.4.1).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct JackInfo {
+pub struct virtio_snd_jack_info {
     /// Function group node.
     pub hda_fn_nid: Le32,
     /// Feature bits.
@@ -255,22 +266,22 @@ pub struct JackInfo {
     pub padding: [u8; 7],
 }
 
-/// `struct virtio_snd_jack_remap`.
+/// A jack remap request (§5.14.6.4.2).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct JackRemap {
+pub struct virtio_snd_jack_remap {
     /// Code and jack id.
-    pub hdr: ItemHdr,
+    pub hdr: virtio_snd_pcm_hdr,
     /// New association.
     pub association: Le32,
     /// New sequence.
     pub sequence: Le32,
 }
 
-/// `struct virtio_snd_pcm_info`.
+/// Stream information (§5.14.6.6.2).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PcmInfo {
+pub struct virtio_snd_pcm_info {
     /// Function group node.
     pub hda_fn_nid: Le32,
     /// `1 << PCM_F_*`.
@@ -279,7 +290,7 @@ pub struct PcmInfo {
     pub formats: Le64,
     /// `1 << rate index`.
     pub rates: Le64,
-    /// `D_OUTPUT` or `D_INPUT`.
+    /// `VIRTIO_SND_D_OUTPUT` or `VIRTIO_SND_D_INPUT`.
     pub direction: u8,
     /// Fewest channels.
     pub channels_min: u8,
@@ -289,12 +300,12 @@ pub struct PcmInfo {
     pub padding: [u8; 5],
 }
 
-/// `struct virtio_snd_pcm_set_params`.
+/// A set-parameters request (§5.14.6.6.3).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PcmSetParams {
+pub struct virtio_snd_pcm_set_params {
     /// Code and stream id.
-    pub hdr: ItemHdr,
+    pub hdr: virtio_snd_pcm_hdr,
     /// Driver buffer size.
     pub buffer_bytes: Le32,
     /// Driver period size.
@@ -311,42 +322,42 @@ pub struct PcmSetParams {
     pub padding: u8,
 }
 
-/// `struct virtio_snd_pcm_xfer`.
+/// The header of an I/O message (§5.14.6.8).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PcmXfer {
+pub struct virtio_snd_pcm_xfer {
     /// Stream id.
     pub stream_id: Le32,
 }
 
-/// `struct virtio_snd_pcm_status`.
+/// The status of an I/O message (§5.14.6.8).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PcmStatus {
-    /// `S_OK` or `S_IO_ERR`.
+pub struct virtio_snd_pcm_status {
+    /// `VIRTIO_SND_S_OK` or `VIRTIO_SND_S_IO_ERR`.
     pub status: Le32,
     /// Bytes between the device's input and the listener.
     pub latency_bytes: Le32,
 }
 
-/// `struct virtio_snd_chmap_info`.
+/// Channel map information (§5.14.6.9.1).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ChmapInfo {
+pub struct virtio_snd_chmap_info {
     /// Function group node.
     pub hda_fn_nid: Le32,
-    /// `D_OUTPUT` or `D_INPUT`.
+    /// `VIRTIO_SND_D_OUTPUT` or `VIRTIO_SND_D_INPUT`.
     pub direction: u8,
     /// Valid positions.
     pub channels: u8,
     /// `CHMAP_*` per channel.
-    pub positions: [u8; CHMAP_MAX_SIZE],
+    pub positions: [u8; VIRTIO_SND_CHMAP_MAX_SIZE],
 }
 
-/// `struct virtio_snd_ctl_info`.
+/// Control element information (§5.14.6.10.1).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CtlInfo {
+pub struct virtio_snd_ctl_info {
     /// Function group node.
     pub hda_fn_nid: Le32,
     /// Role and direction.
@@ -368,9 +379,9 @@ pub struct CtlInfo {
     pub value: [Le32; 6],
 }
 
-impl Default for CtlInfo {
+impl Default for virtio_snd_ctl_info {
     fn default() -> Self {
-        CtlInfo {
+        virtio_snd_ctl_info {
             hda_fn_nid: Le32::default(),
             role: Le32::default(),
             type_: Le32::default(),
@@ -384,12 +395,12 @@ impl Default for CtlInfo {
     }
 }
 
-/// `struct virtio_snd_ctl_event`.
+/// A control element notification (§5.14.6.10).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CtlEvent {
-    /// `EVT_CTL_NOTIFY`.
-    pub hdr: Hdr,
+pub struct virtio_snd_ctl_event {
+    /// `VIRTIO_SND_EVT_CTL_NOTIFY`.
+    pub hdr: virtio_snd_hdr,
     /// Control id.
     pub control_id: Le16,
     /// `1 << CTL_EVT_MASK_*`.
@@ -404,52 +415,45 @@ pub const CTL_ENUM_ITEM_SIZE: usize = 64;
 // SAFETY: every struct above is repr(C), made only of integers and byte
 // arrays laid out without implicit padding, so any byte pattern is a valid
 // value.
-unsafe impl ByteValued for Config {}
+unsafe impl ByteValued for virtio_snd_config {}
 // SAFETY: as above.
-unsafe impl ByteValued for Hdr {}
+unsafe impl ByteValued for virtio_snd_hdr {}
 // SAFETY: as above.
-unsafe impl ByteValued for Event {}
+unsafe impl ByteValued for virtio_snd_event {}
 // SAFETY: as above.
-unsafe impl ByteValued for QueryInfo {}
+unsafe impl ByteValued for virtio_snd_query_info {}
 // SAFETY: as above.
-unsafe impl ByteValued for ItemHdr {}
+unsafe impl ByteValued for virtio_snd_pcm_hdr {}
 // SAFETY: as above.
-unsafe impl ByteValued for JackInfo {}
+unsafe impl ByteValued for virtio_snd_jack_info {}
 // SAFETY: as above.
-unsafe impl ByteValued for JackRemap {}
+unsafe impl ByteValued for virtio_snd_jack_remap {}
 // SAFETY: as above.
-unsafe impl ByteValued for PcmInfo {}
+unsafe impl ByteValued for virtio_snd_pcm_info {}
 // SAFETY: as above.
-unsafe impl ByteValued for PcmSetParams {}
+unsafe impl ByteValued for virtio_snd_pcm_set_params {}
 // SAFETY: as above.
-unsafe impl ByteValued for PcmXfer {}
+unsafe impl ByteValued for virtio_snd_pcm_xfer {}
 // SAFETY: as above.
-unsafe impl ByteValued for PcmStatus {}
+unsafe impl ByteValued for virtio_snd_pcm_status {}
 // SAFETY: as above.
-unsafe impl ByteValued for ChmapInfo {}
+unsafe impl ByteValued for virtio_snd_chmap_info {}
 // SAFETY: as above.
-unsafe impl ByteValued for CtlInfo {}
+unsafe impl ByteValued for virtio_snd_ctl_info {}
 // SAFETY: as above.
-unsafe impl ByteValued for CtlEvent {}
+unsafe impl ByteValued for virtio_snd_ctl_event {}
 
-#[cfg(test)]
-mod tests {
-    use std::mem::size_of;
-
-    use super::*;
-
-    #[test]
-    fn structure_sizes_match_the_spec() {
-        assert_eq!(size_of::<Config>(), 16);
-        assert_eq!(size_of::<Event>(), 8);
-        assert_eq!(size_of::<QueryInfo>(), 16);
-        assert_eq!(size_of::<JackInfo>(), 24);
-        assert_eq!(size_of::<JackRemap>(), 16);
-        assert_eq!(size_of::<PcmInfo>(), 32);
-        assert_eq!(size_of::<PcmSetParams>(), 24);
-        assert_eq!(size_of::<PcmStatus>(), 8);
-        assert_eq!(size_of::<ChmapInfo>(), 24);
-        assert_eq!(size_of::<CtlInfo>(), 96);
-        assert_eq!(size_of::<CtlEvent>(), 8);
-    }
-}
+const _: () = assert!(size_of::<virtio_snd_config>() == 16);
+const _: () = assert!(size_of::<virtio_snd_hdr>() == 4);
+const _: () = assert!(size_of::<virtio_snd_event>() == 8);
+const _: () = assert!(size_of::<virtio_snd_query_info>() == 16);
+const _: () = assert!(size_of::<virtio_snd_pcm_hdr>() == 8);
+const _: () = assert!(size_of::<virtio_snd_jack_info>() == 24);
+const _: () = assert!(size_of::<virtio_snd_jack_remap>() == 16);
+const _: () = assert!(size_of::<virtio_snd_pcm_info>() == 32);
+const _: () = assert!(size_of::<virtio_snd_pcm_set_params>() == 24);
+const _: () = assert!(size_of::<virtio_snd_pcm_xfer>() == 4);
+const _: () = assert!(size_of::<virtio_snd_pcm_status>() == 8);
+const _: () = assert!(size_of::<virtio_snd_chmap_info>() == 24);
+const _: () = assert!(size_of::<virtio_snd_ctl_info>() == 96);
+const _: () = assert!(size_of::<virtio_snd_ctl_event>() == 8);
