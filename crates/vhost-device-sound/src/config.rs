@@ -72,19 +72,43 @@ pub struct SoundConfig {
 /// The conventional channel map for `channels` channels.
 pub fn default_chmap(channels: u8) -> Vec<u8> {
     use crate::protocol::{
-        VIRTIO_SND_CHMAP_FC, VIRTIO_SND_CHMAP_FL, VIRTIO_SND_CHMAP_FR, VIRTIO_SND_CHMAP_LFE, VIRTIO_SND_CHMAP_MONO, VIRTIO_SND_CHMAP_RC, VIRTIO_SND_CHMAP_RL, VIRTIO_SND_CHMAP_RR,
+        VIRTIO_SND_CHMAP_FC, VIRTIO_SND_CHMAP_FL, VIRTIO_SND_CHMAP_FR, VIRTIO_SND_CHMAP_LFE,
+        VIRTIO_SND_CHMAP_MONO, VIRTIO_SND_CHMAP_RC, VIRTIO_SND_CHMAP_RL, VIRTIO_SND_CHMAP_RR,
         VIRTIO_SND_CHMAP_SL, VIRTIO_SND_CHMAP_SR,
     };
     let full = [
-        VIRTIO_SND_CHMAP_FL, VIRTIO_SND_CHMAP_FR, VIRTIO_SND_CHMAP_RL, VIRTIO_SND_CHMAP_RR, VIRTIO_SND_CHMAP_FC, VIRTIO_SND_CHMAP_LFE, VIRTIO_SND_CHMAP_SL, VIRTIO_SND_CHMAP_SR,
+        VIRTIO_SND_CHMAP_FL,
+        VIRTIO_SND_CHMAP_FR,
+        VIRTIO_SND_CHMAP_RL,
+        VIRTIO_SND_CHMAP_RR,
+        VIRTIO_SND_CHMAP_FC,
+        VIRTIO_SND_CHMAP_LFE,
+        VIRTIO_SND_CHMAP_SL,
+        VIRTIO_SND_CHMAP_SR,
     ];
     match channels {
         0 => Vec::new(),
         1 => vec![VIRTIO_SND_CHMAP_MONO],
-        3 => vec![VIRTIO_SND_CHMAP_FL, VIRTIO_SND_CHMAP_FR, VIRTIO_SND_CHMAP_FC],
-        5 => vec![VIRTIO_SND_CHMAP_FL, VIRTIO_SND_CHMAP_FR, VIRTIO_SND_CHMAP_RL, VIRTIO_SND_CHMAP_RR, VIRTIO_SND_CHMAP_FC],
+        3 => vec![
+            VIRTIO_SND_CHMAP_FL,
+            VIRTIO_SND_CHMAP_FR,
+            VIRTIO_SND_CHMAP_FC,
+        ],
+        5 => vec![
+            VIRTIO_SND_CHMAP_FL,
+            VIRTIO_SND_CHMAP_FR,
+            VIRTIO_SND_CHMAP_RL,
+            VIRTIO_SND_CHMAP_RR,
+            VIRTIO_SND_CHMAP_FC,
+        ],
         7 => vec![
-            VIRTIO_SND_CHMAP_FL, VIRTIO_SND_CHMAP_FR, VIRTIO_SND_CHMAP_RL, VIRTIO_SND_CHMAP_RR, VIRTIO_SND_CHMAP_FC, VIRTIO_SND_CHMAP_LFE, VIRTIO_SND_CHMAP_RC,
+            VIRTIO_SND_CHMAP_FL,
+            VIRTIO_SND_CHMAP_FR,
+            VIRTIO_SND_CHMAP_RL,
+            VIRTIO_SND_CHMAP_RR,
+            VIRTIO_SND_CHMAP_FC,
+            VIRTIO_SND_CHMAP_LFE,
+            VIRTIO_SND_CHMAP_RC,
         ],
         n => full.iter().copied().take(usize::from(n)).collect(),
     }

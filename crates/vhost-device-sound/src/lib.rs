@@ -16,6 +16,7 @@ pub mod error;
 pub mod format;
 pub mod pacer;
 pub mod protocol;
+pub mod stream;
 pub mod timer;
 
 pub use device::SoundDevice;

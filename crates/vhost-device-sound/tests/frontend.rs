@@ -147,7 +147,11 @@ fn probe_is_answered_and_event_buffers_are_held_without_spinning() {
     assert_eq!(status(&pcms), VIRTIO_SND_S_OK);
     assert_eq!(pcms[4 + 32 + 26], 6, "stream 1 has 6 channels");
     assert_eq!(pcms[4 + 64 + 24], VIRTIO_SND_D_INPUT);
-    let chmaps = control(&mut fe, &words(&[VIRTIO_SND_R_CHMAP_INFO, 0, 3, 24]), 4 + 72);
+    let chmaps = control(
+        &mut fe,
+        &words(&[VIRTIO_SND_R_CHMAP_INFO, 0, 3, 24]),
+        4 + 72,
+    );
     assert_eq!(status(&chmaps), VIRTIO_SND_S_OK);
     let ctls = control(&mut fe, &words(&[VIRTIO_SND_R_CTL_INFO, 0, 6, 96]), 4 + 576);
     assert_eq!(status(&ctls), VIRTIO_SND_S_OK);
@@ -284,7 +288,11 @@ fn volume_control_scales_the_wav_output() {
     let mut write = words(&[VIRTIO_SND_R_CTL_WRITE, 0, 25]);
     write.resize(8 + CTL_VALUE_SIZE, 0);
     assert_eq!(status(&control(&mut fe, &write, 4)), VIRTIO_SND_S_OK);
-    let read = control(&mut fe, &words(&[VIRTIO_SND_R_CTL_READ, 0]), 4 + CTL_VALUE_SIZE as u32);
+    let read = control(
+        &mut fe,
+        &words(&[VIRTIO_SND_R_CTL_READ, 0]),
+        4 + CTL_VALUE_SIZE as u32,
+    );
     assert_eq!(status(&read[4..]), 25);
     assert_eq!(
         status(&control(

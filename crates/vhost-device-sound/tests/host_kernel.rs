@@ -85,7 +85,10 @@ fn in_guest_loopback() {
         let mut req = words(&[VIRTIO_SND_R_PCM_SET_PARAMS, stream, 4 * PERIOD, PERIOD, 0]);
         req.extend_from_slice(&[2, VIRTIO_SND_PCM_FMT_S16, 7, 0]);
         assert_eq!(control(&mut fe, &req), VIRTIO_SND_S_OK);
-        assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_PREPARE, stream])), VIRTIO_SND_S_OK);
+        assert_eq!(
+            control(&mut fe, &words(&[VIRTIO_SND_R_PCM_PREPARE, stream])),
+            VIRTIO_SND_S_OK
+        );
     }
     // One second of signal, recorded for up to two. Every buffer is posted
     // up front: the device holds them until they are due, so a slow
@@ -101,13 +104,19 @@ fn in_guest_loopback() {
         }
         rx.kick().unwrap();
     }
-    assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_START, 1])), VIRTIO_SND_S_OK);
+    assert_eq!(
+        control(&mut fe, &words(&[VIRTIO_SND_R_PCM_START, 1])),
+        VIRTIO_SND_S_OK
+    );
     let tx = fe.queue(TX_QUEUE).unwrap();
     for period in played.chunks(PERIOD as usize) {
         tx.add(&[&out_id, period], &[8]).unwrap();
     }
     tx.kick().unwrap();
-    assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_START, 0])), VIRTIO_SND_S_OK);
+    assert_eq!(
+        control(&mut fe, &words(&[VIRTIO_SND_R_PCM_START, 0])),
+        VIRTIO_SND_S_OK
+    );
     let mut recorded = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     for _ in 0..rx_buffers {
@@ -146,8 +155,14 @@ fn in_guest_loopback() {
         "the loopback capture differs from the playback"
     );
     for stream in [0, 1] {
-        assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_STOP, stream])), VIRTIO_SND_S_OK);
-        assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_RELEASE, stream])), VIRTIO_SND_S_OK);
+        assert_eq!(
+            control(&mut fe, &words(&[VIRTIO_SND_R_PCM_STOP, stream])),
+            VIRTIO_SND_S_OK
+        );
+        assert_eq!(
+            control(&mut fe, &words(&[VIRTIO_SND_R_PCM_RELEASE, stream])),
+            VIRTIO_SND_S_OK
+        );
     }
     fe.disconnect().unwrap();
     // SAFETY: kill() on our own child's pid.

@@ -321,7 +321,10 @@ fn pipewire_nodes_appear_and_pass_audio_both_ways() {
         let mut req = words(&[VIRTIO_SND_R_PCM_SET_PARAMS, stream, 4 * PERIOD, PERIOD, 0]);
         req.extend_from_slice(&[2, VIRTIO_SND_PCM_FMT_S16, 7, 0]);
         assert_eq!(control(&mut fe, &req), VIRTIO_SND_S_OK);
-        assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_PREPARE, stream])), VIRTIO_SND_S_OK);
+        assert_eq!(
+            control(&mut fe, &words(&[VIRTIO_SND_R_PCM_PREPARE, stream])),
+            VIRTIO_SND_S_OK
+        );
     }
     // Both nodes are in the graph, linked to their targets by the session
     // manager.
@@ -357,7 +360,10 @@ fn pipewire_nodes_appear_and_pass_audio_both_ways() {
     }
     tx.kick().unwrap();
     let started = Instant::now();
-    assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_START, 0])), VIRTIO_SND_S_OK);
+    assert_eq!(
+        control(&mut fe, &words(&[VIRTIO_SND_R_PCM_START, 0])),
+        VIRTIO_SND_S_OK
+    );
     let tx = fe.queue(TX_QUEUE).unwrap();
     for _ in played.chunks(PERIOD as usize) {
         let used = tx.wait_used(WAIT).unwrap();
@@ -372,7 +378,10 @@ fn pipewire_nodes_appear_and_pass_audio_both_ways() {
     );
     // Let the graph drain the ring, then stop pw-record cleanly.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_STOP, 0])), VIRTIO_SND_S_OK);
+    assert_eq!(
+        control(&mut fe, &words(&[VIRTIO_SND_R_PCM_STOP, 0])),
+        VIRTIO_SND_S_OK
+    );
     // SAFETY: kill() on our own child's pid.
     unsafe { libc::kill(libc::pid_t::try_from(_rec.0.id()).unwrap(), libc::SIGINT) };
     std::thread::sleep(Duration::from_millis(300));
@@ -396,7 +405,10 @@ fn pipewire_nodes_appear_and_pass_audio_both_ways() {
         rx.add(&[&in_id], &[PERIOD, 8]).unwrap();
     }
     rx.kick().unwrap();
-    assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_START, 1])), VIRTIO_SND_S_OK);
+    assert_eq!(
+        control(&mut fe, &words(&[VIRTIO_SND_R_PCM_START, 1])),
+        VIRTIO_SND_S_OK
+    );
     // The session manager links playback streams to sinks only: pw-play
     // waits unlinked and is linked into the virtual source by hand.
     let play = pw
@@ -414,9 +426,15 @@ fn pipewire_nodes_appear_and_pass_audio_both_ways() {
         captured.extend_from_slice(&used.data[..used.data.len() - 8]);
     }
     assert_window(&captured, &sent, "the guest");
-    assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_STOP, 1])), VIRTIO_SND_S_OK);
+    assert_eq!(
+        control(&mut fe, &words(&[VIRTIO_SND_R_PCM_STOP, 1])),
+        VIRTIO_SND_S_OK
+    );
     for stream in [0, 1] {
-        assert_eq!(control(&mut fe, &words(&[VIRTIO_SND_R_PCM_RELEASE, stream])), VIRTIO_SND_S_OK);
+        assert_eq!(
+            control(&mut fe, &words(&[VIRTIO_SND_R_PCM_RELEASE, stream])),
+            VIRTIO_SND_S_OK
+        );
     }
     fe.disconnect().unwrap();
 }

@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! PCM commands (virtio 1.3 §5.14.6.6): SET_PARAMS, PREPARE, START, STOP and
+//! RELEASE, each checked against the stream's lifecycle state first.
+
+use std::time::Duration;
+
+use log::info;
+use vhost_device_common::GuestMem;
+
+use super::io::finish_io;
+use super::SoundDevice;
+use crate::backend::StreamRef;
+use crate::config::Direction;
+use crate::error::RequestError;
+use crate::format::{rate_hz, PcmParams, SampleFormat};
+use crate::pacer::Pacer;
+use crate::protocol::{
+    self, virtio_snd_pcm_hdr, virtio_snd_pcm_set_params, VIRTIO_SND_S_IO_ERR, VIRTIO_SND_S_OK,
+};
+use crate::stream::{Endpoint, IoBuf, PcmState};
+
+/// The PCM features a driver may select.
+const OFFERED_FEATURES: u32 =
+    1 << protocol::VIRTIO_SND_PCM_F_EVT_XRUNS | 1 << protocol::VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS;
+
+impl SoundDevice {
+    /// The stream a PCM request names, if the request is a valid
+    /// transition from its state.
+    fn transition(&self, hdr: &virtio_snd_pcm_hdr) -> Result<usize, RequestError> {
+        let code = hdr.hdr.code.to_native();
+        let id = hdr.id.to_native();
+        let stream = id as usize;
+        let state = self
+            .streams
+            .get(stream)
+            .map(|s| s.state)
+            .ok_or(RequestError::NoSuchItem { kind: "stream", id })?;
+        if !state.allows(code) {
+            return Err(RequestError::BadTransition {
+                stream,
+                code,
+                state,
+            });
+        }
+        Ok(stream)
+    }
+
+    /// PREPARE, START, STOP or RELEASE.
+    pub(super) fn pcm_command(
+        &mut self,
+        hdr: &virtio_snd_pcm_hdr,
+        mem: &GuestMem,
+    ) -> Result<(), RequestError> {
+        let id = self.transition(hdr)?;
+        match hdr.hdr.code.to_native() {
+            protocol::VIRTIO_SND_R_PCM_PREPARE => self.prepare(id, mem),
+            protocol::VIRTIO_SND_R_PCM_START => self.start(id, mem),
+            protocol::VIRTIO_SND_R_PCM_STOP => {
+                self.stop(id);
+                Ok(())
+            }
+            protocol::VIRTIO_SND_R_PCM_RELEASE => {
+                self.release(id, mem);
+                Ok(())
+            }
+            code => Err(RequestError::UnknownRequest(code)),
+        }
+    }
+
+    /// Checks the parameters against what the stream offers (§5.14.6.6.3).
+    fn check_params(
+        &self,
+        id: usize,
+        p: &virtio_snd_pcm_set_params,
+    ) -> Result<PcmParams, RequestError> {
+        let bad = |reason| RequestError::BadValue {
+            kind: "stream",
+            id: p.hdr.id.to_native(),
+            reason,
+        };
+        let unsupported = |what| RequestError::Unsupported { stream: id, what };
+        let cfg = &self.streams.get(id).ok_or(bad("no such stream"))?.config;
+        let buffer_bytes = p.buffer_bytes.to_native();
+        let period_bytes = p.period_bytes.to_native();
+        let features = p.features.to_native();
+        if period_bytes == 0 || buffer_bytes == 0 || buffer_bytes % period_bytes != 0 {
+            return Err(bad("buffer_bytes is not a multiple of period_bytes"));
+        }
+        if p.channels < cfg.channels_min || p.channels > cfg.channels_max {
+            return Err(bad("channel count out of range"));
+        }
+        if features & !OFFERED_FEATURES != 0 {
+            return Err(unsupported("a PCM feature"));
+        }
+        let format = SampleFormat::from_spec(p.format)
+            .filter(|f| cfg.formats & (1u64 << f.to_spec()) != 0)
+            .ok_or(unsupported("the sample format"))?;
+        let rate = rate_hz(p.rate)
+            .filter(|_| cfg.rates & (1u64 << p.rate) != 0)
+            .ok_or(unsupported("the frame rate"))?;
+        let params = PcmParams {
+            buffer_bytes,
+            period_bytes,
+            features,
+            channels: p.channels,
+            format,
+            rate,
+        };
+        if period_bytes as usize % params.frame_bytes() != 0 {
+            return Err(bad("period_bytes is not a whole number of frames"));
+        }
+        Ok(params)
+    }
+
+    pub(super) fn set_params(
+        &mut self,
+        p: &virtio_snd_pcm_set_params,
+        mem: &GuestMem,
+    ) -> Result<(), RequestError> {
+        let id = self.transition(&p.hdr)?;
+        let params = self.check_params(id, p)?;
+        // Buffers pre-queued under the old parameters cannot be played.
+        self.flush_io(id, VIRTIO_SND_S_IO_ERR, mem);
+        if let Some(stream) = self.streams.get_mut(id) {
+            stream.params = Some(params);
+            stream.state = PcmState::ParamsSet;
+        }
+        Ok(())
+    }
+
+    fn prepare(&mut self, id: usize, mem: &GuestMem) -> Result<(), RequestError> {
+        self.flush_io(id, VIRTIO_SND_S_IO_ERR, mem);
+        let no_params = RequestError::BadValue {
+            kind: "stream",
+            id: u32::try_from(id).unwrap_or(u32::MAX),
+            reason: "no parameters set",
+        };
+        let stream = self.streams.get_mut(id).ok_or(RequestError::NoSuchItem {
+            kind: "stream",
+            id: u32::try_from(id).unwrap_or(u32::MAX),
+        })?;
+        let params = stream.params.ok_or(no_params)?;
+        if stream.endpoint.is_none() || stream.endpoint_params != Some(params) {
+            stream.endpoint = None;
+            let sref = StreamRef {
+                id: u32::try_from(id).unwrap_or(u32::MAX),
+                index: stream.config.index,
+            };
+            let opened = match stream.config.direction {
+                Direction::Output => self.backend.open_output(sref, &params).map(Endpoint::Out),
+                Direction::Input => self.backend.open_input(sref, &params).map(Endpoint::In),
+            };
+            match opened {
+                Ok(endpoint) => {
+                    stream.endpoint = Some(endpoint);
+                    stream.endpoint_params = Some(params);
+                }
+                Err(source) => {
+                    self.set_host_ok(id, false);
+                    return Err(RequestError::Host { stream: id, source });
+                }
+            }
+        }
+        stream.state = PcmState::Prepared;
+        stream.pacer = None;
+        self.set_host_ok(id, true);
+        Ok(())
+    }
+
+    fn start(&mut self, id: usize, mem: &GuestMem) -> Result<(), RequestError> {
+        let now = self.clock.now();
+        let stream = self.streams.get_mut(id).ok_or(RequestError::NoSuchItem {
+            kind: "stream",
+            id: u32::try_from(id).unwrap_or(u32::MAX),
+        })?;
+        let Some(params) = stream.params else {
+            return Err(RequestError::BadValue {
+                kind: "stream",
+                id: u32::try_from(id).unwrap_or(u32::MAX),
+                reason: "no parameters set",
+            });
+        };
+        let result = match &mut stream.endpoint {
+            Some(Endpoint::Out(sink)) => sink.start().map(|()| sink.lead()),
+            Some(Endpoint::In(source)) => source.start().map(|()| source.lead()),
+            None => Ok(Duration::ZERO),
+        };
+        let lead = match result {
+            Ok(lead) => lead,
+            Err(source) => {
+                self.set_host_ok(id, false);
+                return Err(RequestError::Host { stream: id, source });
+            }
+        };
+        match (stream.state, stream.pacer.as_mut()) {
+            (PcmState::Stopped, Some(pacer)) => pacer.rebase(now),
+            _ => {
+                stream.pacer = Some(Pacer::start(
+                    params.byte_rate(),
+                    params.frame_bytes(),
+                    now,
+                    lead,
+                ));
+                stream.periods_reported = 0;
+            }
+        }
+        stream.state = PcmState::Running;
+        stream.xrun_reported = false;
+        info!(
+            "stream {id}: started, {} ch {:?} {} Hz, period {} bytes",
+            params.channels, params.format, params.rate, params.period_bytes
+        );
+        self.pump(id, mem);
+        Ok(())
+    }
+
+    fn stop(&mut self, id: usize) {
+        let Some(stream) = self.streams.get_mut(id) else {
+            return;
+        };
+        stream.state = PcmState::Stopped;
+        let result = match &mut stream.endpoint {
+            Some(Endpoint::Out(sink)) => sink.stop(),
+            Some(Endpoint::In(source)) => source.stop(),
+            None => Ok(()),
+        };
+        self.timers.arm(id, None);
+        if let Err(e) = result {
+            self.log.warn(|| format!("stream {id}: stop: {e}"));
+        }
+    }
+
+    fn release(&mut self, id: usize, mem: &GuestMem) {
+        // Whatever was not played or recorded goes back now: the driver
+        // waits for every buffer before it frees them (§5.14.6.6.5).
+        self.flush_io(id, VIRTIO_SND_S_OK, mem);
+        self.timers.arm(id, None);
+        if let Some(stream) = self.streams.get_mut(id) {
+            if stream.state == PcmState::Prepared {
+                if let Some(Endpoint::Out(sink)) = &mut stream.endpoint {
+                    let _ = sink.stop();
+                }
+            }
+            stream.state = PcmState::Released;
+            stream.pacer = None;
+        }
+    }
+
+    /// Completes every buffer held for stream `id` with `status`.
+    pub(super) fn flush_io(&mut self, id: usize, status: u32, mem: &GuestMem) {
+        let Some(stream) = self.streams.get_mut(id) else {
+            return;
+        };
+        let queue = stream.queue();
+        let bufs: Vec<IoBuf> = stream.io.drain(..).collect();
+        let latency = stream.latency_bytes();
+        for buf in bufs {
+            let c = finish_io(queue, buf, status, latency, mem, &self.log);
+            self.completions.push(c);
+        }
+    }
+}

@@ -1,0 +1,352 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Unit tests of the device with no queue: chains built in fake guest
+//! memory, a fake backend, clock and timers. This file holds the fixture;
+//! the tests sit in one file per part of the device.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod control;
+mod controls;
+mod events;
+mod io;
+mod pcm;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vhost_device_common::mock::ChainBuilder;
+use vhost_device_common::{DescChain, GuestMem, Region};
+use vm_memory::{ByteValued, Bytes, GuestAddress};
+
+use super::*;
+use crate::backend::{AudioBackend, BackendError, InputSource, OutputSink, StreamRef};
+use crate::config::{default_chmap, SoundConfig};
+use crate::format::PcmParams;
+use crate::pacer::tests::FakeClock;
+use crate::protocol::*;
+
+/// Copies the front of `bytes` into a `T`.
+fn parse<T: ByteValued + Default>(bytes: &[u8]) -> Option<T> {
+    let mut value = T::default();
+    value
+        .as_mut_slice()
+        .copy_from_slice(bytes.get(..std::mem::size_of::<T>())?);
+    Some(value)
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Guest memory shared by every chain of a test, so held chains stay valid.
+struct Mem {
+    mem: GuestMem,
+    next: u64,
+    head: u16,
+}
+
+impl Mem {
+    fn new() -> Self {
+        let builder = ChainBuilder::new();
+        Mem {
+            mem: builder.memory().clone(),
+            next: vhost_device_common::mock::MEM_BASE + 0x1000,
+            head: 0,
+        }
+    }
+
+    fn alloc(&mut self, len: usize) -> GuestAddress {
+        let addr = GuestAddress(self.next);
+        self.next += (len as u64).div_ceil(16).max(1) * 16;
+        addr
+    }
+
+    fn chain(&mut self, readable: &[&[u8]], writable: &[u32]) -> DescChain {
+        let r: Vec<Region> = readable
+            .iter()
+            .map(|data| {
+                let addr = self.alloc(data.len());
+                self.mem.write_slice(data, addr).unwrap();
+                Region {
+                    addr,
+                    len: data.len() as u32,
+                }
+            })
+            .collect();
+        let w: Vec<Region> = writable
+            .iter()
+            .map(|&len| {
+                let addr = self.alloc(len as usize);
+                self.mem
+                    .write_slice(&vec![0xAA; len as usize], addr)
+                    .unwrap();
+                Region { addr, len }
+            })
+            .collect();
+        self.head += 1;
+        DescChain::from_regions(self.head, &r, &w)
+    }
+
+    fn read(&self, region: &Region) -> Vec<u8> {
+        let mut buf = vec![0; region.len as usize];
+        self.mem.read_slice(&mut buf, region.addr).unwrap();
+        buf
+    }
+
+    /// Everything the device wrote into the chain's writable part.
+    fn written(&self, chain: &DescChain) -> Vec<u8> {
+        chain.writable().iter().flat_map(|r| self.read(r)).collect()
+    }
+}
+
+#[derive(Clone, Default)]
+struct Timers(Arc<Mutex<Vec<Option<Duration>>>>);
+
+impl Timers {
+    fn get(&self, stream: usize) -> Option<Duration> {
+        self.0.lock().unwrap().get(stream).copied().flatten()
+    }
+}
+
+impl StreamTimers for Timers {
+    fn arm(&mut self, stream: usize, at: Option<Duration>) {
+        let mut t = self.0.lock().unwrap();
+        if t.len() <= stream {
+            t.resize(stream + 1, None);
+        }
+        t[stream] = at;
+    }
+}
+
+/// What the fake backend saw, shared with the test.
+#[derive(Default)]
+struct Host {
+    played: Vec<u8>,
+    /// Bytes the sink accepts before it is "full" (None: unlimited).
+    room: Option<usize>,
+    fail: bool,
+    opens: usize,
+    next_sample: u8,
+}
+
+#[derive(Clone, Default)]
+struct FakeBackend(Arc<Mutex<Host>>);
+
+struct FakeSink(Arc<Mutex<Host>>);
+struct FakeSource(Arc<Mutex<Host>>);
+
+impl OutputSink for FakeSink {
+    fn write(&mut self, data: &[u8]) -> Result<usize, BackendError> {
+        let mut host = self.0.lock().unwrap();
+        if host.fail {
+            return Err(BackendError::Host {
+                backend: "fake",
+                device: "out".into(),
+                reason: "unplugged".into(),
+            });
+        }
+        let n = host.room.map_or(data.len(), |room| room.min(data.len()));
+        if let Some(room) = host.room.as_mut() {
+            *room -= n;
+        }
+        host.played.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+    fn latency_bytes(&mut self) -> u32 {
+        77
+    }
+}
+
+impl InputSource for FakeSource {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, BackendError> {
+        let mut host = self.0.lock().unwrap();
+        for b in buf.iter_mut() {
+            *b = host.next_sample;
+            host.next_sample = host.next_sample.wrapping_add(1);
+        }
+        Ok(buf.len())
+    }
+}
+
+impl AudioBackend for FakeBackend {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    fn open_output(
+        &mut self,
+        _stream: StreamRef,
+        _params: &PcmParams,
+    ) -> Result<Box<dyn OutputSink>, BackendError> {
+        let mut host = self.0.lock().unwrap();
+        host.opens += 1;
+        if host.fail {
+            return Err(BackendError::Host {
+                backend: "fake",
+                device: "out".into(),
+                reason: "no device".into(),
+            });
+        }
+        Ok(Box::new(FakeSink(self.0.clone())))
+    }
+    fn open_input(
+        &mut self,
+        _stream: StreamRef,
+        _params: &PcmParams,
+    ) -> Result<Box<dyn InputSource>, BackendError> {
+        self.0.lock().unwrap().opens += 1;
+        Ok(Box::new(FakeSource(self.0.clone())))
+    }
+}
+
+struct Rig {
+    dev: SoundDevice,
+    mem: Mem,
+    clock: FakeClock,
+    timers: Timers,
+    host: FakeBackend,
+}
+
+/// One stereo output (stream 0), one stereo input (stream 1), controls.
+fn rig() -> Rig {
+    rig_with(SoundConfig::new(
+        vec![default_chmap(2)],
+        vec![default_chmap(2)],
+        true,
+    ))
+}
+
+fn rig_with(config: SoundConfig) -> Rig {
+    let clock = FakeClock::default();
+    clock.set(Duration::from_secs(1000));
+    let timers = Timers::default();
+    let host = FakeBackend::default();
+    let mut dev = SoundDevice::with_clock(
+        config,
+        Box::new(host.clone()),
+        Box::new(clock.clone()),
+        Box::new(timers.clone()),
+    );
+    dev.set_acked_features(VIRTIO_SND_F_CTLS | 1 << 32);
+    Rig {
+        dev,
+        mem: Mem::new(),
+        clock,
+        timers,
+        host,
+    }
+}
+
+fn query(code: u32, start: u32, count: u32, size: u32) -> Vec<u8> {
+    [code, start, count, size]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+}
+
+fn pcm(code: u32, stream: u32) -> Vec<u8> {
+    [code, stream]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+}
+
+fn set_params(
+    stream: u32,
+    buffer: u32,
+    period: u32,
+    channels: u8,
+    format: u8,
+    rate: u8,
+) -> Vec<u8> {
+    let mut v = pcm(VIRTIO_SND_R_PCM_SET_PARAMS, stream);
+    v.extend_from_slice(&buffer.to_le_bytes());
+    v.extend_from_slice(&period.to_le_bytes());
+    v.extend_from_slice(&(1u32 << VIRTIO_SND_PCM_F_EVT_XRUNS).to_le_bytes());
+    v.extend_from_slice(&[channels, format, rate, 0]);
+    v
+}
+
+fn status_of(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes(bytes[..4].try_into().unwrap())
+}
+
+impl Rig {
+    /// Sends a control request with `resp` bytes of response room; returns
+    /// the status, the reply, and the completions it produced.
+    fn control_with(&mut self, request: &[u8], resp: u32) -> (u32, Vec<u8>, Vec<Completion>) {
+        let chain = self.mem.chain(&[request], &[resp]);
+        self.dev.handle_control(&chain, &self.mem.mem);
+        let completions = self.dev.take_completions();
+        let mine = completions
+            .iter()
+            .find(|c| c.queue == CONTROL_QUEUE)
+            .copied()
+            .unwrap();
+        assert_eq!(mine.head, chain.head());
+        let written = self.mem.written(&chain);
+        assert!(mine.len >= 4 && mine.len <= resp);
+        let body = written[4..mine.len as usize].to_vec();
+        (status_of(&written), body, completions)
+    }
+
+    fn control(&mut self, request: &[u8]) -> u32 {
+        self.control_with(request, 4).0
+    }
+
+    fn play_setup(&mut self, period: u32) {
+        assert_eq!(
+            self.control(&set_params(
+                0,
+                period * 4,
+                period,
+                2,
+                VIRTIO_SND_PCM_FMT_S16,
+                7
+            )),
+            VIRTIO_SND_S_OK
+        );
+        assert_eq!(
+            self.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 0)),
+            VIRTIO_SND_S_OK
+        );
+    }
+
+    fn tx(&mut self, stream: u32, data: &[u8]) -> DescChain {
+        let chain = self.mem.chain(&[&stream.to_le_bytes(), data], &[8]);
+        self.dev.handle_io(TX_QUEUE, chain.clone(), &self.mem.mem);
+        chain
+    }
+
+    fn rx(&mut self, stream: u32, room: u32) -> DescChain {
+        let chain = self.mem.chain(&[&stream.to_le_bytes()], &[room, 8]);
+        self.dev.handle_io(RX_QUEUE, chain.clone(), &self.mem.mem);
+        chain
+    }
+
+    fn fire(&mut self, stream: usize) -> Vec<Completion> {
+        if let Some(at) = self.timers.get(stream) {
+            if at > self.clock.now() {
+                self.clock.set(at);
+            }
+        }
+        self.dev.handle_timer(stream, &self.mem.mem);
+        self.dev.take_completions()
+    }
+
+    fn event_buffer(&mut self) -> DescChain {
+        let chain = self.mem.chain(&[], &[8]);
+        self.dev.add_event_buffer(chain.clone(), &self.mem.mem);
+        chain
+    }
+}
+
+#[test]
+fn reset_forgets_everything() {
+    let mut r = rig();
+    r.event_buffer();
+    r.play_setup(3840);
+    r.tx(0, &[0; 3840]);
+    r.dev.reset();
+    assert_eq!(r.dev.held_io(0), 0);
+    assert_eq!(r.dev.held_event_buffers(), 0);
+    assert_eq!(r.dev.stream_state(0), Some(PcmState::Idle));
+}

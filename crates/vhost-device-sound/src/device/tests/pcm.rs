@@ -1,0 +1,260 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The PCM lifecycle and SET_PARAMS validation.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use super::*;
+
+// ----- the PCM state machine ----------------------------------------------
+
+#[test]
+fn every_transition_follows_the_spec() {
+    use PcmState::*;
+    let all = [
+        VIRTIO_SND_R_PCM_SET_PARAMS,
+        VIRTIO_SND_R_PCM_PREPARE,
+        VIRTIO_SND_R_PCM_START,
+        VIRTIO_SND_R_PCM_STOP,
+        VIRTIO_SND_R_PCM_RELEASE,
+    ];
+    // From each state, the requests the spec allows and where they lead.
+    let table: [(PcmState, &[(u32, PcmState)]); 6] = [
+        (Idle, &[(VIRTIO_SND_R_PCM_SET_PARAMS, ParamsSet)]),
+        (
+            ParamsSet,
+            &[
+                (VIRTIO_SND_R_PCM_SET_PARAMS, ParamsSet),
+                (VIRTIO_SND_R_PCM_PREPARE, Prepared),
+            ],
+        ),
+        (
+            Prepared,
+            &[
+                (VIRTIO_SND_R_PCM_SET_PARAMS, ParamsSet),
+                (VIRTIO_SND_R_PCM_PREPARE, Prepared),
+                (VIRTIO_SND_R_PCM_START, Running),
+                (VIRTIO_SND_R_PCM_RELEASE, Released),
+            ],
+        ),
+        (Running, &[(VIRTIO_SND_R_PCM_STOP, Stopped)]),
+        (
+            Stopped,
+            &[
+                (VIRTIO_SND_R_PCM_START, Running),
+                (VIRTIO_SND_R_PCM_RELEASE, Released),
+            ],
+        ),
+        (
+            Released,
+            &[
+                (VIRTIO_SND_R_PCM_SET_PARAMS, ParamsSet),
+                (VIRTIO_SND_R_PCM_PREPARE, Prepared),
+            ],
+        ),
+    ];
+    let path_to = |state: PcmState| -> Vec<u32> {
+        match state {
+            Idle => vec![],
+            ParamsSet => vec![VIRTIO_SND_R_PCM_SET_PARAMS],
+            Prepared => vec![VIRTIO_SND_R_PCM_SET_PARAMS, VIRTIO_SND_R_PCM_PREPARE],
+            Running => vec![
+                VIRTIO_SND_R_PCM_SET_PARAMS,
+                VIRTIO_SND_R_PCM_PREPARE,
+                VIRTIO_SND_R_PCM_START,
+            ],
+            Stopped => vec![
+                VIRTIO_SND_R_PCM_SET_PARAMS,
+                VIRTIO_SND_R_PCM_PREPARE,
+                VIRTIO_SND_R_PCM_START,
+                VIRTIO_SND_R_PCM_STOP,
+            ],
+            Released => vec![
+                VIRTIO_SND_R_PCM_SET_PARAMS,
+                VIRTIO_SND_R_PCM_PREPARE,
+                VIRTIO_SND_R_PCM_RELEASE,
+            ],
+        }
+    };
+    let send = |r: &mut Rig, code: u32| -> u32 {
+        if code == VIRTIO_SND_R_PCM_SET_PARAMS {
+            r.control(&set_params(0, 19200, 3840, 2, VIRTIO_SND_PCM_FMT_S16, 7))
+        } else {
+            r.control(&pcm(code, 0))
+        }
+    };
+    for (from, allowed) in table {
+        for code in all {
+            let mut r = rig();
+            for step in path_to(from) {
+                assert_eq!(send(&mut r, step), VIRTIO_SND_S_OK);
+            }
+            assert_eq!(r.dev.stream_state(0), Some(from));
+            let status = send(&mut r, code);
+            match allowed.iter().find(|(c, _)| *c == code) {
+                Some((_, to)) => {
+                    assert_eq!(status, VIRTIO_SND_S_OK, "{from:?} + {code:#x}");
+                    assert_eq!(r.dev.stream_state(0), Some(*to), "{from:?} + {code:#x}");
+                }
+                None => {
+                    assert_eq!(
+                        status, VIRTIO_SND_S_BAD_MSG,
+                        "{from:?} + {code:#x} must be refused"
+                    );
+                    assert_eq!(r.dev.stream_state(0), Some(from), "state must not change");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn pcm_requests_for_unknown_streams_or_short_bodies_are_bad() {
+    let mut r = rig();
+    assert_eq!(
+        r.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 2)),
+        VIRTIO_SND_S_BAD_MSG
+    );
+    assert_eq!(
+        r.control(&set_params(7, 19200, 3840, 2, VIRTIO_SND_PCM_FMT_S16, 7)),
+        VIRTIO_SND_S_BAD_MSG
+    );
+    assert_eq!(
+        r.control(&pcm(VIRTIO_SND_R_PCM_START, 0)[..6]),
+        VIRTIO_SND_S_BAD_MSG
+    );
+    assert_eq!(
+        r.control(&set_params(0, 19200, 3840, 2, VIRTIO_SND_PCM_FMT_S16, 7)[..20]),
+        VIRTIO_SND_S_BAD_MSG
+    );
+    assert_eq!(
+        r.control(&VIRTIO_SND_R_PCM_PREPARE.to_le_bytes()[..2]),
+        VIRTIO_SND_S_BAD_MSG
+    );
+    assert_eq!(r.control(&0x9999u32.to_le_bytes()), VIRTIO_SND_S_NOT_SUPP);
+}
+
+#[test]
+fn set_params_validates_every_field() {
+    let mut r = rig();
+    let ok = |r: &mut Rig, req: Vec<u8>| r.control(&req);
+    assert_eq!(
+        ok(
+            &mut r,
+            set_params(0, 19200, 3840, 3, VIRTIO_SND_PCM_FMT_S16, 7)
+        ),
+        VIRTIO_SND_S_BAD_MSG,
+        "3 ch"
+    );
+    assert_eq!(
+        ok(
+            &mut r,
+            set_params(0, 19200, 3840, 0, VIRTIO_SND_PCM_FMT_S16, 7)
+        ),
+        VIRTIO_SND_S_BAD_MSG,
+        "0 ch"
+    );
+    assert_eq!(
+        ok(
+            &mut r,
+            set_params(0, 19200, 0, 2, VIRTIO_SND_PCM_FMT_S16, 7)
+        ),
+        VIRTIO_SND_S_BAD_MSG,
+        "period 0"
+    );
+    assert_eq!(
+        ok(
+            &mut r,
+            set_params(0, 19201, 3840, 2, VIRTIO_SND_PCM_FMT_S16, 7)
+        ),
+        VIRTIO_SND_S_BAD_MSG,
+        "divisor"
+    );
+    assert_eq!(
+        ok(&mut r, set_params(0, 18, 6, 2, VIRTIO_SND_PCM_FMT_S16, 7)),
+        VIRTIO_SND_S_BAD_MSG,
+        "partial frame"
+    );
+    assert_eq!(
+        ok(&mut r, set_params(0, 19200, 3840, 2, 3, 7)),
+        VIRTIO_SND_S_NOT_SUPP,
+        "S8"
+    );
+    assert_eq!(
+        ok(&mut r, set_params(0, 19200, 3840, 2, 99, 7)),
+        VIRTIO_SND_S_NOT_SUPP,
+        "unknown format"
+    );
+    assert_eq!(
+        ok(
+            &mut r,
+            set_params(0, 19200, 3840, 2, VIRTIO_SND_PCM_FMT_S16, 0)
+        ),
+        VIRTIO_SND_S_NOT_SUPP,
+        "5512"
+    );
+    assert_eq!(
+        ok(
+            &mut r,
+            set_params(0, 19200, 3840, 2, VIRTIO_SND_PCM_FMT_S16, 13)
+        ),
+        VIRTIO_SND_S_NOT_SUPP,
+        "384k"
+    );
+    assert_eq!(
+        ok(
+            &mut r,
+            set_params(0, 19200, 3840, 2, VIRTIO_SND_PCM_FMT_S16, 40)
+        ),
+        VIRTIO_SND_S_NOT_SUPP,
+        "rate"
+    );
+    let mut shmem = set_params(0, 19200, 3840, 2, VIRTIO_SND_PCM_FMT_S16, 7);
+    shmem[16] = 1 << VIRTIO_SND_PCM_F_SHMEM_HOST;
+    assert_eq!(r.control(&shmem), VIRTIO_SND_S_NOT_SUPP);
+    for (format, bytes) in [
+        (VIRTIO_SND_PCM_FMT_U8, 1),
+        (VIRTIO_SND_PCM_FMT_S16, 2),
+        (VIRTIO_SND_PCM_FMT_S24, 4),
+        (VIRTIO_SND_PCM_FMT_S32, 4),
+        (VIRTIO_SND_PCM_FMT_FLOAT, 4),
+    ] {
+        for rate in [1u8, 7, 12, 14] {
+            let period = 2 * bytes * 100;
+            assert_eq!(
+                ok(&mut r, set_params(0, period * 4, period, 2, format, rate)),
+                VIRTIO_SND_S_OK
+            );
+        }
+    }
+    assert_eq!(r.dev.stream_state(0), Some(PcmState::ParamsSet));
+}
+
+#[test]
+fn backend_failure_at_prepare_is_an_io_error_and_unplugs_the_jack() {
+    let mut r = rig();
+    let ev = r.event_buffer();
+    r.host.0.lock().unwrap().fail = true;
+    assert_eq!(
+        r.control(&set_params(0, 19200, 3840, 2, VIRTIO_SND_PCM_FMT_S16, 7)),
+        VIRTIO_SND_S_OK
+    );
+    let (status, _, completions) = r.control_with(&pcm(VIRTIO_SND_R_PCM_PREPARE, 0), 4);
+    assert_eq!(status, VIRTIO_SND_S_IO_ERR);
+    assert_eq!(r.dev.stream_state(0), Some(PcmState::ParamsSet));
+    assert!(completions
+        .iter()
+        .any(|c| c.queue == EVENT_QUEUE && c.head == ev.head()));
+    let written = r.mem.written(&ev);
+    assert_eq!(status_of(&written), VIRTIO_SND_EVT_JACK_DISCONNECTED);
+    assert_eq!(status_of(&written[4..]), 0, "jack 0");
+    // The host comes back: the next PREPARE works and plugs the jack in.
+    r.host.0.lock().unwrap().fail = false;
+    let ev = r.event_buffer();
+    let (status, _, _) = r.control_with(&pcm(VIRTIO_SND_R_PCM_PREPARE, 0), 4);
+    assert_eq!(status, VIRTIO_SND_S_OK);
+    assert_eq!(
+        status_of(&r.mem.written(&ev)),
+        VIRTIO_SND_EVT_JACK_CONNECTED
+    );
+}
