@@ -1,16 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Command line.
+//! Command line: the flags, checked, and what they describe (the device
+//! configuration and the backend choice).
 
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use vhost_device_common::SocketArgs;
 
-use crate::backend::null::NullBackend;
-use crate::backend::wav::{read_file, WavBackend};
-use crate::backend::AudioBackend;
-use crate::config::{default_chmap, parse_chmap, SoundConfig};
+use crate::backend::wav::read_file;
+use crate::backend::BackendSpec;
+use crate::config::{default_chmap, parse_chmap, per_stream, SoundConfig};
 use crate::error::Error;
 
 /// Most streams per direction.
@@ -128,14 +128,6 @@ pub struct SoundArgs {
     #[arg(long, value_name = "FRAMES", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(32..=65536))]
     pub pw_latency: u32,
-}
-
-/// Picks entry `k` of a per-stream list: the k-th, or the only one.
-pub fn per_stream<T>(list: &[T], k: usize) -> Option<&T> {
-    match list {
-        [only] => Some(only),
-        many => many.get(k),
-    }
 }
 
 fn check_count<T>(flag: &'static str, list: &[T], streams: u8) -> Result<(), Error> {
@@ -260,85 +252,6 @@ impl SoundArgs {
                     Err(Error::BackendMissing("pipewire", "pw-backend"))
                 }
             }
-        }
-    }
-}
-
-/// A checked backend choice, from which each connection gets its backend.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BackendSpec {
-    /// `null`.
-    Null,
-    /// `wav`.
-    Wav {
-        /// Output directory.
-        dir: PathBuf,
-        /// Capture files.
-        inputs: Vec<PathBuf>,
-        /// Loop capture files.
-        looped: bool,
-    },
-    /// `alsa`.
-    Alsa {
-        /// Output PCM names.
-        outputs: Vec<String>,
-        /// Input PCM names.
-        inputs: Vec<String>,
-    },
-    /// `pipewire`.
-    Pipewire {
-        /// Node name prefix.
-        node_name: String,
-        /// Output targets.
-        outputs: Vec<String>,
-        /// Input targets.
-        inputs: Vec<String>,
-        /// node.latency in frames.
-        latency: u32,
-    },
-}
-
-impl BackendSpec {
-    /// A fresh backend for a connection of guest `guest`, which is `Some`
-    /// when the daemon serves several guests (`--socket-count`): their WAV
-    /// files and PipeWire nodes then carry the guest's number.
-    pub fn build(&self, guest: Option<usize>) -> Result<Box<dyn AudioBackend>, String> {
-        match self {
-            BackendSpec::Null => Ok(Box::new(NullBackend)),
-            BackendSpec::Wav {
-                dir,
-                inputs,
-                looped,
-            } => {
-                let backend = WavBackend::new(dir.clone(), inputs.clone(), *looped);
-                Ok(Box::new(match guest {
-                    Some(guest) => backend.for_guest(guest),
-                    None => backend,
-                }))
-            }
-            #[cfg(feature = "alsa-backend")]
-            BackendSpec::Alsa { outputs, inputs } => Ok(Box::new(
-                crate::backend::alsa::AlsaBackend::new(outputs.clone(), inputs.clone()),
-            )),
-            #[cfg(feature = "pw-backend")]
-            BackendSpec::Pipewire {
-                node_name,
-                outputs,
-                inputs,
-                latency,
-            } => crate::backend::pipewire::PipewireBackend::new(
-                match guest {
-                    Some(guest) => format!("{node_name}-guest{guest}"),
-                    None => node_name.clone(),
-                },
-                outputs.clone(),
-                inputs.clone(),
-                *latency,
-            )
-            .map(|b| Box::new(b) as Box<dyn AudioBackend>)
-            .map_err(|e| e.to_string()),
-            #[allow(unreachable_patterns)]
-            _ => Err("backend not built into this binary".into()),
         }
     }
 }

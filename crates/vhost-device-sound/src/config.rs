@@ -69,48 +69,31 @@ pub struct SoundConfig {
     pub controls: bool,
 }
 
+/// Picks entry `k` of a per-stream list: the k-th, or the only one.
+pub fn per_stream<T>(list: &[T], k: usize) -> Option<&T> {
+    match list {
+        [only] => Some(only),
+        many => many.get(k),
+    }
+}
+
 /// The conventional channel map for `channels` channels.
 pub fn default_chmap(channels: u8) -> Vec<u8> {
     use crate::protocol::{
-        VIRTIO_SND_CHMAP_FC, VIRTIO_SND_CHMAP_FL, VIRTIO_SND_CHMAP_FR, VIRTIO_SND_CHMAP_LFE,
-        VIRTIO_SND_CHMAP_MONO, VIRTIO_SND_CHMAP_RC, VIRTIO_SND_CHMAP_RL, VIRTIO_SND_CHMAP_RR,
-        VIRTIO_SND_CHMAP_SL, VIRTIO_SND_CHMAP_SR,
+        VIRTIO_SND_CHMAP_FC as FC, VIRTIO_SND_CHMAP_FL as FL, VIRTIO_SND_CHMAP_FR as FR,
+        VIRTIO_SND_CHMAP_LFE as LFE, VIRTIO_SND_CHMAP_MONO as MONO, VIRTIO_SND_CHMAP_RC as RC,
+        VIRTIO_SND_CHMAP_RL as RL, VIRTIO_SND_CHMAP_RR as RR, VIRTIO_SND_CHMAP_SL as SL,
+        VIRTIO_SND_CHMAP_SR as SR,
     };
-    let full = [
-        VIRTIO_SND_CHMAP_FL,
-        VIRTIO_SND_CHMAP_FR,
-        VIRTIO_SND_CHMAP_RL,
-        VIRTIO_SND_CHMAP_RR,
-        VIRTIO_SND_CHMAP_FC,
-        VIRTIO_SND_CHMAP_LFE,
-        VIRTIO_SND_CHMAP_SL,
-        VIRTIO_SND_CHMAP_SR,
-    ];
+    let full = [FL, FR, RL, RR, FC, LFE, SL, SR];
+    let first = |n: usize| full.get(..n).unwrap_or(&full).to_vec();
     match channels {
         0 => Vec::new(),
-        1 => vec![VIRTIO_SND_CHMAP_MONO],
-        3 => vec![
-            VIRTIO_SND_CHMAP_FL,
-            VIRTIO_SND_CHMAP_FR,
-            VIRTIO_SND_CHMAP_FC,
-        ],
-        5 => vec![
-            VIRTIO_SND_CHMAP_FL,
-            VIRTIO_SND_CHMAP_FR,
-            VIRTIO_SND_CHMAP_RL,
-            VIRTIO_SND_CHMAP_RR,
-            VIRTIO_SND_CHMAP_FC,
-        ],
-        7 => vec![
-            VIRTIO_SND_CHMAP_FL,
-            VIRTIO_SND_CHMAP_FR,
-            VIRTIO_SND_CHMAP_RL,
-            VIRTIO_SND_CHMAP_RR,
-            VIRTIO_SND_CHMAP_FC,
-            VIRTIO_SND_CHMAP_LFE,
-            VIRTIO_SND_CHMAP_RC,
-        ],
-        n => full.iter().copied().take(usize::from(n)).collect(),
+        1 => vec![MONO],
+        3 => [first(2), vec![FC]].concat(),
+        5 => [first(4), vec![FC]].concat(),
+        7 => [first(6), vec![RC]].concat(),
+        n => first(usize::from(n)),
     }
 }
 

@@ -7,6 +7,12 @@
 //! machine, real-time pacing ([`pacer`]) driven by one timerfd per stream
 //! ([`timer`]), channel maps, jacks and volume/mute controls. Samples go to
 //! and come from a host [`backend`]: `null`, `wav`, `alsa` or `pipewire`.
+//!
+//! The shape: [`args`] parses flags into a [`config::SoundConfig`] and a
+//! [`backend::BackendSpec`]; [`protocol`] is the wire format, named as the
+//! spec names it; [`device`] decodes each request once, dispatches and
+//! completes; [`stream`] is a PCM stream's state, testable with no queue;
+//! [`error::RequestError`] knows the status the guest gets for each error.
 
 pub mod args;
 pub mod backend;
@@ -20,4 +26,4 @@ pub mod stream;
 pub mod timer;
 
 pub use device::SoundDevice;
-pub use error::Error;
+pub use error::{Error, RequestError};

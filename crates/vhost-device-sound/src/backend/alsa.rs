@@ -18,7 +18,7 @@ use alsa::{Direction, ValueOr};
 use log::{debug, info};
 
 use super::{whole_frames, AudioBackend, BackendError, InputSource, OutputSink, StreamRef};
-use crate::args::per_stream;
+use crate::config::per_stream;
 use crate::format::{PcmParams, SampleFormat};
 
 /// Host PCM periods in the device's buffer.

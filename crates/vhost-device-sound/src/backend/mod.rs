@@ -15,7 +15,10 @@ use std::time::Duration;
 use crate::format::PcmParams;
 
 pub mod null;
+mod spec;
 pub mod wav;
+
+pub use spec::BackendSpec;
 
 #[cfg(feature = "alsa-backend")]
 pub mod alsa;
@@ -42,6 +45,9 @@ pub enum BackendError {
         /// What is wrong.
         reason: String,
     },
+    /// The backend was not compiled into this binary.
+    #[error("this backend is not built into this binary")]
+    NotBuilt,
     /// The host sound system refused.
     #[error("{backend} {device}: {reason}")]
     Host {

@@ -24,7 +24,7 @@ use pw::spa;
 use pw::spa::pod::Pod;
 
 use super::{whole_frames, AudioBackend, BackendError, InputSource, OutputSink, StreamRef};
-use crate::args::per_stream;
+use crate::config::per_stream;
 use crate::format::{PcmParams, SampleFormat};
 
 /// How long to wait for a stream to connect.
@@ -200,6 +200,61 @@ fn drain(data: &mut spa::buffer::Data, ring: &mut Ring, frame: usize) {
     }
 }
 
+/// What the process callback needs to know of its stream.
+#[derive(Clone, Copy, Debug)]
+struct Cycle {
+    output: bool,
+    frame: usize,
+    /// Bytes of one quantum, for servers that do not say what they want.
+    quantum: usize,
+    silence: u8,
+}
+
+/// One graph cycle of stream `raw`: hands PipeWire the frames it asks
+/// for (output), or takes what it recorded (input).
+fn process(raw: *mut pw::sys::pw_stream, ring: &SharedRing, cycle: Cycle) {
+    // SAFETY: `raw` is the live stream whose process callback calls us.
+    let buffer = unsafe { pw::sys::pw_stream_dequeue_buffer(raw) };
+    if buffer.is_null() {
+        return;
+    }
+    // SAFETY: a dequeued buffer is ours until it is queued back
+    // below; its spa_buffer and data array are valid meanwhile.
+    // `Data` is a transparent wrapper of spa_data, and `requested`
+    // (frames the graph wants this cycle) exists in every library
+    // this backend builds against (0.3.49 and later).
+    let (datas, requested) = unsafe {
+        let requested = usize::try_from((*buffer).requested).unwrap_or(0);
+        let spa = (*buffer).buffer;
+        let datas: &mut [spa::buffer::Data] =
+            if spa.is_null() || (*spa).datas.is_null() || (*spa).n_datas == 0 {
+                &mut []
+            } else {
+                std::slice::from_raw_parts_mut(
+                    (*spa).datas.cast(),
+                    usize::try_from((*spa).n_datas).unwrap_or(0),
+                )
+            };
+        (datas, requested)
+    };
+    if let Some(data) = datas.first_mut() {
+        let mut ring = lock(ring);
+        if cycle.output {
+            // Older servers leave `requested` at 0: one quantum.
+            let want = if requested == 0 {
+                cycle.quantum
+            } else {
+                requested * cycle.frame
+            };
+            fill(data, &mut ring, want, cycle.frame, cycle.silence);
+        } else {
+            drain(data, &mut ring, cycle.frame);
+        }
+    }
+    // SAFETY: queues back the buffer dequeued above, once.
+    unsafe { pw::sys::pw_stream_queue_buffer(raw, buffer) };
+}
+
 /// Runs one stream's loop until told to quit; reports the connection
 /// result through `ready`.
 fn run_stream(
@@ -229,55 +284,16 @@ fn run_stream(
     let stream =
         pw::stream::StreamBox::new(&core, &setup.node, props).map_err(|e| e.to_string())?;
     let frame = setup.params.frame_bytes().max(1);
-    let quantum = setup.latency as usize * frame;
-    let silence = setup.params.format.silence_byte();
-    let output = setup.output;
+    let cycle = Cycle {
+        output: setup.output,
+        frame,
+        quantum: setup.latency as usize * frame,
+        silence: setup.params.format.silence_byte(),
+    };
     let process_ring = ring.clone();
     let _listener = stream
         .add_local_listener_with_user_data(())
-        .process(move |stream, ()| {
-            let raw = stream.as_raw_ptr();
-            // SAFETY: `raw` is the live stream this callback belongs to.
-            let buffer = unsafe { pw::sys::pw_stream_dequeue_buffer(raw) };
-            if buffer.is_null() {
-                return;
-            }
-            // SAFETY: a dequeued buffer is ours until it is queued back
-            // below; its spa_buffer and data array are valid meanwhile.
-            // `Data` is a transparent wrapper of spa_data, and `requested`
-            // (frames the graph wants this cycle) exists in every library
-            // this backend builds against (0.3.49 and later).
-            let (datas, requested) = unsafe {
-                let requested = usize::try_from((*buffer).requested).unwrap_or(0);
-                let spa = (*buffer).buffer;
-                let datas: &mut [spa::buffer::Data] =
-                    if spa.is_null() || (*spa).datas.is_null() || (*spa).n_datas == 0 {
-                        &mut []
-                    } else {
-                        std::slice::from_raw_parts_mut(
-                            (*spa).datas.cast(),
-                            usize::try_from((*spa).n_datas).unwrap_or(0),
-                        )
-                    };
-                (datas, requested)
-            };
-            if let Some(data) = datas.first_mut() {
-                let mut ring = lock(&process_ring);
-                if output {
-                    // Older servers leave `requested` at 0: one quantum.
-                    let want = if requested == 0 {
-                        quantum
-                    } else {
-                        requested * frame
-                    };
-                    fill(data, &mut ring, want, frame, silence);
-                } else {
-                    drain(data, &mut ring, frame);
-                }
-            }
-            // SAFETY: queues back the buffer dequeued above, once.
-            unsafe { pw::sys::pw_stream_queue_buffer(raw, buffer) };
-        })
+        .process(move |stream, ()| process(stream.as_raw_ptr(), &process_ring, cycle))
         .register()
         .map_err(|e| e.to_string())?;
     let pod = format_pod(&setup.params)?;

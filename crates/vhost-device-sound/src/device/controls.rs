@@ -8,6 +8,7 @@ use log::debug;
 use vm_memory::ByteValued;
 
 use super::events::event;
+use super::query::Query;
 use super::SoundDevice;
 use crate::config::Direction;
 use crate::error::RequestError;
@@ -49,7 +50,7 @@ impl SoundDevice {
         q: &virtio_snd_query_info,
         room: usize,
     ) -> Result<Vec<u8>, RequestError> {
-        let query = super::control::Query::check(q, self.config.num_controls(), room)?;
+        let query = Query::check(q, self.config.num_controls(), room)?;
         Ok(query.reply(|id| self.control_info(id)))
     }
 

@@ -18,16 +18,17 @@
 //! puts them on the used rings, I/O before control, so a RELEASE is only
 //! answered after every buffer of its stream went back to the driver.
 //!
-//! The parts: [`control`] decodes control requests into a typed
-//! [`ControlRequest`] and replies; [`pcm`] runs the PCM commands, [`io`]
-//! the tx/rx buffers and their pacing, [`controls`] the volume and mute
-//! elements, [`events`] the event queue.
+//! The parts: `control` decodes control requests into a typed
+//! [`ControlRequest`] and replies; `pcm` runs the PCM commands, `io` the
+//! tx/rx buffers and their pacing, `controls` the volume and mute
+//! elements, `events` the event queue.
 
 mod control;
 mod controls;
 mod events;
 mod io;
 mod pcm;
+mod query;
 
 use std::collections::VecDeque;
 

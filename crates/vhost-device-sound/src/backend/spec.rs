@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The backend the command line chose, checked once at startup, and how
+//! each guest connection gets a backend of its own from it.
+
+use std::path::PathBuf;
+
+use super::null::NullBackend;
+use super::wav::WavBackend;
+use super::{AudioBackend, BackendError};
+
+/// A checked backend choice, from which each connection gets its backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendSpec {
+    /// `null`.
+    Null,
+    /// `wav`.
+    Wav {
+        /// Output directory.
+        dir: PathBuf,
+        /// Capture files.
+        inputs: Vec<PathBuf>,
+        /// Loop capture files.
+        looped: bool,
+    },
+    /// `alsa`.
+    Alsa {
+        /// Output PCM names.
+        outputs: Vec<String>,
+        /// Input PCM names.
+        inputs: Vec<String>,
+    },
+    /// `pipewire`.
+    Pipewire {
+        /// Node name prefix.
+        node_name: String,
+        /// Output targets.
+        outputs: Vec<String>,
+        /// Input targets.
+        inputs: Vec<String>,
+        /// node.latency in frames.
+        latency: u32,
+    },
+}
+
+impl BackendSpec {
+    /// A fresh backend for a connection of guest `guest`, which is `Some`
+    /// when the daemon serves several guests (`--socket-count`): their WAV
+    /// files and PipeWire nodes then carry the guest's number.
+    pub fn build(&self, guest: Option<usize>) -> Result<Box<dyn AudioBackend>, BackendError> {
+        match self {
+            BackendSpec::Null => Ok(Box::new(NullBackend)),
+            BackendSpec::Wav {
+                dir,
+                inputs,
+                looped,
+            } => {
+                let backend = WavBackend::new(dir.clone(), inputs.clone(), *looped);
+                Ok(Box::new(match guest {
+                    Some(guest) => backend.for_guest(guest),
+                    None => backend,
+                }))
+            }
+            #[cfg(feature = "alsa-backend")]
+            BackendSpec::Alsa { outputs, inputs } => Ok(Box::new(super::alsa::AlsaBackend::new(
+                outputs.clone(),
+                inputs.clone(),
+            ))),
+            #[cfg(feature = "pw-backend")]
+            BackendSpec::Pipewire {
+                node_name,
+                outputs,
+                inputs,
+                latency,
+            } => super::pipewire::PipewireBackend::new(
+                match guest {
+                    Some(guest) => format!("{node_name}-guest{guest}"),
+                    None => node_name.clone(),
+                },
+                outputs.clone(),
+                inputs.clone(),
+                *latency,
+            )
+            .map(|b| Box::new(b) as Box<dyn AudioBackend>),
+            #[allow(unreachable_patterns)]
+            _ => Err(BackendError::NotBuilt),
+        }
+    }
+}
