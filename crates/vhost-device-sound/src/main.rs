@@ -19,9 +19,7 @@ fn main() -> ExitCode {
         let backend = args.backend_spec()?;
         let several = args.socket.socket_count > 1;
         daemon::serve("vhost-device-sound", &args.socket, move |guest| {
-            let backend = backend
-                .build(several.then_some(guest))
-                .map_err(|e| e.to_string())?;
+            let backend = backend.build(several.then_some(guest))?;
             Ok(SoundDevice::new(config.clone(), backend))
         })?;
         Ok(())

@@ -182,14 +182,16 @@ fn jack_info_and_remap() {
 fn malformed_control_chains() {
     let mut r = rig();
     // No response descriptor at all: nothing can be written.
-    let chain = r.mem.chain(&[&query(VIRTIO_SND_R_PCM_INFO, 0, 1, 32)], &[]);
-    r.dev.handle_control(&chain, &r.mem.mem);
+    let chain = r
+        .mem
+        .request(&[&query(VIRTIO_SND_R_PCM_INFO, 0, 1, 32)], &[]);
+    r.dev.handle_control(&chain, r.mem.memory());
     assert_eq!(r.dev.take_completions()[0].len, 0);
     // Response shorter than a status.
     let chain = r
         .mem
-        .chain(&[&query(VIRTIO_SND_R_PCM_INFO, 0, 1, 32)], &[3]);
-    r.dev.handle_control(&chain, &r.mem.mem);
+        .request(&[&query(VIRTIO_SND_R_PCM_INFO, 0, 1, 32)], &[3]);
+    r.dev.handle_control(&chain, r.mem.memory());
     assert_eq!(r.dev.take_completions()[0].len, 0);
     // Empty request.
     assert_eq!(r.control_with(&[], 4).0, VIRTIO_SND_S_BAD_MSG);
@@ -198,8 +200,8 @@ fn malformed_control_chains() {
     // Request split over many descriptors still parses.
     let q = query(VIRTIO_SND_R_PCM_INFO, 0, 1, 32);
     let parts: Vec<&[u8]> = q.chunks(3).collect();
-    let chain = r.mem.chain(&parts, &[2, 34]);
-    r.dev.handle_control(&chain, &r.mem.mem);
+    let chain = r.mem.request(&parts, &[2, 34]);
+    r.dev.handle_control(&chain, r.mem.memory());
     assert_eq!(r.dev.take_completions()[0].len, 36);
     assert_eq!(status_of(&r.mem.written(&chain)), VIRTIO_SND_S_OK);
 }

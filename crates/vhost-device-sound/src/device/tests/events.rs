@@ -25,10 +25,10 @@ fn event_buffers_are_held_not_spun_on() {
     // A short event buffer is returned empty and the event goes to the next.
     r.dev.queue_stopped(EVENT_QUEUE);
     assert_eq!(r.dev.held_event_buffers(), 0);
-    let short = r.mem.chain(&[], &[4]);
-    r.dev.add_event_buffer(short.clone(), &r.mem.mem);
+    let short = r.mem.request(&[], &[4]);
+    r.dev.add_event_buffer(short.clone(), r.mem.memory());
     r.dev.queue_event(event(VIRTIO_SND_EVT_PCM_XRUN, 0));
-    r.dev.deliver_events(&r.mem.mem);
+    r.dev.deliver_events(r.mem.memory());
     assert_eq!(
         r.dev.take_completions(),
         [Completion {
@@ -54,7 +54,7 @@ fn events_wait_for_a_buffer() {
     let mut r = rig();
     r.dev
         .queue_event(event(VIRTIO_SND_EVT_JACK_DISCONNECTED, 1));
-    r.dev.deliver_events(&r.mem.mem);
+    r.dev.deliver_events(r.mem.memory());
     assert!(r.dev.take_completions().is_empty());
     let ev = r.event_buffer();
     assert_eq!(r.dev.take_completions().len(), 1);

@@ -6,6 +6,8 @@
 
 use super::*;
 use crate::device::io::SINK_RETRY;
+use vhost_device_common::Region;
+use vm_memory::GuestAddress;
 
 // ----- playback pacing -----------------------------------------------------
 
@@ -37,7 +39,7 @@ fn playback_is_held_until_start_then_paced_in_real_time() {
         // One tick early: nothing.
         r.clock
             .set(r.timers.get(0).unwrap() - Duration::from_micros(10));
-        r.dev.handle_timer(0, &r.mem.mem);
+        r.dev.handle_timer(0, r.mem.memory());
         assert!(r.dev.take_completions().is_empty());
         let done = r.fire(0);
         assert_eq!(done.len(), 1, "period {i}");
@@ -66,12 +68,12 @@ fn stop_pauses_and_start_resumes_without_rushing() {
     let b = r.tx(0, &[2; 3840]);
     assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_START, 0)), VIRTIO_SND_S_OK);
     r.clock.advance(MS * 10);
-    r.dev.handle_timer(0, &r.mem.mem);
+    r.dev.handle_timer(0, r.mem.memory());
     assert!(r.dev.take_completions().is_empty());
     assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_STOP, 0)), VIRTIO_SND_S_OK);
     assert_eq!(r.timers.get(0), None, "a stopped stream has no timer");
     r.clock.advance(Duration::from_secs(5));
-    r.dev.handle_timer(0, &r.mem.mem);
+    r.dev.handle_timer(0, r.mem.memory());
     assert!(
         r.dev.take_completions().is_empty(),
         "nothing plays while stopped"
@@ -149,8 +151,8 @@ fn malformed_io_chains_are_dropped() {
     let mut r = rig();
     r.play_setup(3840);
     // No status descriptor.
-    let chain = r.mem.chain(&[&0u32.to_le_bytes(), &[0; 16]], &[]);
-    r.dev.handle_io(TX_QUEUE, chain.clone(), &r.mem.mem);
+    let chain = r.mem.request(&[&0u32.to_le_bytes(), &[0; 16]], &[]);
+    r.dev.handle_io(TX_QUEUE, chain.clone(), r.mem.memory());
     assert_eq!(
         r.dev.take_completions(),
         [Completion {
@@ -160,16 +162,16 @@ fn malformed_io_chains_are_dropped() {
         }]
     );
     // Status too short.
-    let chain = r.mem.chain(&[&0u32.to_le_bytes(), &[0; 16]], &[4]);
-    r.dev.handle_io(TX_QUEUE, chain.clone(), &r.mem.mem);
+    let chain = r.mem.request(&[&0u32.to_le_bytes(), &[0; 16]], &[4]);
+    r.dev.handle_io(TX_QUEUE, chain.clone(), r.mem.memory());
     assert_eq!(r.dev.take_completions()[0].len, 0);
     // No stream id.
-    let chain = r.mem.chain(&[&[0; 2]], &[8]);
-    r.dev.handle_io(TX_QUEUE, chain.clone(), &r.mem.mem);
+    let chain = r.mem.request(&[&[0; 2]], &[8]);
+    r.dev.handle_io(TX_QUEUE, chain.clone(), r.mem.memory());
     assert_eq!(r.dev.take_completions()[0].len, 0);
     // Capture buffer with only readable parts.
-    let chain = r.mem.chain(&[&1u32.to_le_bytes(), &[0; 64]], &[]);
-    r.dev.handle_io(RX_QUEUE, chain.clone(), &r.mem.mem);
+    let chain = r.mem.request(&[&1u32.to_le_bytes(), &[0; 64]], &[]);
+    r.dev.handle_io(RX_QUEUE, chain.clone(), r.mem.memory());
     assert_eq!(r.dev.take_completions()[0].len, 0);
     assert_eq!(r.dev.held_io(0), 0);
     assert_eq!(r.dev.held_io(1), 0);
@@ -319,7 +321,7 @@ fn release_returns_partial_capture() {
     let a = r.rx(1, 100);
     assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_START, 1)), VIRTIO_SND_S_OK);
     r.clock.advance(Duration::from_micros(200));
-    r.dev.handle_timer(1, &r.mem.mem);
+    r.dev.handle_timer(1, r.mem.memory());
     assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_STOP, 1)), VIRTIO_SND_S_OK);
     let (_, _, completions) = r.control_with(&pcm(VIRTIO_SND_R_PCM_RELEASE, 1), 4);
     let io = completions.iter().find(|c| c.queue == RX_QUEUE).unwrap();
@@ -344,16 +346,16 @@ fn oversized_io_buffers_are_refused() {
     );
     // Five 1 MiB regions (over the same guest memory) plus a status: more
     // than MAX_IO_BYTES of room to record into.
-    let id = r.mem.chain(&[&1u32.to_le_bytes()], &[]);
+    let id = r.mem.request(&[&1u32.to_le_bytes()], &[]);
     let big = Region {
         addr: GuestAddress(vhost_device_common::mock::MEM_BASE),
         len: 1 << 20,
     };
-    let status = r.mem.chain(&[], &[8]);
+    let status = r.mem.request(&[], &[8]);
     let mut writable = vec![big; 5];
     writable.push(*status.writable().get(0).unwrap());
     let chain = DescChain::from_regions(99, &[*id.readable().get(0).unwrap()], &writable);
-    r.dev.handle_io(RX_QUEUE, chain, &r.mem.mem);
+    r.dev.handle_io(RX_QUEUE, chain, r.mem.memory());
     let c = r.dev.take_completions();
     assert_eq!(
         c,

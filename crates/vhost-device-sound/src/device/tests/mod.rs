@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vhost_device_common::mock::ChainBuilder;
-use vhost_device_common::{DescChain, GuestMem, Region};
-use vm_memory::{ByteValued, Bytes, GuestAddress};
+use vhost_device_common::DescChain;
+use vm_memory::ByteValued;
 
 use super::*;
 use crate::backend::{AudioBackend, BackendError, InputSource, OutputSink, StreamRef};
@@ -36,67 +36,6 @@ fn parse<T: ByteValued + Default>(bytes: &[u8]) -> Option<T> {
 }
 
 const MS: Duration = Duration::from_millis(1);
-
-/// Guest memory shared by every chain of a test, so held chains stay valid.
-struct Mem {
-    mem: GuestMem,
-    next: u64,
-    head: u16,
-}
-
-impl Mem {
-    fn new() -> Self {
-        let builder = ChainBuilder::new();
-        Mem {
-            mem: builder.memory().clone(),
-            next: vhost_device_common::mock::MEM_BASE + 0x1000,
-            head: 0,
-        }
-    }
-
-    fn alloc(&mut self, len: usize) -> GuestAddress {
-        let addr = GuestAddress(self.next);
-        self.next += (len as u64).div_ceil(16).max(1) * 16;
-        addr
-    }
-
-    fn chain(&mut self, readable: &[&[u8]], writable: &[u32]) -> DescChain {
-        let r: Vec<Region> = readable
-            .iter()
-            .map(|data| {
-                let addr = self.alloc(data.len());
-                self.mem.write_slice(data, addr).unwrap();
-                Region {
-                    addr,
-                    len: data.len() as u32,
-                }
-            })
-            .collect();
-        let w: Vec<Region> = writable
-            .iter()
-            .map(|&len| {
-                let addr = self.alloc(len as usize);
-                self.mem
-                    .write_slice(&vec![0xAA; len as usize], addr)
-                    .unwrap();
-                Region { addr, len }
-            })
-            .collect();
-        self.head += 1;
-        DescChain::from_regions(self.head, &r, &w)
-    }
-
-    fn read(&self, region: &Region) -> Vec<u8> {
-        let mut buf = vec![0; region.len as usize];
-        self.mem.read_slice(&mut buf, region.addr).unwrap();
-        buf
-    }
-
-    /// Everything the device wrote into the chain's writable part.
-    fn written(&self, chain: &DescChain) -> Vec<u8> {
-        chain.writable().iter().flat_map(|r| self.read(r)).collect()
-    }
-}
 
 #[derive(Clone, Default)]
 struct Timers(Arc<Mutex<Vec<Option<Duration>>>>);
@@ -199,7 +138,9 @@ impl AudioBackend for FakeBackend {
 
 struct Rig {
     dev: SoundDevice,
-    mem: Mem,
+    /// Guest memory shared by every chain of a test, so held chains stay
+    /// valid.
+    mem: ChainBuilder,
     clock: FakeClock,
     timers: Timers,
     host: FakeBackend,
@@ -228,7 +169,7 @@ fn rig_with(config: SoundConfig) -> Rig {
     dev.set_acked_features(VIRTIO_SND_F_CTLS | 1 << 32);
     Rig {
         dev,
-        mem: Mem::new(),
+        mem: ChainBuilder::new(),
         clock,
         timers,
         host,
@@ -273,8 +214,8 @@ impl Rig {
     /// Sends a control request with `resp` bytes of response room; returns
     /// the status, the reply, and the completions it produced.
     fn control_with(&mut self, request: &[u8], resp: u32) -> (u32, Vec<u8>, Vec<Completion>) {
-        let chain = self.mem.chain(&[request], &[resp]);
-        self.dev.handle_control(&chain, &self.mem.mem);
+        let chain = self.mem.request(&[request], &[resp]);
+        self.dev.handle_control(&chain, self.mem.memory());
         let completions = self.dev.take_completions();
         let mine = completions
             .iter()
@@ -311,14 +252,16 @@ impl Rig {
     }
 
     fn tx(&mut self, stream: u32, data: &[u8]) -> DescChain {
-        let chain = self.mem.chain(&[&stream.to_le_bytes(), data], &[8]);
-        self.dev.handle_io(TX_QUEUE, chain.clone(), &self.mem.mem);
+        let chain = self.mem.request(&[&stream.to_le_bytes(), data], &[8]);
+        self.dev
+            .handle_io(TX_QUEUE, chain.clone(), self.mem.memory());
         chain
     }
 
     fn rx(&mut self, stream: u32, room: u32) -> DescChain {
-        let chain = self.mem.chain(&[&stream.to_le_bytes()], &[room, 8]);
-        self.dev.handle_io(RX_QUEUE, chain.clone(), &self.mem.mem);
+        let chain = self.mem.request(&[&stream.to_le_bytes()], &[room, 8]);
+        self.dev
+            .handle_io(RX_QUEUE, chain.clone(), self.mem.memory());
         chain
     }
 
@@ -328,13 +271,13 @@ impl Rig {
                 self.clock.set(at);
             }
         }
-        self.dev.handle_timer(stream, &self.mem.mem);
+        self.dev.handle_timer(stream, self.mem.memory());
         self.dev.take_completions()
     }
 
     fn event_buffer(&mut self) -> DescChain {
-        let chain = self.mem.chain(&[], &[8]);
-        self.dev.add_event_buffer(chain.clone(), &self.mem.mem);
+        let chain = self.mem.request(&[], &[8]);
+        self.dev.add_event_buffer(chain.clone(), self.mem.memory());
         chain
     }
 }
