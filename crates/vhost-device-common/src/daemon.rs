@@ -25,10 +25,7 @@ use crate::device::{worker_epoll, DeviceBackend, VirtioDevice};
 use crate::error::{Error, Result};
 use crate::socket::{BoundSocket, SocketArgs};
 
-/// Why a [`DeviceFactory`] could not build a device: the device crate's own
-/// error, boxed so that every crate keeps its error type (and its source
-/// chain) across this boundary. `?` converts any `std::error::Error` into it.
-pub type FactoryError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use crate::error::FactoryError;
 
 /// Builds the device for guest `index` (the socket's position). Called for
 /// every new connection.

@@ -7,6 +7,12 @@ use std::path::PathBuf;
 
 use vm_memory::GuestAddress;
 
+/// Why a device factory (see `daemon::serve`) could not build a device:
+/// the device crate's own error, boxed so that every crate keeps its error
+/// type (and its source chain) across this boundary. `?` converts any
+/// `std::error::Error` into it.
+pub type FactoryError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A descriptor chain the driver built wrongly, or a request that does not
 /// fit the chain it came in. These are guest mistakes: the device answers
 /// with an error status or drops the chain, and keeps running.
@@ -116,7 +122,7 @@ pub enum Error {
         guest: usize,
         /// The device's own error.
         #[source]
-        source: crate::daemon::FactoryError,
+        source: FactoryError,
     },
     /// The vhost-user daemon machinery failed.
     #[error("vhost-user daemon for {socket}: {reason}")]

@@ -21,9 +21,10 @@ use crate::backend::{Edge, GpioBackend};
 use crate::error::{Error, Result};
 use crate::lines::GpioLines;
 use crate::protocol::{
-    IrqType, Request, VirtioGpioConfig, VirtioGpioIrqRequest, VirtioGpioIrqResponse,
-    VirtioGpioResponse, EVENT_QUEUE, REQUEST_QUEUE, VIRTIO_GPIO_F_IRQ, VIRTIO_GPIO_STATUS_OK,
+    IrqType, VirtioGpioConfig, VirtioGpioIrqRequest, VirtioGpioIrqResponse, VirtioGpioResponse,
+    EVENT_QUEUE, REQUEST_QUEUE, VIRTIO_GPIO_F_IRQ, VIRTIO_GPIO_STATUS_OK,
 };
+use crate::request::Request;
 
 /// Largest queue size accepted.
 pub const QUEUE_SIZE: u16 = 256;

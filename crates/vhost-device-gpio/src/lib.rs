@@ -2,8 +2,8 @@
 
 //! vhost-user backend for virtio-gpio (device ID 41).
 //!
-//! - [`protocol`]: the wire format (virtio 1.3 §5.18) and the typed decode
-//!   of a request.
+//! - [`protocol`]: the wire format (virtio 1.3 §5.18); [`request`]: the
+//!   typed decode of a request.
 //! - [`device`]: the virtio device: decodes, dispatches and completes.
 //! - [`lines`]: the lines' state and interrupt delivery (edge and level),
 //!   over any [`backend::GpioBackend`], testable with no queue.
@@ -20,6 +20,7 @@ pub mod device;
 pub mod error;
 pub mod lines;
 pub mod protocol;
+pub mod request;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

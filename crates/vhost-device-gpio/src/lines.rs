@@ -18,9 +18,8 @@ use vhost_device_common::{DescChain, GuestMem, RateLimited};
 
 use crate::backend::{Direction, Edge, Edges, GpioBackend, IrqNote};
 use crate::error::{Error, Result};
-use crate::protocol::{
-    IrqType, Request, VIRTIO_GPIO_IRQ_STATUS_INVALID, VIRTIO_GPIO_IRQ_STATUS_VALID,
-};
+use crate::protocol::{IrqType, VIRTIO_GPIO_IRQ_STATUS_INVALID, VIRTIO_GPIO_IRQ_STATUS_VALID};
+use crate::request::Request;
 
 /// The edges a backend must report for `trigger`. Level triggers need both:
 /// the level is tracked from the edges and the line's current value.

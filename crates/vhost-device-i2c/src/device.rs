@@ -242,7 +242,11 @@ fn parse_msg(
         }
         let len = writable.saturating_sub(1);
         if len > MAX_MSG_LEN {
-            return Err(Error::TooLong { what: "read", len });
+            return Err(Error::TooLong {
+                what: "read",
+                len,
+                limit: MAX_MSG_LEN,
+            });
         }
         slot.reuse(header.addr, true, len);
     } else {
@@ -251,7 +255,11 @@ fn parse_msg(
         }
         let len = reader.available();
         if len > MAX_MSG_LEN {
-            return Err(Error::TooLong { what: "write", len });
+            return Err(Error::TooLong {
+                what: "write",
+                len,
+                limit: MAX_MSG_LEN,
+            });
         }
         reader
             .read_exact(slot.reuse(header.addr, false, len))

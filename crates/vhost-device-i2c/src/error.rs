@@ -4,7 +4,6 @@
 
 use vhost_device_common::ChainError;
 
-use crate::backend::{TransferError, MAX_MSG_LEN};
 use crate::protocol::VIRTIO_I2C_MSG_ERR;
 
 /// What can go wrong: setting the device up, or a guest's request.
@@ -55,13 +54,15 @@ pub enum Error {
     /// A write whose chain has device-writable bytes before the status.
     #[error("write request with {0} device-writable bytes before the status")]
     WriteWithRoom(usize),
-    /// A buffer longer than [`MAX_MSG_LEN`].
-    #[error("{what} of {len} bytes exceeds {}", MAX_MSG_LEN)]
+    /// A buffer longer than the device takes (`backend::MAX_MSG_LEN`).
+    #[error("{what} of {len} bytes exceeds {limit}")]
     TooLong {
         /// "read" or "write".
         what: &'static str,
         /// Its length.
         len: usize,
+        /// The longest allowed.
+        limit: usize,
     },
     /// A write's data could not be read.
     #[error("write buffer: {0}")]
@@ -88,3 +89,23 @@ impl Error {
 
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Why a transfer stopped, and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct TransferError {
+    /// Messages that completed before the failure; their data is valid.
+    pub completed: usize,
+    /// What went wrong, for the log.
+    pub reason: String,
+}
+
+impl TransferError {
+    /// A failure with `completed` messages done.
+    pub fn new(completed: usize, reason: impl Into<String>) -> Self {
+        TransferError {
+            completed,
+            reason: reason.into(),
+        }
+    }
+}

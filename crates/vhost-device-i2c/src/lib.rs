@@ -13,6 +13,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod protocol;
+pub mod request;
 
 pub use args::Args;
 pub use device::I2cDevice;

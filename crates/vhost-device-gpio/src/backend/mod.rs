@@ -5,7 +5,7 @@
 //! [`cdev::CdevChip`] drives a real chip through the kernel's GPIO character
 //! device (the `gpiocdev` crate, no C library); [`sim::SimChip`] is a
 //! simulated chip whose inputs are driven from outside through a control
-//! socket. The device in [`crate::device`] talks to either through
+//! socket. The device (`device.rs`, `lines.rs`) talks to either through
 //! [`GpioBackend`] and does all the interrupt bookkeeping itself, so both
 //! backends only report edges.
 

@@ -70,25 +70,7 @@ impl fmt::Debug for I2cMsg {
     }
 }
 
-/// Why a transfer stopped, and how far it got.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct TransferError {
-    /// Messages that completed before the failure; their data is valid.
-    pub completed: usize,
-    /// What went wrong, for the log.
-    pub reason: String,
-}
-
-impl TransferError {
-    /// A failure with `completed` messages done.
-    pub fn new(completed: usize, reason: impl Into<String>) -> Self {
-        TransferError {
-            completed,
-            reason: reason.into(),
-        }
-    }
-}
+pub use crate::error::TransferError;
 
 /// Something that executes combined transfers: a host adapter or a set of
 /// simulated targets.
