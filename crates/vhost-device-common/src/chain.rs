@@ -5,8 +5,10 @@
 //! A chain is walked and validated once, when it is popped: every descriptor
 //! must lie in guest memory, readable descriptors must come before writable
 //! ones, indirect tables must be well formed and not nested, the walk must end
-//! within the size of its table (so a loop is caught), and the total length
-//! must fit in 32 bits. What survives is a [`DescChain`]: the head index and
+//! within the size of its table (so a loop is caught), the chain may have no
+//! more descriptors than the queue, an indirect table's included (virtio 1.3
+//! §2.7.5.3.1; this also bounds what one held chain costs), and the total
+//! length must fit in 32 bits. What survives is a [`DescChain`]: the head index and
 //! its guest memory regions, readable then writable. It borrows nothing, so a device can keep
 //! it (an event buffer waiting for an interrupt) and fill it later.
 //!
@@ -112,7 +114,8 @@ impl DescChain {
         let mut table_len = queue_size;
         let mut index = head;
         let mut in_indirect = false;
-        // Each descriptor of a table may be visited once; more means a loop.
+        // Each descriptor of a table may be visited once, and the whole
+        // chain may not have more descriptors than the queue.
         let mut budget = u32::from(queue_size);
         let mut total: u64 = 0;
         let mut lookup = Lookup::new(mem);
@@ -148,12 +151,15 @@ impl DescChain {
                 {
                     return Err(ChainError::BadIndirectTable { len });
                 }
+                if entries > u32::from(queue_size) {
+                    return Err(ChainError::TooLong);
+                }
                 lookup.check_range(desc.addr(), len, Permissions::Read)?;
                 table = desc.addr();
                 table_len =
                     u16::try_from(entries).map_err(|_| ChainError::BadIndirectTable { len })?;
                 index = 0;
-                budget = entries;
+                budget = budget.min(entries);
                 in_indirect = true;
                 continue;
             }
@@ -212,7 +218,7 @@ impl DescChain {
         } else {
             self.spill.push(region);
         }
-        // Bounded by the chain's descriptor budget (at most u16::MAX).
+        // Bounded by the chain's descriptor budget (the queue size).
         self.count += 1;
         if !writable {
             self.readable += 1;
@@ -633,8 +639,8 @@ mod tests {
     };
 
     use super::*;
-    use crate::device::GuestMem;
     use crate::mock::{read_region, ChainBuilder, RawDesc, MEM_BASE, MEM_SIZE, QUEUE_SIZE};
+    use crate::vring::GuestMem;
 
     const NEXT: u16 = VRING_DESC_F_NEXT as u16;
     const WRITE: u16 = VRING_DESC_F_WRITE as u16;
@@ -860,7 +866,8 @@ mod tests {
     #[test]
     fn total_length_overflow_is_refused() {
         // Every buffer lies in memory, but 4200 of them at 1 MiB each add up
-        // to more than 4 GiB. Only an indirect table is long enough.
+        // to more than 4 GiB. Only an indirect table of a queue of more than
+        // 4096 entries is long enough.
         let count: u16 = 4200;
         let mut builder = ChainBuilder::new();
         let table = builder.scratch(usize::from(count) * 16);
@@ -871,8 +878,58 @@ mod tests {
                 &desc(MEM_BASE, MEM_SIZE as u32, flags, i + 1),
             );
         }
-        let (_, chain) = builder.raw(&[desc(table, u32::from(count) * 16, INDIRECT, 0)]);
+        let (mem, _) = builder.raw(&[desc(table, u32::from(count) * 16, INDIRECT, 0)]);
+        let chain = DescChain::parse(&mem, GuestAddress(MEM_BASE), 8192, 0);
         assert_eq!(chain.unwrap_err(), ChainError::LengthOverflow);
+    }
+
+    /// One indirect table of `entries` plain descriptors.
+    fn indirect_of(entries: u16) -> (GuestMem, u64) {
+        let mut builder = ChainBuilder::new();
+        let table = builder.scratch(usize::from(entries) * 16);
+        for i in 0..entries {
+            let flags = if i + 1 < entries { NEXT } else { 0 };
+            builder.write_desc_at(table + u64::from(i) * 16, &desc(DATA, 1, flags, i + 1));
+        }
+        let len = u32::from(entries) * 16;
+        let (mem, _) = builder.raw(&[desc(table, len, INDIRECT, 0)]);
+        (mem, table)
+    }
+
+    #[test]
+    fn a_chain_is_at_most_a_queue_long_indirect_table_included() {
+        let (mem, _) = indirect_of(QUEUE_SIZE);
+        let chain = DescChain::parse(&mem, GuestAddress(MEM_BASE), QUEUE_SIZE, 0).unwrap();
+        assert_eq!(chain.readable().len(), usize::from(QUEUE_SIZE));
+        // One more than the queue, even though the table is well formed.
+        let (mem, _) = indirect_of(QUEUE_SIZE + 1);
+        let chain = DescChain::parse(&mem, GuestAddress(MEM_BASE), QUEUE_SIZE, 0);
+        assert_eq!(chain.unwrap_err(), ChainError::TooLong);
+        // The largest table a descriptor can describe, on a small queue.
+        let (mem, _) = indirect_of(4096);
+        let chain = DescChain::parse(&mem, GuestAddress(MEM_BASE), 16, 0);
+        assert_eq!(chain.unwrap_err(), ChainError::TooLong);
+    }
+
+    #[test]
+    fn direct_descriptors_count_against_the_indirect_table() {
+        // Two direct descriptors, then an indirect table that alone would
+        // fit the queue of 8 but with them does not.
+        let mut builder = ChainBuilder::new();
+        let table = builder.scratch(8 * 16);
+        for i in 0..7u16 {
+            let flags = if i < 6 { NEXT } else { 0 };
+            builder.write_desc_at(table + u64::from(i) * 16, &desc(DATA, 1, flags, i + 1));
+        }
+        let (mem, _) = builder.raw(&[
+            desc(DATA, 1, NEXT, 1),
+            desc(DATA, 1, NEXT, 2),
+            desc(table, 7 * 16, INDIRECT, 0),
+        ]);
+        let chain = DescChain::parse(&mem, GuestAddress(MEM_BASE), 8, 0);
+        assert_eq!(chain.unwrap_err(), ChainError::TooLong);
+        let chain = DescChain::parse(&mem, GuestAddress(MEM_BASE), 9, 0).unwrap();
+        assert_eq!(chain.readable().len(), 9);
     }
 
     #[test]

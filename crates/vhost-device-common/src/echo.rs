@@ -14,7 +14,8 @@
 //! word (le32) the driver may write.
 
 use crate::chain::DescChain;
-use crate::device::{DeviceResult, GuestMem, Queues, VirtioDevice};
+use crate::device::{DeviceResult, Queues, VirtioDevice};
+use crate::vring::GuestMem;
 
 /// Device ID from the range the spec reserves for experiments.
 pub const ECHO_DEVICE_ID: u32 = 0xfff0;

@@ -49,8 +49,9 @@ pub enum ChainError {
         /// The length.
         len: u32,
     },
-    /// More descriptors than the table holds: the chain loops.
-    #[error("descriptor chain is longer than its table (loop?)")]
+    /// More descriptors than the table or the queue holds: the chain loops,
+    /// or is longer than virtio 1.3 §2.7.5.3.1 allows.
+    #[error("descriptor chain is longer than its table or the queue (loop?)")]
     TooLong,
     /// The chain's buffers add up to more than 4 GiB.
     #[error("descriptor chain length overflows 32 bits")]

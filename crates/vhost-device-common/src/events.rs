@@ -7,11 +7,53 @@
 //! same worker thread that handles the queues calls
 //! [`crate::VirtioDevice::handle_event`] with that token, so host events and
 //! guest requests are handled in order, with no extra thread and no polling.
+//!
+//! The worker's epoll data values are shared out here, and only here:
+//! `0..num_queues` are the queues' kicks (vhost-user-backend's own),
+//! `num_queues` is vhost-user-backend's exit event, device tokens follow,
+//! and [`STOP_TOKEN`] is the core's stop event. [`decode`] maps a value back.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use vmm_sys_util::epoll::EventSet;
+
+/// Epoll data value of the worker's stop event. Device tokens stay below it
+/// (see [`EventRegistry::max_token`]).
+pub(crate) const STOP_TOKEN: u16 = u16::MAX;
+
+/// What an epoll data value of a worker stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// The driver kicked this queue.
+    Queue(usize),
+    /// A host fd the device registered with this token is ready.
+    Device(u16),
+    /// The core asked the worker to end.
+    Stop,
+    /// Nothing the core or the device registered.
+    Unknown,
+}
+
+/// The first device token's data value for a device with `num_queues` queues.
+fn token_base(num_queues: usize) -> Option<u16> {
+    u16::try_from(num_queues.checked_add(1)?).ok()
+}
+
+/// Maps epoll data value `data` of a worker serving `num_queues` queues back
+/// to what was registered with it.
+pub(crate) fn decode(data: u16, num_queues: usize) -> Event {
+    if data == STOP_TOKEN {
+        return Event::Stop;
+    }
+    if usize::from(data) < num_queues {
+        return Event::Queue(usize::from(data));
+    }
+    match token_base(num_queues).and_then(|base| data.checked_sub(base)) {
+        Some(token) => Event::Device(token),
+        None => Event::Unknown,
+    }
+}
 
 /// Registers host fds on one connection's worker epoll.
 ///
@@ -30,8 +72,9 @@ impl EventRegistry {
     /// device's queue count. The daemon builds these; it is public so a
     /// device's unit tests can hand one over an epoll of their own.
     pub fn new(epoll: BorrowedFd<'_>, num_queues: usize) -> io::Result<Self> {
-        let base = u16::try_from(num_queues + 1)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many queues"))?;
+        let base = token_base(num_queues)
+            .filter(|&base| base < STOP_TOKEN)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "too many queues"))?;
         Ok(EventRegistry {
             epoll: epoll.try_clone_to_owned()?,
             base,
@@ -41,7 +84,7 @@ impl EventRegistry {
     /// The largest token a device may use. The value above the last one is
     /// the core's own stop event.
     pub fn max_token(&self) -> u16 {
-        crate::device::STOP_TOKEN - 1 - self.base
+        STOP_TOKEN - 1 - self.base
     }
 
     fn data(&self, token: u16) -> io::Result<u64> {
@@ -106,9 +149,20 @@ impl EventRegistry {
     pub fn unregister(&self, fd: &impl AsRawFd) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_DEL, fd.as_raw_fd(), EventSet::empty(), 0)
     }
+}
 
-    /// Maps an epoll data value back to a device token, if it is one.
-    pub(crate) fn token_of(base: u16, data: u16) -> Option<u16> {
-        data.checked_sub(base)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_values_decode_to_what_was_registered() {
+        assert_eq!(decode(0, 2), Event::Queue(0));
+        assert_eq!(decode(1, 2), Event::Queue(1));
+        // vhost-user-backend's exit event, which the core does not use.
+        assert_eq!(decode(2, 2), Event::Unknown);
+        assert_eq!(decode(3, 2), Event::Device(0));
+        assert_eq!(decode(STOP_TOKEN - 1, 2), Event::Device(STOP_TOKEN - 4));
+        assert_eq!(decode(STOP_TOKEN, 2), Event::Stop);
     }
 }

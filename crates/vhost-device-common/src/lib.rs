@@ -21,13 +21,16 @@ pub mod device;
 pub mod echo;
 pub mod error;
 pub mod events;
+mod inflight;
 #[cfg(any(test, feature = "test-frontend"))]
 pub mod mock;
+pub mod queue;
 pub mod ratelimit;
 mod ring;
 pub mod socket;
 #[cfg(feature = "test-frontend")]
 pub mod testing;
+pub mod vring;
 
 pub use chain::{DescChain, Reader, Region, Writer};
 pub use device::{

@@ -15,8 +15,8 @@ use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::chain::{DescChain, Region};
-use crate::device::GuestMem;
 use crate::error::ChainError;
+use crate::vring::GuestMem;
 
 /// Where the mock memory starts, deliberately not at 0.
 pub const MEM_BASE: u64 = 0x1_0000;

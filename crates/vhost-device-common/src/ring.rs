@@ -23,7 +23,7 @@ use virtio_bindings::bindings::virtio_ring::VRING_USED_F_NO_NOTIFY;
 use virtio_queue::{Queue as QueueState, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileMemory, VolatileSlice};
 
-use crate::device::GuestMem;
+use crate::vring::GuestMem;
 
 /// Bytes before the first entry of either ring: `flags` and `idx`.
 const HEADER: usize = 4;

@@ -508,6 +508,33 @@ impl TestFrontend {
         Ok(bases)
     }
 
+    /// Stops queue `index` and sets it up afresh, as QEMU does when the
+    /// driver resets the device: SET_VRING_ENABLE(0) (with protocol
+    /// features) and GET_VRING_BASE, then empty rings and the setup messages
+    /// again. Returns the next avail index the backend reported.
+    pub fn reset_queue(&mut self, index: usize) -> Result<u32, FrontendError> {
+        let enable = self.acked_features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0;
+        if enable {
+            self.frontend
+                .set_vring_enable(index, false)
+                .map_err(FrontendError::vhost(format!(
+                    "SET_VRING_ENABLE({index}, 0)"
+                )))?;
+        }
+        let base = self
+            .frontend
+            .get_vring_base(index)
+            .map_err(FrontendError::vhost(format!("GET_VRING_BASE({index})")))?;
+        let count = self.queues.len();
+        let q = self
+            .queues
+            .get_mut(index)
+            .ok_or(FrontendError::NoSuchQueue { index, count })?;
+        q.reset()?;
+        Self::setup_queue(&mut self.frontend, q, &self.mem, enable)?;
+        Ok(base)
+    }
+
     /// Closes the connection abruptly without sending anything, as when the
     /// VMM is killed.
     pub fn abort(mut self) {

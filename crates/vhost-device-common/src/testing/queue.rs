@@ -181,6 +181,21 @@ impl TestQueue {
         })
     }
 
+    /// Forgets every chain and zeroes the rings, as a driver does when it
+    /// sets the queue up again after a device reset.
+    pub(crate) fn reset(&mut self) -> Result<(), FrontendError> {
+        let zeros = vec![0u8; usize::try_from(self.layout.total).unwrap_or(0)];
+        self.write_bytes(self.area.rings, &zeros)?;
+        self.descs = DescPool::new(self.layout.size);
+        self.chains = vec![Chain::default(); usize::from(self.layout.size)];
+        self.bufs = BufferRing::new(self.area.data.1, usize::from(self.layout.size));
+        self.avail_idx = 0;
+        self.kicked_idx = 0;
+        self.last_used = 0;
+        self.in_flight = 0;
+        Ok(())
+    }
+
     /// Queue index.
     pub fn index(&self) -> usize {
         self.index
@@ -548,6 +563,21 @@ impl TestQueue {
         }
         self.in_flight += 1;
         Ok(head)
+    }
+
+    /// Misbehaves as a hostile driver: makes `head` available `times` more
+    /// times although the device has not used it. Nothing is recorded as in
+    /// flight, so a device that completes any of them makes the next
+    /// [`TestQueue::wait_used`] fail with [`FrontendError::BadUsedIdx`].
+    pub fn republish(&mut self, head: u16, times: u16) -> Result<(), FrontendError> {
+        for _ in 0..times {
+            let entry = self.layout.avail_entry(self.avail_idx);
+            self.store_u16(entry, head, Ordering::Relaxed)?;
+            let idx = self.avail_idx.wrapping_add(1);
+            self.store_u16(self.layout.avail_idx(), idx, Ordering::Release)?;
+            self.avail_idx = idx;
+        }
+        Ok(())
     }
 
     /// Notifies the device of the chains added since the last kick, unless

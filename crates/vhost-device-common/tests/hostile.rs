@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! A hostile driver and frontend against the real daemon (the echo test
+//! device behind `daemon::serve`), over real sockets: a bogus `avail.idx`, a
+//! bogus SET_VRING_BASE, a head made available while the device holds it,
+//! and a chain longer than the queue. Each must leave the daemon serving,
+//! asleep and stoppable.
+
+#![cfg(feature = "test-frontend")]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use vhost::VhostBackend;
+use vhost_device_common::testing::{
+    DaemonProcess, FrontendError, FrontendOptions, RawDesc, TestFrontend, VIRTQ_DESC_F_INDIRECT,
+    VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-echo");
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// CPU a sleeping daemon may use over [`WATCH`], in clock ticks (1/100 s):
+/// a spinning one uses nearly all of them.
+const IDLE_TICKS: u64 = 10;
+const WATCH: Duration = Duration::from_secs(1);
+
+fn start(dir: &tempfile::TempDir) -> (DaemonProcess, TestFrontend) {
+    let path = dir.path().join("hostile.sock");
+    let daemon = DaemonProcess::start(BIN, &path, 1, &[]).unwrap();
+    let frontend = connect(&path);
+    (daemon, frontend)
+}
+
+fn connect(path: &Path) -> TestFrontend {
+    let opts = FrontendOptions {
+        timeout: TIMEOUT,
+        ..FrontendOptions::default()
+    };
+    TestFrontend::connect_retry(path, opts, TIMEOUT).unwrap()
+}
+
+fn echo(frontend: &mut TestFrontend, payload: &[u8]) -> Vec<u8> {
+    let used = frontend
+        .queue(0)
+        .unwrap()
+        .request(&[payload], &[64], TIMEOUT)
+        .unwrap();
+    used.data[12..used.len as usize].to_vec()
+}
+
+/// The daemon's CPU ticks over [`WATCH`].
+fn cpu_over_watch(daemon: &DaemonProcess) -> u64 {
+    let before = daemon.cpu_ticks().unwrap();
+    thread::sleep(WATCH);
+    daemon.cpu_ticks().unwrap() - before
+}
+
+/// The queue is broken: the daemon sleeps, answers the control path,
+/// recovers after a queue reset, and exits cleanly on SIGTERM.
+fn assert_broken_then_recovers(daemon: DaemonProcess, mut frontend: TestFrontend) {
+    // Let the worker take the kick.
+    thread::sleep(Duration::from_millis(100));
+    let ticks = cpu_over_watch(&daemon);
+    assert!(
+        ticks <= IDLE_TICKS,
+        "daemon used {ticks} ticks in {WATCH:?}: it spins"
+    );
+    let asked = Instant::now();
+    assert_eq!(frontend.get_config(0, 4).unwrap(), [0; 4]);
+    assert!(asked.elapsed() < TIMEOUT);
+    // Kicks on a broken queue are cheap and change nothing.
+    for _ in 0..100 {
+        frontend.queue(0).unwrap().notify().unwrap();
+    }
+    let ticks = cpu_over_watch(&daemon);
+    assert!(ticks <= IDLE_TICKS, "daemon used {ticks} ticks after kicks");
+
+    // What QEMU does when the driver resets the device.
+    frontend.reset_queue(0).unwrap();
+    assert_eq!(echo(&mut frontend, b"again"), b"again");
+
+    let status = daemon.stop().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn an_avail_index_more_than_a_ring_ahead_breaks_the_queue_not_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mut frontend) = start(&dir);
+    assert_eq!(echo(&mut frontend, b"first"), b"first");
+    let q = frontend.queue(0).unwrap();
+    let (_, avail, _) = q.ring_addresses();
+    let bogus = q.avail_idx().wrapping_add(q.size()).wrapping_add(7);
+    q.write_guest(avail + 2, &bogus.to_le_bytes()).unwrap();
+    q.notify().unwrap();
+    assert_broken_then_recovers(daemon, frontend);
+}
+
+#[test]
+fn a_bogus_vring_base_breaks_the_queue_not_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mut frontend) = start(&dir);
+    assert_eq!(echo(&mut frontend, b"first"), b"first");
+    // avail.idx is 1; a base of 1000 puts it 64 537 entries ahead.
+    frontend.raw().set_vring_base(0, 1000).unwrap();
+    frontend.queue(0).unwrap().notify().unwrap();
+    assert_broken_then_recovers(daemon, frontend);
+}
+
+#[test]
+fn a_head_made_available_while_held_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mut frontend) = start(&dir);
+    let q = frontend.queue(0).unwrap();
+    let held = q.add(&[b"hold me"], &[64]).unwrap();
+    q.kick().unwrap();
+    // Made available 200 more times while the device holds it; before the
+    // in-flight set, each was parsed and held again.
+    q.republish(held, 200).unwrap();
+    q.notify().unwrap();
+    let release = q.add(&[b"release"], &[64]).unwrap();
+    q.kick().unwrap();
+    // Exactly two completions: the held chain once, and the release.
+    let mut heads = vec![
+        q.wait_used(TIMEOUT).unwrap().head,
+        q.wait_used(TIMEOUT).unwrap().head,
+    ];
+    heads.sort_unstable();
+    let mut want = vec![held, release];
+    want.sort_unstable();
+    assert_eq!(heads, want);
+    assert!(matches!(
+        q.wait_used(Duration::from_millis(200)),
+        Err(FrontendError::Timeout { .. })
+    ));
+    // The head is free again and works as usual.
+    assert_eq!(echo(&mut frontend, b"next"), b"next");
+    assert!(daemon.stop().unwrap().success());
+}
+
+#[test]
+fn a_chain_longer_than_the_queue_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mut frontend) = start(&dir);
+    let q = frontend.queue(0).unwrap();
+    let entries = q.size() + 1;
+    let (scratch, len) = q.scratch();
+    let data = scratch + u64::from(entries) * 16;
+    assert!(u64::from(entries) * 16 + 64 <= len);
+    // Readable bytes and a writable reply buffer at the end: accepted, the
+    // chain would be echoed with a non-zero used length.
+    for i in 0..entries {
+        let (flags, len) = if i + 1 < entries {
+            (VIRTQ_DESC_F_NEXT, 1)
+        } else {
+            (VIRTQ_DESC_F_WRITE, 64)
+        };
+        let desc = RawDesc {
+            addr: data,
+            len,
+            flags,
+            next: i + 1,
+        };
+        q.write_guest(scratch + u64::from(i) * 16, &desc.to_bytes())
+            .unwrap();
+    }
+    let head = q
+        .add_raw(&[RawDesc {
+            addr: scratch,
+            len: u32::from(entries) * 16,
+            flags: VIRTQ_DESC_F_INDIRECT,
+            next: 0,
+        }])
+        .unwrap();
+    q.kick().unwrap();
+    let used = q.wait_used(TIMEOUT).unwrap();
+    assert_eq!((used.head, used.len), (head, 0));
+    assert_eq!(echo(&mut frontend, b"still here"), b"still here");
+    assert!(daemon.stop().unwrap().success());
+}
