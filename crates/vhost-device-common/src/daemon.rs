@@ -39,7 +39,9 @@ impl<D, F> DeviceFactory<D> for F where
 }
 
 /// Serves the sockets `sockets` names until SIGTERM or SIGINT, then removes
-/// the socket files it created and returns `Ok`.
+/// the socket files it created and returns `Ok`. Once the sockets are
+/// bound, the process is sandboxed as `sockets.sandbox` and
+/// the device's [`VirtioDevice::seccomp_policy`] say.
 ///
 /// Call it from the main thread before starting any other thread: it blocks
 /// the two signals so that only its own wait sees them. A thread started
@@ -53,6 +55,10 @@ pub fn serve<D: VirtioDevice>(
 ) -> Result<()> {
     let signals = block_stop_signals()?;
     let bound = sockets.bind()?;
+    // Setup is done once the sockets are bound. Sandboxed before the first
+    // accept, so no frontend ever talks to an unfiltered daemon; the socket
+    // and vring threads inherit the filter.
+    sockets.sandbox.install(&D::seccomp_policy())?;
     let daemon = Daemon::start(name, bound, sockets.busy_poll(), factory)?;
     daemon.wait_for(signals.as_fd())
 }

@@ -35,6 +35,7 @@ use crate::events::{self, Event, EventRegistry, STOP_TOKEN};
 use crate::inflight::QueueTrack;
 pub use crate::queue::{Queue, Queues};
 use crate::ratelimit::RateLimited;
+use crate::sandbox::SeccompPolicy;
 pub use crate::vring::{GuestMem, Vring};
 
 /// What a device method returns. An error is logged (rate limited) by the
@@ -60,6 +61,15 @@ const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
 pub trait VirtioDevice: Send + 'static {
     /// Number of virtqueues.
     fn num_queues(&self) -> usize;
+
+    /// What the sandbox must allow for this device beyond the core's
+    /// system calls, and the `--seccomp` default (see [`crate::sandbox`]).
+    fn seccomp_policy() -> SeccompPolicy
+    where
+        Self: Sized,
+    {
+        SeccompPolicy::default()
+    }
 
     /// Largest queue size the device accepts.
     fn max_queue_size(&self) -> u16 {

@@ -50,6 +50,11 @@ impl Echo {
         if chain.reader(mem).read_exact(prefix).is_err() {
             return Some(0);
         }
+        if prefix.starts_with(b"execve") {
+            // The sandbox tests' forbidden call: a device that never runs
+            // programs asking to run one.
+            return Some(forbidden_call());
+        }
         if prefix.starts_with(b"hold") {
             self.held.push(chain);
             return None;
@@ -124,4 +129,17 @@ impl VirtioDevice for Echo {
     fn reset(&mut self) {
         *self = Echo::new(self.guest);
     }
+}
+
+/// Calls execve(2) on a path that does not exist, outside every daemon's
+/// seccomp list: in kill mode the process dies of SIGSYS; otherwise the call
+/// fails with ENOENT and the reply's used length is 0.
+fn forbidden_call() -> u32 {
+    let path = c"/nonexistent/vhost-device-seccomp-test";
+    let argv = [path.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    // SAFETY: NUL-terminated path and NULL-terminated argv and envp that
+    // outlive the call; the path does not exist, so nothing is executed.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    0
 }

@@ -94,6 +94,9 @@ pub enum Error {
     /// `--socket-count 0`.
     #[error("--socket-count must be at least 1")]
     ZeroSocketCount,
+    /// The sandbox could not be set up.
+    #[error("sandbox: {0}")]
+    Sandbox(String),
     /// Binding the listening socket failed.
     #[error("cannot listen on {}: {source}", path.display())]
     Bind {

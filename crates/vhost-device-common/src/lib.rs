@@ -27,6 +27,7 @@ pub mod mock;
 pub mod queue;
 pub mod ratelimit;
 mod ring;
+pub mod sandbox;
 pub mod socket;
 #[cfg(feature = "test-frontend")]
 pub mod testing;
@@ -39,5 +40,6 @@ pub use device::{
 pub use error::{ChainError, Error};
 pub use events::EventRegistry;
 pub use ratelimit::RateLimited;
+pub use sandbox::{SandboxArgs, SeccompMode, SeccompPolicy};
 pub use socket::SocketArgs;
 pub use vmm_sys_util::epoll::EventSet;

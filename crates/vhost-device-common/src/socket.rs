@@ -12,6 +12,11 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::error::{Error, Result};
+use crate::sandbox::SandboxArgs;
+
+/// The listening socket's mode unless --socket-mode says otherwise: only
+/// the daemon's user may connect.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 
 /// Where the vhost-user frontends connect.
 ///
@@ -36,6 +41,23 @@ pub struct SocketArgs {
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub busy_poll_us: u32,
+
+    /// Permissions of the socket files --socket-path creates, in octal
+    /// (e.g. 0660 to let the VMM's group connect). Default 0600.
+    #[arg(long, value_name = "OCTAL", default_value = "0600", value_parser = parse_mode)]
+    pub socket_mode: u32,
+
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// Parses an octal file mode such as `0600`, `660` or `0o640`.
+fn parse_mode(text: &str) -> std::result::Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!("{text:?} is not an octal mode of at most 0777")),
+    }
 }
 
 /// The socket path or the inherited descriptor: exactly one is given.
@@ -63,6 +85,8 @@ impl SocketArgs {
             },
             socket_count: count,
             busy_poll_us: 0,
+            socket_mode: DEFAULT_SOCKET_MODE,
+            sandbox: SandboxArgs::default(),
         }
     }
 
@@ -75,6 +99,8 @@ impl SocketArgs {
             },
             socket_count: count,
             busy_poll_us: 0,
+            socket_mode: DEFAULT_SOCKET_MODE,
+            sandbox: SandboxArgs::default(),
         }
     }
 
@@ -109,7 +135,7 @@ impl SocketArgs {
             (Some(_), None) => self
                 .paths()
                 .into_iter()
-                .map(|p| BoundSocket::bind(&p))
+                .map(|p| BoundSocket::bind_with_mode(&p, self.socket_mode))
                 .collect(),
             (None, Some(fd)) => (0..self.socket_count)
                 .map(|i| {
@@ -138,9 +164,15 @@ pub struct BoundSocket {
 }
 
 impl BoundSocket {
-    /// Binds `path`, replacing a stale socket file left by a dead process
-    /// but never a live socket or a file of another kind.
+    /// Binds `path` with mode 0600 (see [`Self::bind_with_mode`]).
     pub fn bind(path: &Path) -> Result<Self> {
+        Self::bind_with_mode(path, DEFAULT_SOCKET_MODE)
+    }
+
+    /// Binds `path`, replacing a stale socket file left by a dead process
+    /// but never a live socket or a file of another kind, and gives the
+    /// socket file `mode`.
+    pub fn bind_with_mode(path: &Path, mode: u32) -> Result<Self> {
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
                 if UnixStream::connect(path).is_ok() {
@@ -160,10 +192,23 @@ impl BoundSocket {
                 })
             }
         }
-        let listener = UnixListener::bind(path).map_err(|source| Error::Bind {
+        // Created with no permissions at all and then given `mode`, so there
+        // is no moment at which another user may connect. The umask is the
+        // process's; serve() binds before it starts any thread.
+        // SAFETY: umask only swaps an integer in the process.
+        let old = unsafe { libc::umask(0o777) };
+        let bound = UnixListener::bind(path);
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        let listener = bound.map_err(|source| Error::Bind {
             path: path.to_owned(),
             source,
         })?;
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(|source| Error::Bind {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(BoundSocket {
             listener,
             created: Some(path.to_owned()),
