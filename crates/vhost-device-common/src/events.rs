@@ -11,7 +11,7 @@
 //! The worker's epoll data values are shared out here, and only here:
 //! `0..num_queues` are the queues' kicks (vhost-user-backend's own),
 //! `num_queues` is vhost-user-backend's exit event, device tokens follow,
-//! and [`STOP_TOKEN`] is the core's stop event. [`decode`] maps a value back.
+//! and `STOP_TOKEN` is the core's stop event. `decode` maps a value back.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};

@@ -6,7 +6,7 @@
 //! Every chain a device sees was popped here: checked against the queue's
 //! in-flight set (a head the device still holds is not handed out twice) and
 //! validated by [`DescChain::parse`]. A driver that publishes an `avail.idx`
-//! more than a ring ahead breaks the queue (see [`crate::inflight`]): it is
+//! more than a ring ahead breaks the queue (see the `inflight` module): it is
 //! logged once and the queue gives nothing more until it is stopped or the
 //! device is reset, so the worker goes back to sleep instead of spinning.
 

@@ -165,6 +165,15 @@ impl BtDevice {
 }
 
 impl VirtioDevice for BtDevice {
+    /// Stream backends connect to a Unix or TCP socket, and the HCI user
+    /// channel binds an AF_BLUETOOTH socket, per connection.
+    fn seccomp_policy() -> vhost_device_common::SeccompPolicy {
+        vhost_device_common::SeccompPolicy {
+            extra: &[libc::SYS_socket, libc::SYS_connect, libc::SYS_bind],
+            ..Default::default()
+        }
+    }
+
     fn num_queues(&self) -> usize {
         NUM_QUEUES
     }

@@ -516,6 +516,20 @@ fn is_transient(e: &std::io::Error) -> bool {
 }
 
 impl VirtioDevice for RpmsgDevice {
+    /// Host endpoints are Unix sockets created, bound and listened on (or
+    /// connected) per connection.
+    fn seccomp_policy() -> vhost_device_common::SeccompPolicy {
+        vhost_device_common::SeccompPolicy {
+            extra: &[
+                libc::SYS_socket,
+                libc::SYS_bind,
+                libc::SYS_listen,
+                libc::SYS_connect,
+            ],
+            ..Default::default()
+        }
+    }
+
     fn num_queues(&self) -> usize {
         NUM_QUEUES
     }

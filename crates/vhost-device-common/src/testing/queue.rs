@@ -534,16 +534,7 @@ impl TestQueue {
         wr_len: u64,
         written: Result<(), FrontendError>,
     ) -> Result<u16, FrontendError> {
-        let published = written.and_then(|()| {
-            let entry = self.layout.avail_entry(self.avail_idx);
-            self.store_u16(entry, head, Ordering::Relaxed)?;
-            // Release: the descriptors and the ring entry must be visible
-            // before the device can see the new index.
-            let idx = self.avail_idx.wrapping_add(1);
-            self.store_u16(self.layout.avail_idx(), idx, Ordering::Release)?;
-            self.avail_idx = idx;
-            Ok(())
-        });
+        let published = written.and_then(|()| self.publish(head));
         if let Err(e) = published {
             self.descs.free(head, last, count);
             if let Some(seq) = block {
@@ -571,12 +562,20 @@ impl TestQueue {
     /// [`TestQueue::wait_used`] fail with [`FrontendError::BadUsedIdx`].
     pub fn republish(&mut self, head: u16, times: u16) -> Result<(), FrontendError> {
         for _ in 0..times {
-            let entry = self.layout.avail_entry(self.avail_idx);
-            self.store_u16(entry, head, Ordering::Relaxed)?;
-            let idx = self.avail_idx.wrapping_add(1);
-            self.store_u16(self.layout.avail_idx(), idx, Ordering::Release)?;
-            self.avail_idx = idx;
+            self.publish(head)?;
         }
+        Ok(())
+    }
+
+    /// Puts `head` in the next available-ring slot and advances `avail.idx`.
+    fn publish(&mut self, head: u16) -> Result<(), FrontendError> {
+        let entry = self.layout.avail_entry(self.avail_idx);
+        self.store_u16(entry, head, Ordering::Relaxed)?;
+        // Release: the descriptors and the ring entry must be visible
+        // before the device can see the new index.
+        let idx = self.avail_idx.wrapping_add(1);
+        self.store_u16(self.layout.avail_idx(), idx, Ordering::Release)?;
+        self.avail_idx = idx;
         Ok(())
     }
 

@@ -388,6 +388,15 @@ fn write_rx(chain: &DescChain, mem: &GuestMem, frame: &CanFrame) -> Result<u32> 
 }
 
 impl<B: CanBackend> VirtioDevice for CanDevice<B> {
+    /// The SocketCAN backend opens and binds a CAN_RAW socket per
+    /// connection.
+    fn seccomp_policy() -> vhost_device_common::SeccompPolicy {
+        vhost_device_common::SeccompPolicy {
+            extra: &[libc::SYS_socket, libc::SYS_bind],
+            ..Default::default()
+        }
+    }
+
     fn num_queues(&self) -> usize {
         NUM_QUEUES
     }
