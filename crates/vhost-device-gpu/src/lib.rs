@@ -11,6 +11,7 @@ pub mod args;
 pub mod backend;
 pub mod device;
 pub mod edid;
+pub mod error;
 pub mod heap;
 pub mod protocol;
 
@@ -22,35 +23,24 @@ static TEST_ALLOCATOR: heap::PageAlignLarge = heap::PageAlignLarge;
 
 pub use args::Args;
 pub use device::{GpuConfig, GpuDevice, GpuMode};
-
-/// What can go wrong before the daemon serves.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// More `--resolution` flags than scanouts.
-    #[error("{0} --resolution flags given, but a GPU has at most 16 scanouts")]
-    TooManyScanouts(usize),
-    /// `--capset` in 2D mode.
-    #[error("--capset needs --gpu-mode virgl: the 2D mode has no capability sets")]
-    CapsetWithout2d,
-    /// `--gpu-mode virgl` in a build without it.
-    #[error("--gpu-mode virgl: this binary was built without the `virgl` feature (cargo build --features virgl,rutabaga_gfx/virgl_renderer; needs virglrenderer >= 1.3)")]
-    VirglNotBuilt,
-    /// The renderer could not start.
-    #[error("cannot start the renderer: {0}")]
-    Renderer(#[from] backend::RendererError),
-}
+pub use error::Error;
 
 /// Builds the renderer `cfg` asks for.
 pub fn make_renderer(cfg: &GpuConfig) -> Result<Box<dyn backend::Renderer>, Error> {
     match cfg.mode {
-        GpuMode::TwoD => Ok(Box::new(backend::Rutabaga2d::new()?)),
+        GpuMode::TwoD => Ok(Box::new(
+            backend::Rutabaga2d::new().map_err(Error::Renderer)?,
+        )),
         #[cfg(feature = "virgl")]
         GpuMode::Virgl => {
             let all = cfg.capsets.is_empty();
-            Ok(Box::new(backend::virgl::Virgl::new(
-                all || cfg.capsets.contains(&1),
-                all || cfg.capsets.contains(&2),
-            )?))
+            Ok(Box::new(
+                backend::virgl::Virgl::new(
+                    all || cfg.capsets.contains(&1),
+                    all || cfg.capsets.contains(&2),
+                )
+                .map_err(Error::Renderer)?,
+            ))
         }
         #[cfg(not(feature = "virgl"))]
         GpuMode::Virgl => Err(Error::VirglNotBuilt),

@@ -108,44 +108,33 @@ pub struct Fence {
     pub ring_idx: u8,
 }
 
-/// RESOURCE_CREATE_3D parameters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Create3d {
-    /// Gallium texture target.
-    pub target: u32,
-    /// virgl format.
-    pub format: u32,
-    /// Bind flags.
-    pub bind: u32,
-    /// Width.
-    pub width: u32,
-    /// Height.
-    pub height: u32,
-    /// Depth.
-    pub depth: u32,
-    /// Array size.
-    pub array_size: u32,
-    /// Mip levels - 1.
-    pub last_level: u32,
-    /// Samples.
-    pub nr_samples: u32,
-    /// `VIRTIO_GPU_RESOURCE_FLAG_*`.
-    pub flags: u32,
+pub use crate::protocol::{Create3d, Transfer3d};
+
+/// `create` as rutabaga takes it.
+pub(crate) fn rutabaga_create(c: &Create3d) -> ResourceCreate3D {
+    ResourceCreate3D {
+        target: c.target,
+        format: c.format,
+        bind: c.bind,
+        width: c.width,
+        height: c.height,
+        depth: c.depth,
+        array_size: c.array_size,
+        last_level: c.last_level,
+        nr_samples: c.nr_samples,
+        flags: c.flags,
+    }
 }
 
-/// TRANSFER_TO/FROM_HOST_3D parameters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Transfer3d {
-    /// Box origin and size: x, y, z, w, h, d.
-    pub bx: [u32; 6],
-    /// Offset in the backing.
-    pub offset: u64,
-    /// Mip level.
-    pub level: u32,
-    /// Row stride in the backing.
-    pub stride: u32,
-    /// Layer stride in the backing.
-    pub layer_stride: u32,
+/// Guest pieces as rutabaga takes them.
+pub(crate) fn rutabaga_iovecs(iovecs: Vec<HostIovec>) -> Vec<RutabagaIovec> {
+    iovecs
+        .into_iter()
+        .map(|v| RutabagaIovec {
+            base: v.base.cast(),
+            len: v.len,
+        })
+        .collect()
 }
 
 /// The 3D command set of a renderer (virgl).
@@ -246,19 +235,8 @@ impl Renderer for Rutabaga2d {
         height: u32,
         format: u32,
     ) -> Result<(), RendererError> {
-        let create = ResourceCreate3D {
-            // PIPE_TEXTURE_2D and PIPE_BIND_RENDER_TARGET, as 2D guests imply.
-            target: 2,
-            format,
-            bind: 1 << 1,
-            width,
-            height,
-            depth: 1,
-            array_size: 1,
-            last_level: 0,
-            nr_samples: 0,
-            flags: 0,
-        };
+        // A 2D guest's resource is a one-level render-target texture.
+        let create = rutabaga_create(&Create3d::texture_2d(width, height, format));
         self.rutabaga
             .resource_create_3d(id, create)
             .map_err(failed)?;
@@ -276,13 +254,7 @@ impl Renderer for Rutabaga2d {
         id: u32,
         iovecs: Vec<HostIovec>,
     ) -> Result<(), RendererError> {
-        let vecs = iovecs
-            .into_iter()
-            .map(|v| RutabagaIovec {
-                base: v.base.cast(),
-                len: v.len,
-            })
-            .collect();
+        let vecs = rutabaga_iovecs(iovecs);
         self.rutabaga.attach_backing(id, vecs).map_err(failed)
     }
 

@@ -20,13 +20,14 @@ use std::sync::{Arc, Mutex};
 
 use log::{info, warn};
 use rutabaga_gfx::{
-    ResourceCreate3D, Rutabaga, RutabagaBuilder, RutabagaFence, RutabagaFenceHandler,
-    RutabagaIovec, Transfer3D, RUTABAGA_CAPSET_VIRGL, RUTABAGA_CAPSET_VIRGL2,
+    Rutabaga, RutabagaBuilder, RutabagaFence, RutabagaFenceHandler, Transfer3D,
+    RUTABAGA_CAPSET_VIRGL, RUTABAGA_CAPSET_VIRGL2,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::renderer::{
-    Create3d, Fence, HostIovec, Renderer, Renderer3d, RendererError, Transfer3d,
+    rutabaga_create, rutabaga_iovecs, Create3d, Fence, HostIovec, Renderer, Renderer3d,
+    RendererError, Transfer3d,
 };
 use crate::protocol::Rect;
 
@@ -139,16 +140,7 @@ impl Renderer for Virgl {
         height: u32,
         format: u32,
     ) -> Result<(), RendererError> {
-        let create = Create3d {
-            target: 2,
-            format,
-            bind: 1 << 1,
-            width,
-            height,
-            depth: 1,
-            array_size: 1,
-            ..Default::default()
-        };
+        let create = Create3d::texture_2d(width, height, format);
         self.create_3d(id, &create)
     }
 
@@ -162,13 +154,7 @@ impl Renderer for Virgl {
         id: u32,
         iovecs: Vec<HostIovec>,
     ) -> Result<(), RendererError> {
-        let vecs = iovecs
-            .into_iter()
-            .map(|v| RutabagaIovec {
-                base: v.base.cast(),
-                len: v.len,
-            })
-            .collect();
+        let vecs = rutabaga_iovecs(iovecs);
         self.rutabaga()?.attach_backing(id, vecs).map_err(failed)
     }
 
@@ -242,18 +228,7 @@ impl Renderer3d for Virgl {
     }
 
     fn create_3d(&mut self, resource_id: u32, c: &Create3d) -> Result<(), RendererError> {
-        let create = ResourceCreate3D {
-            target: c.target,
-            format: c.format,
-            bind: c.bind,
-            width: c.width,
-            height: c.height,
-            depth: c.depth,
-            array_size: c.array_size,
-            last_level: c.last_level,
-            nr_samples: c.nr_samples,
-            flags: c.flags,
-        };
+        let create = rutabaga_create(c);
         self.rutabaga()?
             .resource_create_3d(resource_id, create)
             .map_err(failed)?;

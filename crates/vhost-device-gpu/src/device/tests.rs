@@ -3,9 +3,16 @@
 use vhost_device_common::mock::{read_region, ChainBuilder, RawDesc};
 use vm_memory::Bytes;
 
+use super::cursor::MAX_CURSOR_IN_FLIGHT;
+use super::fences::completes;
 use super::*;
-use crate::backend::Rutabaga2d;
-use crate::protocol::{FLAG_FENCE, UPDATE_CURSOR_SIZE};
+use crate::backend::{DisplayReply, Fence, Rutabaga2d};
+use crate::protocol::{cmd, Format, Rect, FLAG_FENCE, UPDATE_CURSOR_SIZE};
+use vm_memory::GuestAddress;
+
+fn reply(hdr: &CtrlHdr, code: u32) -> Outcome {
+    Outcome::Reply(hdr.response(code).encode().to_vec())
+}
 
 fn device(cfg: GpuConfig) -> GpuDevice {
     GpuDevice::new(cfg, Box::new(Rutabaga2d::new().unwrap()))
@@ -861,7 +868,7 @@ fn reset_forgets_everything() {
         reply(&hdr(cmd::RESOURCE_FLUSH), cmd::RESP_OK_NODATA),
         "no scanout shows the new resource"
     );
-    assert!(dev.replay_scanouts().is_empty());
+    assert!(dev.state.replay_scanouts().is_empty());
 }
 
 #[test]
@@ -869,7 +876,7 @@ fn a_new_socket_replays_what_is_shown() {
     let mut dev = displayed();
     drawn(&mut dev);
     let _ = set_scanout(&mut dev, 0, 1, rect(0, 0, 16, 8));
-    let replay = dev.replay_scanouts();
+    let replay = dev.state.replay_scanouts();
     assert_eq!(replay.len(), 2);
     assert_eq!(
         replay[0],

@@ -1,12 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The virtio-gpu wire format: command and response codes, feature bits,
-//! pixel formats, and the request structures decoded from little-endian
-//! bytes.
-//!
-//! Requests are decoded field by field from byte slices rather than cast
-//! from guest memory, so a short or odd-sized request is a decode error and
-//! never undefined behaviour.
+//! The virtio-gpu protocol (virtio 1.3 §5.7): command and response codes,
+//! feature bits, pixel formats, the wire structures ([`wire`]) and the
+//! typed commands decoded from them ([`command`]).
+
+pub mod command;
+pub mod wire;
+
+pub use command::{
+    Create3d, Flush, GpuCommand, MemEntry, ResourceCreate2d, SetScanout, Transfer2d, Transfer3d,
+    UpdateCursor, MAX_BACKING_ENTRIES, MAX_SUBMIT_SIZE,
+};
+use vm_memory::ByteValued;
+use wire::{virtio_gpu_ctrl_hdr, virtio_gpu_display_one};
 
 /// `VIRTIO_GPU_F_VIRGL`: 3D through virgl.
 pub const F_VIRGL: u64 = 1 << 0;
@@ -204,66 +210,6 @@ pub struct ShortRequest {
     pub got: usize,
 }
 
-/// Little-endian field reader over a request's bytes.
-#[derive(Debug)]
-pub struct Fields<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Fields<'a> {
-    /// Reads from the start of `bytes`, which must hold at least `needed`
-    /// bytes.
-    pub fn new(bytes: &'a [u8], needed: usize) -> Result<Self, ShortRequest> {
-        if bytes.len() < needed {
-            return Err(ShortRequest {
-                needed,
-                got: bytes.len(),
-            });
-        }
-        Ok(Fields { bytes, pos: 0 })
-    }
-
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        if let Some(src) = self.bytes.get(self.pos..self.pos + N) {
-            out.copy_from_slice(src);
-        }
-        self.pos += N;
-        out
-    }
-
-    /// The next le32 (0 past the end, which `new` rules out).
-    pub fn u32(&mut self) -> u32 {
-        u32::from_le_bytes(self.take())
-    }
-
-    /// The next le64.
-    pub fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.take())
-    }
-
-    /// The next byte.
-    pub fn u8(&mut self) -> u8 {
-        self.take::<1>()[0]
-    }
-
-    /// Skips `n` bytes.
-    pub fn skip(&mut self, n: usize) {
-        self.pos += n;
-    }
-
-    /// The next rectangle.
-    pub fn rect(&mut self) -> Rect {
-        Rect {
-            x: self.u32(),
-            y: self.u32(),
-            width: self.u32(),
-            height: self.u32(),
-        }
-    }
-}
-
 /// `struct virtio_gpu_ctrl_hdr`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtrlHdr {
@@ -282,14 +228,15 @@ pub struct CtrlHdr {
 impl CtrlHdr {
     /// Decodes the header at the start of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, ShortRequest> {
-        let mut f = Fields::new(bytes, HDR_SIZE)?;
-        Ok(CtrlHdr {
-            type_: f.u32(),
-            flags: f.u32(),
-            fence_id: f.u64(),
-            ctx_id: f.u32(),
-            ring_idx: f.u8(),
-        })
+        let got = bytes.len();
+        bytes
+            .get(..HDR_SIZE)
+            .and_then(virtio_gpu_ctrl_hdr::from_slice)
+            .map(|h| CtrlHdr::from(*h))
+            .ok_or(ShortRequest {
+                needed: HDR_SIZE,
+                got,
+            })
     }
 
     /// The response header for a request with this header: the fence
@@ -312,17 +259,33 @@ impl CtrlHdr {
     /// The 24 bytes on the wire.
     pub fn encode(&self) -> [u8; HDR_SIZE] {
         let mut out = [0u8; HDR_SIZE];
-        let mut put = |at: usize, bytes: &[u8]| {
-            if let Some(dst) = out.get_mut(at..at + bytes.len()) {
-                dst.copy_from_slice(bytes);
-            }
-        };
-        put(0, &self.type_.to_le_bytes());
-        put(4, &self.flags.to_le_bytes());
-        put(8, &self.fence_id.to_le_bytes());
-        put(16, &self.ctx_id.to_le_bytes());
-        put(20, &[self.ring_idx]);
+        out.copy_from_slice(virtio_gpu_ctrl_hdr::from(*self).as_slice());
         out
+    }
+}
+
+impl From<virtio_gpu_ctrl_hdr> for CtrlHdr {
+    fn from(h: virtio_gpu_ctrl_hdr) -> Self {
+        CtrlHdr {
+            type_: h.type_.into(),
+            flags: h.flags.into(),
+            fence_id: h.fence_id.into(),
+            ctx_id: h.ctx_id.into(),
+            ring_idx: h.ring_idx,
+        }
+    }
+}
+
+impl From<CtrlHdr> for virtio_gpu_ctrl_hdr {
+    fn from(h: CtrlHdr) -> Self {
+        virtio_gpu_ctrl_hdr {
+            type_: h.type_.into(),
+            flags: h.flags.into(),
+            fence_id: h.fence_id.into(),
+            ctx_id: h.ctx_id.into(),
+            ring_idx: h.ring_idx,
+            padding: [0; 3],
+        }
     }
 }
 
@@ -383,22 +346,18 @@ pub struct DisplayMode {
     pub enabled: bool,
 }
 
-/// Encodes a `virtio_gpu_resp_display_info` body (after the header).
+/// Encodes a `struct virtio_gpu_resp_display_info` (§5.7.6.8).
 pub fn encode_display_info(hdr: &CtrlHdr, modes: &[DisplayMode]) -> Vec<u8> {
     let mut out = Vec::with_capacity(DISPLAY_INFO_SIZE);
     out.extend_from_slice(&hdr.encode());
     for i in 0..MAX_SCANOUTS {
         let mode = modes.get(i).copied().unwrap_or_default();
-        for v in [
-            mode.rect.x,
-            mode.rect.y,
-            mode.rect.width,
-            mode.rect.height,
-            u32::from(mode.enabled),
-            0,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        let one = virtio_gpu_display_one {
+            r: mode.rect.into(),
+            enabled: u32::from(mode.enabled).into(),
+            flags: 0.into(),
+        };
+        out.extend_from_slice(one.as_slice());
     }
     out
 }
@@ -415,98 +374,8 @@ pub fn encode_edid(hdr: &CtrlHdr, edid: &[u8]) -> Vec<u8> {
     out
 }
 
-/// RESOURCE_CREATE_2D.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResourceCreate2d {
-    /// Guest-chosen id (0 is invalid).
-    pub resource_id: u32,
-    /// `enum virtio_gpu_formats` code.
-    pub format: u32,
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-}
-
-/// SET_SCANOUT.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SetScanout {
-    /// The part of the resource shown.
-    pub rect: Rect,
-    /// Which output.
-    pub scanout_id: u32,
-    /// 0 disables the output.
-    pub resource_id: u32,
-}
-
-/// TRANSFER_TO_HOST_2D.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transfer2d {
-    /// Area of the resource to update.
-    pub rect: Rect,
-    /// Byte offset of the rectangle's first pixel in the backing.
-    pub offset: u64,
-    /// The resource.
-    pub resource_id: u32,
-}
-
-/// RESOURCE_FLUSH.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Flush {
-    /// Damaged area of the resource.
-    pub rect: Rect,
-    /// The resource.
-    pub resource_id: u32,
-}
-
-/// One `virtio_gpu_mem_entry` of ATTACH_BACKING.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemEntry {
-    /// Guest physical address.
-    pub addr: u64,
-    /// Length in bytes.
-    pub length: u32,
-}
-
-/// UPDATE_CURSOR / MOVE_CURSOR.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UpdateCursor {
-    /// Output the cursor is on.
-    pub scanout_id: u32,
-    /// Position.
-    pub x: u32,
-    /// Position.
-    pub y: u32,
-    /// Image (0 hides the cursor), UPDATE_CURSOR only.
-    pub resource_id: u32,
-    /// Hot spot.
-    pub hot_x: u32,
-    /// Hot spot.
-    pub hot_y: u32,
-}
-
 /// Size of `struct virtio_gpu_update_cursor`.
-pub const UPDATE_CURSOR_SIZE: usize = 56;
-
-impl UpdateCursor {
-    /// Decodes a whole cursor command, header included.
-    pub fn decode(bytes: &[u8]) -> Result<Self, ShortRequest> {
-        let mut f = Fields::new(bytes, UPDATE_CURSOR_SIZE)?;
-        f.skip(HDR_SIZE);
-        let scanout_id = f.u32();
-        let x = f.u32();
-        let y = f.u32();
-        f.skip(4);
-        Ok(UpdateCursor {
-            scanout_id,
-            x,
-            y,
-            resource_id: f.u32(),
-            hot_x: f.u32(),
-            hot_y: f.u32(),
-        })
-    }
-}
+pub const UPDATE_CURSOR_SIZE: usize = std::mem::size_of::<wire::virtio_gpu_update_cursor>();
 
 #[cfg(test)]
 #[allow(

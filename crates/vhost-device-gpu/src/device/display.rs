@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Scanouts and what the frontend's display is told or asked (virtio 1.3
+//! §5.7.6.8: GET_DISPLAY_INFO, GET_EDID, SET_SCANOUT, RESOURCE_FLUSH).
+//!
+//! Without a frontend display the device answers from its own modes and
+//! EDIDs; with one, display work comes back as [`Reply::Display`] and the
+//! answer is made by [`GpuState::finish`] once the display thread is done.
+
+use super::state::{GpuState, Reply, Scanout};
+use super::WaitKind;
+use crate::backend::{DisplayReply, DisplayRequest};
+use crate::error::{Error, Result};
+use crate::protocol::{Flush, Format, Rect, SetScanout};
+
+impl GpuState {
+    /// Display work to do before answering OK_NODATA, if there is a
+    /// display to do it.
+    pub(super) fn display_or_ok(&self, batch: Vec<DisplayRequest>) -> Reply {
+        if self.frontend_display && !batch.is_empty() {
+            Reply::Display {
+                batch,
+                kind: WaitKind::NoData,
+            }
+        } else {
+            Reply::NoData
+        }
+    }
+
+    /// The answer to a held command, once the display has answered.
+    pub fn finish(&mut self, kind: WaitKind, answer: DisplayReply) -> Reply {
+        match (kind, answer) {
+            (WaitKind::DisplayInfo, DisplayReply::DisplayInfo(modes)) => {
+                let last_enabled = modes.iter().rposition(|m| m.enabled).unwrap_or(0);
+                self.frontend_outputs = self
+                    .frontend_outputs
+                    .max(u32::try_from(last_enabled + 1).unwrap_or(1));
+                Reply::DisplayInfo(modes)
+            }
+            (WaitKind::DisplayInfo, _) => Reply::DisplayInfo(self.own_modes()),
+            (WaitKind::Edid { .. }, DisplayReply::Edid(blob)) if !blob.is_empty() => {
+                Reply::Edid(blob)
+            }
+            (WaitKind::Edid { scanout_id }, _) => Reply::Edid(self.own_edid(scanout_id).to_vec()),
+            (WaitKind::NoData, _) => Reply::NoData,
+        }
+    }
+
+    pub(super) fn get_display_info(&self) -> Reply {
+        if self.frontend_display {
+            return Reply::Display {
+                batch: vec![DisplayRequest::DisplayInfo],
+                kind: WaitKind::DisplayInfo,
+            };
+        }
+        Reply::DisplayInfo(self.own_modes())
+    }
+
+    pub(super) fn get_edid(&self, scanout_id: u32) -> Result<Reply> {
+        if !self.cfg.edid {
+            return Err(Error::Unsupported(crate::protocol::cmd::GET_EDID));
+        }
+        if scanout_id >= self.num_scanouts() {
+            return Err(Error::InvalidParameter(format!(
+                "EDID of scanout {scanout_id}, which does not exist"
+            )));
+        }
+        // QEMU never answers an EDID request for an output beyond its
+        // max_outputs, which would stall the display thread for good; it
+        // is only asked about outputs it has reported.
+        if self.frontend_display && scanout_id < self.frontend_outputs {
+            return Ok(Reply::Display {
+                batch: vec![DisplayRequest::Edid { scanout_id }],
+                kind: WaitKind::Edid { scanout_id },
+            });
+        }
+        Ok(Reply::Edid(self.own_edid(scanout_id).to_vec()))
+    }
+
+    /// Reads `rect` of resource `id` as B,G,R,X rows for an UPDATE.
+    pub(super) fn update_pixels(&mut self, id: u32, format: Format, rect: Rect) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        if let Err(e) = self.renderer.read_rect(id, rect, &mut out) {
+            log::warn!("resource {id}: read: {e}");
+            return None;
+        }
+        format.to_bgra(&mut out);
+        Some(out)
+    }
+
+    /// An UPDATE of `damage` (resource coordinates) on a scanout showing
+    /// `shown` of the resource.
+    fn update(
+        &mut self,
+        scanout_id: u32,
+        id: u32,
+        format: Format,
+        shown: Rect,
+        damage: Rect,
+    ) -> Option<DisplayRequest> {
+        let pixels = self.update_pixels(id, format, damage)?;
+        Some(DisplayRequest::Update {
+            scanout_id,
+            rect: Rect {
+                x: damage.x - shown.x,
+                y: damage.y - shown.y,
+                width: damage.width,
+                height: damage.height,
+            },
+            pixels,
+        })
+    }
+
+    pub(super) fn set_scanout(&mut self, s: &SetScanout) -> Result<Reply> {
+        let (scanout_id, resource_id, rect) = (s.scanout_id, s.resource_id, s.rect);
+        if scanout_id >= self.num_scanouts() {
+            return Err(Error::InvalidScanout(scanout_id));
+        }
+        if resource_id == 0 {
+            let was_on = self
+                .scanouts
+                .get_mut(scanout_id as usize)
+                .and_then(Option::take)
+                .is_some();
+            let batch = if was_on {
+                vec![DisplayRequest::Scanout {
+                    scanout_id,
+                    width: 0,
+                    height: 0,
+                }]
+            } else {
+                Vec::new()
+            };
+            return Ok(self.display_or_ok(batch));
+        }
+        let resource = self.resource(resource_id)?;
+        if rect.is_empty() {
+            return Err(Error::InvalidParameter(format!(
+                "scanout {scanout_id}: empty {rect:?}"
+            )));
+        }
+        let format = self.resource_rect(resource_id, rect)?.format;
+        if !resource.displayable {
+            return Err(Error::InvalidParameter(format!(
+                "scanout {scanout_id}: resource {resource_id} has a format we cannot show"
+            )));
+        }
+        let slot = self
+            .scanouts
+            .get_mut(scanout_id as usize)
+            .ok_or(Error::InvalidScanout(scanout_id))?;
+        let previous = slot.replace(Scanout { resource_id, rect });
+        if !self.frontend_display {
+            return Ok(Reply::NoData);
+        }
+        let mut batch = Vec::new();
+        // Re-sending SCANOUT makes QEMU allocate a new (blank) surface, so
+        // only do it when the size changes; the full update below redraws.
+        if previous.map(|p| (p.rect.width, p.rect.height)) != Some((rect.width, rect.height)) {
+            batch.push(DisplayRequest::Scanout {
+                scanout_id,
+                width: rect.width,
+                height: rect.height,
+            });
+        }
+        batch.extend(self.update(scanout_id, resource_id, format, rect, rect));
+        Ok(self.display_or_ok(batch))
+    }
+
+    /// The scanouts showing resource `id`, with what part of it each shows.
+    fn showing(&self, id: u32) -> Vec<(u32, Rect)> {
+        self.scanouts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let s = (*s)?;
+                (s.resource_id == id).then(|| (u32::try_from(i).unwrap_or(0), s.rect))
+            })
+            .collect()
+    }
+
+    pub(super) fn flush(&mut self, f: &Flush) -> Result<Reply> {
+        let (id, rect) = (f.resource_id, f.rect);
+        let format = self.resource_rect(id, rect)?.format;
+        if !self.frontend_display {
+            return Ok(Reply::NoData);
+        }
+        let mut batch = Vec::new();
+        for (scanout_id, shown) in self.showing(id) {
+            // Only the damaged part of what this output shows.
+            if let Some(damage) = rect.intersect(&shown) {
+                batch.extend(self.update(scanout_id, id, format, shown, damage));
+            }
+        }
+        Ok(self.display_or_ok(batch))
+    }
+
+    /// Scanout and full-frame requests that bring a new display socket up
+    /// to date with what the guest already shows.
+    pub fn replay_scanouts(&mut self) -> Vec<DisplayRequest> {
+        let shown: Vec<(u32, Scanout)> = self
+            .scanouts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((u32::try_from(i).ok()?, (*s)?)))
+            .collect();
+        let mut batch = Vec::new();
+        for (scanout_id, s) in shown {
+            let Some(format) = self.resources.get(&s.resource_id).map(|r| r.format) else {
+                continue;
+            };
+            batch.push(DisplayRequest::Scanout {
+                scanout_id,
+                width: s.rect.width,
+                height: s.rect.height,
+            });
+            batch.extend(self.update(scanout_id, s.resource_id, format, s.rect, s.rect));
+        }
+        batch
+    }
+}
