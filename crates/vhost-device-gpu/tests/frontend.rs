@@ -450,3 +450,42 @@ fn a_display_that_never_answers_falls_back_to_our_modes() {
     );
     fe.disconnect().unwrap();
 }
+
+#[test]
+fn a_display_that_never_reads_times_out() {
+    // A display socket that completes the handshake and then reads
+    // nothing: once its buffer is full every write blocks. The guest must
+    // get its answers anyway, and not only for queries.
+    let d = Daemon::start(&[]);
+    let mut fe = d.connect();
+    let mut sock = fe.set_gpu_socket().unwrap();
+    let mut hdr = [0u8; 12];
+    sock.read_exact(&mut hdr).unwrap();
+    assert_eq!(u32_at(&hdr, 0), VU_GET_PROTOCOL_FEATURES);
+    let mut out = Vec::new();
+    for v in [VU_GET_PROTOCOL_FEATURES, 0x4, 8] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&0u64.to_le_bytes());
+    sock.write_all(&out).unwrap();
+    let side = 128;
+    draw(&mut fe, side, side);
+    let started = std::time::Instant::now();
+    let mut requests = vec![req(SET_SCANOUT, &[0, 0, side, side, 0, 1])];
+    // 2.5 MiB of updates in all, more than any socket buffer holds.
+    requests.extend((0..40).map(|_| req(RESOURCE_FLUSH, &[0, 0, side, side, 1, 0])));
+    for request in &requests {
+        let used = fe
+            .queue(0)
+            .unwrap()
+            .request(&[request], &[24], Duration::from_secs(10))
+            .expect("the guest waits for a display that never reads");
+        assert_eq!(u32_at(&used.data, 0), OK_NODATA);
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    // The guest goes on without that display, from our own modes.
+    let info = control(&mut fe, &req(GET_DISPLAY_INFO, &[]), 408);
+    assert_eq!([u32_at(&info, 32), u32_at(&info, 36)], [1280, 800]);
+    drop(sock);
+    fe.disconnect().unwrap();
+}

@@ -12,6 +12,7 @@
 
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 use std::thread;
 
 use log::{debug, info, warn};
@@ -28,6 +29,12 @@ use crate::protocol::{DisplayMode, Rect, MAX_SCANOUTS};
 /// `VHOST_USER_GPU_PROTOCOL_F_EDID`, as a mask (the vhost crate's constant
 /// is the bit number).
 pub const GPU_PROTOCOL_F_EDID: u64 = 1 << 0;
+
+/// Pixels of an UPDATE, shared by the scanouts that show the same area.
+/// `Arc<Vec<u8>>` rather than `Arc<[u8]>`: making the latter from the
+/// renderer's vector would copy the frame once more, on the hot path.
+#[allow(clippy::rc_buffer)]
+pub type Pixels = Arc<Vec<u8>>;
 
 /// One thing to tell or ask the frontend's display.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,8 +54,9 @@ pub enum DisplayRequest {
         scanout_id: u32,
         /// Area in scanout coordinates.
         rect: Rect,
-        /// `rect.width × rect.height × 4` bytes.
-        pixels: Vec<u8>,
+        /// `rect.width × rect.height × 4` bytes, shared by the scanouts
+        /// that show the same part of a resource.
+        pixels: Pixels,
     },
     /// Ask for the frontend's display modes.
     DisplayInfo,
@@ -241,7 +249,7 @@ fn serve(fe: &Frontend, batch: Vec<DisplayRequest>) -> std::io::Result<DisplayRe
                     width: rect.width,
                     height: rect.height,
                 },
-                &pixels,
+                pixels.as_slice(),
             )?,
             DisplayRequest::DisplayInfo => {
                 let info = fe.gpu.get_display_info()?;

@@ -7,14 +7,22 @@ use std::io;
 
 use vhost_device_common::{DescChain, GuestMem, Queue, Queues, RateLimited};
 
+use vhost_device_common::EventSet;
+
 use super::fences::Fenced;
-use super::{GpuDevice, Outcome, WaitKind, CONTROL_QUEUE};
-use crate::backend::DisplayReply;
+use super::{GpuDevice, Outcome, WaitKind, CONTROL_QUEUE, DISPLAY_TOKEN};
+use crate::backend::{DisplayReply, DisplayThread};
+use crate::error::Error;
 use crate::protocol::{cmd, CtrlHdr, HDR_SIZE};
 
 /// How long the frontend may take to answer GET_DISPLAY_INFO or GET_EDID
 /// before the guest gets our own answer.
 pub const DISPLAY_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Most chains held behind a held display command. A driver cannot have
+/// more outstanding than its ring holds (at most 32768 entries, 256 for
+/// QEMU's vhost-user-gpu); beyond this the guest is republishing heads.
+pub(super) const MAX_BACKLOG: usize = 1024;
 
 /// A control chain held until the display thread has done its batch.
 #[derive(Debug)]
@@ -77,7 +85,7 @@ impl GpuDevice {
     pub(super) fn complete(&self, queues: &mut Queues<'_>, done: Vec<(DescChain, Vec<u8>)>) {
         if let Some(mut queue) = queues.get(CONTROL_QUEUE) {
             for (chain, bytes) in done {
-                let len = write_response(&self.log, &chain, queue.memory(), &bytes);
+                let len = write_response(&self.state.log, &chain, queue.memory(), &bytes);
                 queue.complete(chain.head(), len);
             }
         }
@@ -98,7 +106,7 @@ impl GpuDevice {
                     });
                     return None;
                 }
-                Some(write_response(&self.log, &chain, mem, &bytes))
+                Some(write_response(&self.state.log, &chain, mem, &bytes))
             }
             Outcome::Wait { batch, kind, hdr } => {
                 let ticket = self.next_ticket;
@@ -108,9 +116,10 @@ impl GpuDevice {
                     .as_ref()
                     .is_some_and(|d| d.submit(ticket, batch));
                 if queued {
-                    if kind != WaitKind::NoData {
-                        self.arm_query_timer();
-                    }
+                    // Queries and socket writes alike: a display that
+                    // never answers or never reads must not hold the
+                    // queue for good.
+                    self.arm_query_timer();
                     self.pending = Some(Pending {
                         ticket,
                         chain,
@@ -120,7 +129,7 @@ impl GpuDevice {
                     None
                 } else {
                     let bytes = self.finish(kind, &hdr, DisplayReply::Unavailable);
-                    Some(write_response(&self.log, &chain, mem, &bytes))
+                    Some(write_response(&self.state.log, &chain, mem, &bytes))
                 }
             }
         }
@@ -141,17 +150,50 @@ impl GpuDevice {
             // Non-blocking: nothing to read means a stale wake-up.
             let _ = timer.wait();
         }
-        let Some(pending) = self.pending.take_if(|p| p.kind != WaitKind::NoData) else {
+        let Some(pending) = self.pending.take() else {
             return;
         };
-        log::warn!(
-            "the frontend did not answer a display query within {DISPLAY_QUERY_TIMEOUT:?}; \
-             using our own modes until it hands over a new display socket"
-        );
+        self.state.log.warn(|| {
+            format!(
+                "the frontend's display did not answer or read within {DISPLAY_QUERY_TIMEOUT:?}; \
+                 going on without it until it hands over a new display socket"
+            )
+        });
         self.state.frontend_display = false;
+        self.restart_display();
         let bytes = self.finish(pending.kind, &pending.hdr, DisplayReply::Unavailable);
         self.complete(queues, vec![(pending.chain, bytes)]);
         self.process_control(queues);
+    }
+
+    /// Leaves the display thread, stuck on a socket that does not answer,
+    /// behind for a new one. The old thread ends as soon as its socket
+    /// call returns (QEMU closes the socket when it hands over a new one or
+    /// goes away): its channels are closed by then.
+    fn restart_display(&mut self) {
+        let Some(old) = self.display.take() else {
+            return;
+        };
+        if let Some(events) = &self.events {
+            if let Err(e) = events.unregister(old.event()) {
+                log::debug!("display thread: unregister: {e}");
+            }
+        }
+        drop(old);
+        // Its cursor batches are lost with it.
+        self.cursor_in_flight = 0;
+        match DisplayThread::spawn("vhost-device-gpu") {
+            Ok(display) => {
+                if let Some(events) = &self.events {
+                    if let Err(e) = events.register(display.event(), EventSet::IN, DISPLAY_TOKEN) {
+                        log::warn!("display thread: {e}");
+                        return;
+                    }
+                }
+                self.display = Some(display);
+            }
+            Err(e) => log::warn!("cannot restart the display thread: {e}"),
+        }
     }
 
     fn run_backlog(&mut self, queue: &mut Queue<'_>) {
@@ -167,18 +209,34 @@ impl GpuDevice {
         }
     }
 
+    /// Takes one chain off the control queue: runs it, or puts it in the
+    /// backlog while a display command is held.
+    pub(super) fn accept_control(&mut self, chain: DescChain, mem: &GuestMem) -> Option<u32> {
+        if self.pending.is_none() {
+            return self.run_one(chain, mem);
+        }
+        if self.backlog.len() < MAX_BACKLOG {
+            self.backlog.push_back(chain);
+            return None;
+        }
+        // Only a guest that republishes heads gets here: answer at once
+        // rather than hold without bound.
+        let hdr = CtrlHdr::read(&mut chain.reader(mem)).unwrap_or_default();
+        let e = Error::Refused(format!(
+            "more than {MAX_BACKLOG} requests behind a held display command"
+        ));
+        let Outcome::Reply(bytes) = self.failed(&hdr, &e) else {
+            return Some(0);
+        };
+        Some(write_response(&self.state.log, &chain, mem, &bytes))
+    }
+
     pub(super) fn process_control(&mut self, queues: &mut Queues<'_>) {
         let Some(mut queue) = queues.get(CONTROL_QUEUE) else {
             return;
         };
         self.run_backlog(&mut queue);
-        queue.drain(|chain, mem| {
-            if self.pending.is_some() {
-                self.backlog.push_back(chain);
-                return None;
-            }
-            self.run_one(chain, mem)
-        });
+        queue.drain(|chain, mem| self.accept_control(chain, mem));
         drop(queue);
         self.register_renderer_poll();
     }

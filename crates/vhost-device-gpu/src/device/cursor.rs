@@ -11,7 +11,7 @@ use super::state::GpuState;
 use super::{GpuDevice, CURSOR_QUEUE};
 use crate::backend::DisplayRequest;
 use crate::error::{Error, Result};
-use crate::protocol::{cmd, Rect, UpdateCursor, CURSOR_SIZE};
+use crate::protocol::{cmd, Rect, UpdateCursor, CURSOR_SIZE, MAX_SCANOUTS};
 
 /// Display-thread ticket of cursor batches.
 pub(super) const CURSOR_TICKET: u64 = u64::MAX;
@@ -112,7 +112,7 @@ impl GpuDevice {
         match result {
             Ok(request) => Some(request),
             Err(e) => {
-                self.log.warn(|| format!("cursor request: {e}"));
+                self.state.log.warn(|| format!("cursor request: {e}"));
                 None
             }
         }
@@ -130,8 +130,18 @@ impl GpuDevice {
             // Cursor buffers carry no response.
             Some(0)
         });
+        self.defer_cursor(requests);
+    }
+
+    /// Queues cursor requests for the display thread.
+    pub(super) fn defer_cursor(&mut self, requests: Vec<DisplayRequest>) {
         if !requests.is_empty() {
             self.deferred_cursor.extend(requests);
+            // While QEMU is behind, keep only what still matters, so a
+            // cursor flood cannot grow the list.
+            if self.deferred_cursor.len() > 2 * MAX_SCANOUTS {
+                self.deferred_cursor = coalesce_cursor(std::mem::take(&mut self.deferred_cursor));
+            }
             self.submit_cursor();
         }
     }

@@ -7,8 +7,11 @@
 //! EDIDs; with one, display work comes back as [`Reply::Display`] and the
 //! answer is made by [`GpuState::finish`] once the display thread is done.
 
+use std::sync::Arc;
+
 use super::state::{GpuState, Reply, Scanout};
 use super::WaitKind;
+use crate::backend::display::Pixels;
 use crate::backend::{DisplayReply, DisplayRequest};
 use crate::error::{Error, Result};
 use crate::protocol::{Flush, Format, Rect, SetScanout};
@@ -78,28 +81,20 @@ impl GpuState {
     }
 
     /// Reads `rect` of resource `id` as B,G,R,X rows for an UPDATE.
-    pub(super) fn update_pixels(&mut self, id: u32, format: Format, rect: Rect) -> Option<Vec<u8>> {
+    pub(super) fn update_pixels(&mut self, id: u32, format: Format, rect: Rect) -> Option<Pixels> {
         let mut out = Vec::new();
         if let Err(e) = self.renderer.read_rect(id, rect, &mut out) {
-            log::warn!("resource {id}: read: {e}");
+            self.log.warn(|| format!("resource {id}: read: {e}"));
             return None;
         }
         format.to_bgra(&mut out);
-        Some(out)
+        Some(Arc::new(out))
     }
 
-    /// An UPDATE of `damage` (resource coordinates) on a scanout showing
-    /// `shown` of the resource.
-    fn update(
-        &mut self,
-        scanout_id: u32,
-        id: u32,
-        format: Format,
-        shown: Rect,
-        damage: Rect,
-    ) -> Option<DisplayRequest> {
-        let pixels = self.update_pixels(id, format, damage)?;
-        Some(DisplayRequest::Update {
+    /// An UPDATE of `damage` (resource coordinates) with `pixels`, on a
+    /// scanout showing `shown` of the resource.
+    fn update(scanout_id: u32, shown: Rect, damage: Rect, pixels: Pixels) -> DisplayRequest {
+        DisplayRequest::Update {
             scanout_id,
             rect: Rect {
                 x: damage.x - shown.x,
@@ -108,7 +103,7 @@ impl GpuState {
                 height: damage.height,
             },
             pixels,
-        })
+        }
     }
 
     pub(super) fn set_scanout(&mut self, s: &SetScanout) -> Result<Reply> {
@@ -163,7 +158,9 @@ impl GpuState {
                 height: rect.height,
             });
         }
-        batch.extend(self.update(scanout_id, resource_id, format, rect, rect));
+        if let Some(pixels) = self.update_pixels(resource_id, format, rect) {
+            batch.push(Self::update(scanout_id, rect, rect, pixels));
+        }
         Ok(self.display_or_ok(batch))
     }
 
@@ -179,18 +176,44 @@ impl GpuState {
             .collect()
     }
 
+    /// RESOURCE_FLUSH: each scanout showing the resource gets the damaged
+    /// part of what it shows. Scanouts showing the same part share one
+    /// copy, and one flush copies at most twice the resource's pixels, so
+    /// a resource shown on 16 outputs cannot make a batch 16 times its size.
     pub(super) fn flush(&mut self, f: &Flush) -> Result<Reply> {
         let (id, rect) = (f.resource_id, f.rect);
-        let format = self.resource_rect(id, rect)?.format;
+        let resource = self.resource_rect(id, rect)?;
+        let format = resource.format;
+        let limit = 2 * u64::from(resource.width) * u64::from(resource.height) * 4;
         if !self.frontend_display {
             return Ok(Reply::NoData);
         }
         let mut batch = Vec::new();
+        let mut copies: Vec<(Rect, Pixels)> = Vec::new();
+        let mut copied = 0u64;
         for (scanout_id, shown) in self.showing(id) {
             // Only the damaged part of what this output shows.
-            if let Some(damage) = rect.intersect(&shown) {
-                batch.extend(self.update(scanout_id, id, format, shown, damage));
-            }
+            let Some(damage) = rect.intersect(&shown) else {
+                continue;
+            };
+            let pixels = match copies.iter().find(|(r, _)| *r == damage) {
+                Some((_, pixels)) => pixels.clone(),
+                None => {
+                    copied += u64::from(damage.width) * u64::from(damage.height) * 4;
+                    if copied > limit {
+                        self.log.warn(|| {
+                            format!("flush of resource {id}: scanout {scanout_id} skipped, too many different views")
+                        });
+                        continue;
+                    }
+                    let Some(pixels) = self.update_pixels(id, format, damage) else {
+                        continue;
+                    };
+                    copies.push((damage, pixels.clone()));
+                    pixels
+                }
+            };
+            batch.push(Self::update(scanout_id, shown, damage, pixels));
         }
         Ok(self.display_or_ok(batch))
     }
@@ -214,7 +237,9 @@ impl GpuState {
                 width: s.rect.width,
                 height: s.rect.height,
             });
-            batch.extend(self.update(scanout_id, s.resource_id, format, s.rect, s.rect));
+            if let Some(pixels) = self.update_pixels(s.resource_id, format, s.rect) {
+                batch.push(Self::update(scanout_id, s.rect, s.rect, pixels));
+            }
         }
         batch
     }

@@ -4,6 +4,8 @@
 //! VIRTIO_GPU_FLAG_FENCE is held until the renderer signals the fence, so
 //! the guest never sees a fence done before the host GPU is.
 
+use std::collections::HashMap;
+
 use vhost_device_common::{DescChain, EventSet, Queues};
 
 use super::{GpuDevice, RENDERER_POLL_TOKEN};
@@ -18,11 +20,15 @@ pub(super) struct Fenced {
     pub(super) fence: Fence,
 }
 
-/// Whether fence `done` completes `held`: same timeline (the context's
-/// ring with INFO_RING_IDX, else the global one) and not newer.
+/// A fence's timeline: the context's ring with INFO_RING_IDX, else the
+/// global one.
+fn timeline(f: &Fence) -> Option<(u32, u8)> {
+    (f.flags & FLAG_INFO_RING_IDX != 0).then_some((f.ctx_id, f.ring_idx))
+}
+
+/// Whether fence `done` completes `held`: same timeline and not newer.
 pub(super) fn completes(done: &Fence, held: &Fence) -> bool {
-    let ring = |f: &Fence| (f.flags & FLAG_INFO_RING_IDX != 0).then_some((f.ctx_id, f.ring_idx));
-    ring(done) == ring(held) && held.id <= done.id
+    timeline(done) == timeline(held) && held.id <= done.id
 }
 
 impl GpuDevice {
@@ -43,7 +49,7 @@ impl GpuDevice {
             Ok(()) => Some(fence),
             Err(e) => {
                 // Answer at once rather than never.
-                self.log.warn(|| format!("fence {}: {e}", fence.id));
+                self.state.log.warn(|| format!("fence {}: {e}", fence.id));
                 None
             }
         }
@@ -55,18 +61,26 @@ impl GpuDevice {
         let Some(r3) = self.state.renderer.three_d() else {
             return Vec::new();
         };
-        let done = r3.signalled();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while let Some(held) = self.fenced.get(i) {
-            if done.iter().any(|d| completes(d, &held.fence)) {
-                let held = self.fenced.remove(i);
-                out.push((held.chain, held.bytes));
-            } else {
-                i += 1;
+        // The newest signalled fence of each timeline completes everything
+        // up to it: one pass over the held responses, in their order.
+        let mut newest: HashMap<Option<(u32, u8)>, Fence> = HashMap::new();
+        for done in r3.signalled() {
+            let slot = newest.entry(timeline(&done)).or_insert(done);
+            if done.id > slot.id {
+                *slot = done;
             }
         }
-        out
+        if newest.is_empty() {
+            return Vec::new();
+        }
+        let (done, held): (Vec<Fenced>, Vec<Fenced>) =
+            std::mem::take(&mut self.fenced).into_iter().partition(|h| {
+                newest
+                    .get(&timeline(&h.fence))
+                    .is_some_and(|d| completes(d, &h.fence))
+            });
+        self.fenced = held;
+        done.into_iter().map(|h| (h.chain, h.bytes)).collect()
     }
 
     pub(super) fn fences_signalled(&mut self, queues: &mut Queues<'_>) {

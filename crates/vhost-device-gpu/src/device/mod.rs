@@ -22,7 +22,7 @@ use std::io;
 use log::{debug, info};
 use vhost::vhost_user::GpuBackend;
 use vhost_device_common::{
-    DescChain, DeviceResult, EventRegistry, EventSet, GuestMem, Queues, RateLimited, VirtioDevice,
+    DescChain, DeviceResult, EventRegistry, EventSet, GuestMem, Queues, VirtioDevice,
 };
 use vmm_sys_util::timerfd::TimerFd;
 
@@ -55,6 +55,10 @@ pub const CURSOR_QUEUE: usize = 1;
 
 /// Largest resource side we create.
 pub const MAX_RESOURCE_SIDE: u32 = 16384;
+/// Most resources one guest may have.
+pub const MAX_RESOURCES: u32 = 65536;
+/// Most 3D contexts one guest may have.
+pub const MAX_CONTEXTS: u32 = 256;
 
 /// Event token of the display thread's eventfd.
 const DISPLAY_TOKEN: u16 = 0;
@@ -150,8 +154,6 @@ pub struct GpuDevice {
     query_timer: Option<TimerFd>,
     cursor_in_flight: usize,
     deferred_cursor: Vec<DisplayRequest>,
-    /// Guest-triggered warnings, rate-limited.
-    log: RateLimited,
 }
 
 impl std::fmt::Debug for GpuDevice {
@@ -187,7 +189,6 @@ impl GpuDevice {
             query_timer: None,
             cursor_in_flight: 0,
             deferred_cursor: Vec::new(),
-            log: RateLimited::default(),
         }
     }
 
@@ -239,11 +240,12 @@ impl GpuDevice {
 
     /// Logs a failed command (rate-limited: the guest chooses how often)
     /// and makes its error response.
-    fn failed(&self, hdr: &CtrlHdr, e: &Error) -> Outcome {
+    pub(super) fn failed(&self, hdr: &CtrlHdr, e: &Error) -> Outcome {
         match e {
             // Probing for optional commands is not worth a warning.
             Error::Unsupported(_) => debug!("control command {:#x}: {e}", hdr.type_),
             _ => self
+                .state
                 .log
                 .warn(|| format!("control command {:#x}: {e}", hdr.type_)),
         }

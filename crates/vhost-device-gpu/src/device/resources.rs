@@ -9,23 +9,37 @@ use vhost_device_common::GuestMem;
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::state::{GpuState, Reply};
-use super::MAX_RESOURCE_SIDE;
+use super::{MAX_RESOURCES, MAX_RESOURCE_SIDE};
 use crate::backend::{DisplayRequest, HostIovec};
 use crate::error::{Error, Result};
 use crate::protocol::{Format, MemEntry, Rect, ResourceCreate2d, Transfer2d};
+
+/// Host memory charged for each resource beyond its pixels: the device's
+/// and the renderer's bookkeeping (about 600 bytes measured with
+/// rutabaga's 2D component), rounded up.
+pub const RESOURCE_OVERHEAD: u64 = 1024;
+/// Host memory charged for each piece of a backing: the device's iovec
+/// and the renderer's copy of it.
+pub const BACKING_ENTRY_COST: u64 = 32;
 
 #[derive(Debug)]
 pub(super) struct Backing {
     // Keeps the guest mappings the renderer's iovecs point into alive,
     // even if the frontend replaces the memory table meanwhile.
     _mem: GuestMem,
-    total: u64,
+    pub(super) total: u64,
+    // Host memory charged for its pieces.
+    charged: u64,
 }
 
 #[derive(Debug)]
 pub(super) struct Resource {
     pub(super) width: u32,
     pub(super) height: u32,
+    // Depth, layers and mip levels - 1 (a 2D resource: 1, 1, 0).
+    pub(super) depth: u32,
+    pub(super) layers: u32,
+    pub(super) last_level: u32,
     pub(super) format: Format,
     pub(super) backing: Option<Backing>,
     // A 3D resource of a format the display path cannot convert.
@@ -73,10 +87,16 @@ impl GpuState {
         Ok(resource)
     }
 
-    /// Checks that `id` may name a new resource.
+    /// Checks that `id` may name a new resource, and that the guest may
+    /// have one more.
     pub(super) fn new_resource_id(&self, id: u32) -> Result<()> {
         if id == 0 || self.resources.contains_key(&id) {
             return Err(Error::ResourceIdTaken(id));
+        }
+        if self.resources.len() >= MAX_RESOURCES as usize {
+            return Err(Error::OutOfMemory(format!(
+                "resource {id}: the guest already has {MAX_RESOURCES} resources"
+            )));
         }
         Ok(())
     }
@@ -109,7 +129,7 @@ impl GpuState {
                 "resource {id}: bad size {width}x{height}"
             )));
         }
-        let size = u64::from(width) * u64::from(height) * 4;
+        let size = u64::from(width) * u64::from(height) * 4 + RESOURCE_OVERHEAD;
         self.check_budget(id, size)?;
         self.renderer
             .create_2d(id, width, height, format as u32)
@@ -119,6 +139,9 @@ impl GpuState {
             Resource {
                 width,
                 height,
+                depth: 1,
+                layers: 1,
+                last_level: 0,
                 format,
                 backing: None,
                 displayable: true,
@@ -174,6 +197,8 @@ impl GpuState {
             })?;
             total += u64::from(e.length);
         }
+        let charged = iovecs.len() as u64 * BACKING_ENTRY_COST;
+        self.check_budget(id, charged)?;
         // SAFETY: every iovec lies in guest memory (checked above), and
         // that memory stays mapped until the backing is detached or the
         // resource destroyed, because `Backing` holds a clone of `mem`.
@@ -183,7 +208,10 @@ impl GpuState {
             resource.backing = Some(Backing {
                 _mem: mem.clone(),
                 total,
+                charged,
             });
+            resource.size += charged;
+            self.hostmem += charged;
         }
         Ok(Reply::NoData)
     }
@@ -196,7 +224,9 @@ impl GpuState {
             .detach_backing(id)
             .map_err(Error::host("detach backing"))?;
         if let Some(resource) = self.resources.get_mut(&id) {
-            resource.backing = None;
+            let refund = resource.backing.take().map_or(0, |b| b.charged);
+            resource.size = resource.size.saturating_sub(refund);
+            self.hostmem = self.hostmem.saturating_sub(refund);
         }
         Ok(Reply::NoData)
     }

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use log::debug;
-use vhost_device_common::GuestMem;
+use vhost_device_common::{GuestMem, RateLimited};
 
 use super::resources::Resource;
 use super::{GpuConfig, WaitKind};
@@ -102,6 +102,9 @@ pub struct GpuState {
     pub(super) frontend_outputs: u32,
     stale_resources: Vec<u32>,
     stale_contexts: Vec<u32>,
+    /// Guest-triggered warnings, rate-limited: the guest decides how
+    /// often they happen.
+    pub(super) log: RateLimited,
 }
 
 impl std::fmt::Debug for GpuState {
@@ -129,6 +132,7 @@ impl GpuState {
             frontend_outputs: 1,
             stale_resources: Vec::new(),
             stale_contexts: Vec::new(),
+            log: RateLimited::default(),
         }
     }
 

@@ -316,7 +316,7 @@ fn create_2d_every_format_and_bad_values() {
 #[test]
 fn host_memory_limit_and_unref_frees_it() {
     let mut dev = device(GpuConfig {
-        max_hostmem: 64 * 64 * 4,
+        max_hostmem: 64 * 64 * 4 + resources::RESOURCE_OVERHEAD,
         ..Default::default()
     });
     assert_eq!(
@@ -493,7 +493,7 @@ fn set_scanout_then_flush_sends_only_the_damage() {
             DisplayRequest::Update {
                 scanout_id: 0,
                 rect: rect(0, 0, 16, 8),
-                pixels: expected_pixels(rect(0, 0, 16, 8)),
+                pixels: expected_pixels(rect(0, 0, 16, 8)).into(),
             },
         ]
     );
@@ -507,7 +507,7 @@ fn set_scanout_then_flush_sends_only_the_damage() {
         vec![DisplayRequest::Update {
             scanout_id: 0,
             rect: rect(5, 2, 3, 2),
-            pixels: expected_pixels(rect(5, 2, 3, 2)),
+            pixels: expected_pixels(rect(5, 2, 3, 2)).into(),
         }]
     );
     // Same size again: no new SCANOUT (it would blank QEMU's surface).
@@ -541,7 +541,7 @@ fn transfer_then_flush_shows_new_pixels() {
         vec![DisplayRequest::Update {
             scanout_id: 0,
             rect: rect(1, 2, 1, 1),
-            pixels: vec![0x33, 0x22, 0x11, 0x44],
+            pixels: vec![0x33, 0x22, 0x11, 0x44].into(),
         }]
     );
 }
@@ -560,7 +560,7 @@ fn scanout_of_a_sub_rectangle_translates_updates() {
         vec![DisplayRequest::Update {
             scanout_id: 1,
             rect: rect(0, 0, 2, 2),
-            pixels: expected_pixels(rect(8, 2, 2, 2)),
+            pixels: expected_pixels(rect(8, 2, 2, 2)).into(),
         }]
     );
     // A flush outside what any scanout shows goes nowhere.
@@ -888,6 +888,8 @@ fn a_new_socket_replays_what_is_shown() {
     );
 }
 
+mod hostile;
+
 mod three_d {
     use super::*;
     use crate::backend::sim::{Call, Sim3d};
@@ -1091,7 +1093,7 @@ fn three_d_resources_are_charged_and_refunded() {
     let sim = crate::backend::sim::Sim3d::default();
     let mut dev = GpuDevice::new(
         GpuConfig {
-            max_hostmem: 64 * 64 * 2 * 4,
+            max_hostmem: 64 * 64 * 2 * 4 + resources::RESOURCE_OVERHEAD,
             ..Default::default()
         },
         Box::new(sim),

@@ -3,12 +3,12 @@
 //! The 3D commands (virtio 1.3 §5.7.6.9), served only with a 3D renderer:
 //! capsets, contexts, 3D resources, 3D transfers and command submission.
 
-use super::resources::Resource;
+use super::resources::{Resource, RESOURCE_OVERHEAD};
 use super::state::{GpuState, Reply};
-use super::MAX_RESOURCE_SIDE;
+use super::{MAX_CONTEXTS, MAX_RESOURCE_SIDE};
 use crate::backend::Renderer3d;
 use crate::error::{Error, Result};
-use crate::protocol::{cmd, Create3d, CtrlHdr, Format, GpuCommand};
+use crate::protocol::{cmd, Create3d, CtrlHdr, Format, GpuCommand, Transfer3d};
 
 impl GpuState {
     /// The 3D half of the renderer; in 2D mode every 3D command is
@@ -65,6 +65,12 @@ impl GpuState {
                 if hdr.ctx_id == 0 || self.contexts.contains(&hdr.ctx_id) {
                     return Err(Error::InvalidContext(hdr.ctx_id));
                 }
+                if self.contexts.len() >= MAX_CONTEXTS as usize {
+                    return Err(Error::OutOfMemory(format!(
+                        "context {}: the guest already has {MAX_CONTEXTS} contexts",
+                        hdr.ctx_id
+                    )));
+                }
                 self.r3(hdr.type_)?
                     .create_context(hdr.ctx_id, context_init, &name)
                     .map_err(Error::host("context create"))?;
@@ -102,7 +108,7 @@ impl GpuState {
                 resource_id,
                 transfer,
             } => {
-                self.resource(resource_id)?;
+                self.check_transfer_3d(resource_id, &transfer)?;
                 let r3 = self.r3(hdr.type_)?;
                 let result = if to_host {
                     r3.transfer_to_host_3d(hdr.ctx_id, resource_id, &transfer)
@@ -126,6 +132,47 @@ impl GpuState {
         }
     }
 
+    /// Checks a 3D transfer against its resource, so virglrenderer only
+    /// sees boxes inside the resource's mip level and backing ranges that
+    /// start inside the backing. (The bytes per pixel of a virgl format are
+    /// virglrenderer's business: it checks the end of each row itself.)
+    fn check_transfer_3d(&self, id: u32, t: &Transfer3d) -> Result<()> {
+        let r = self.resource(id)?;
+        let bad = |what: &str| {
+            Err(Error::InvalidParameter(format!(
+                "transfer 3d, resource {id}: {what}"
+            )))
+        };
+        if t.level > r.last_level {
+            return bad("no such mip level");
+        }
+        let at_level = |side: u32| side.checked_shr(t.level).unwrap_or(0).max(1);
+        let [x, y, z, w, h, d] = t.bx;
+        let sides = [
+            (x, w, at_level(r.width)),
+            (y, h, at_level(r.height)),
+            (z, d, at_level(r.depth).max(r.layers)),
+        ];
+        if sides
+            .iter()
+            .any(|&(at, len, side)| at.checked_add(len).is_none_or(|end| end > side))
+        {
+            return bad("box outside the resource");
+        }
+        if let Some(backing) = &r.backing {
+            // Where the box's last row starts in the backing.
+            let last_row = u64::from(d.saturating_sub(1)) * u64::from(t.layer_stride)
+                + u64::from(h.saturating_sub(1)) * u64::from(t.stride);
+            if t.offset
+                .checked_add(last_row)
+                .is_none_or(|start| start > backing.total)
+            {
+                return bad("rows beyond the backing");
+            }
+        }
+        Ok(())
+    }
+
     fn create_3d(&mut self, hdr: &CtrlHdr, id: u32, c: &Create3d) -> Result<Reply> {
         self.new_resource_id(id)?;
         let sides_ok = [c.width, c.height, c.depth.max(1), c.array_size.max(1)]
@@ -141,7 +188,8 @@ impl GpuState {
             * u64::from(c.height)
             * u64::from(c.depth.max(1))
             * u64::from(c.array_size.max(1))
-            * 4;
+            * 4
+            + RESOURCE_OVERHEAD;
         self.check_budget(id, size)?;
         self.r3(hdr.type_)?
             .create_3d(id, c)
@@ -152,6 +200,9 @@ impl GpuState {
             Resource {
                 width: c.width,
                 height: c.height,
+                depth: c.depth.max(1),
+                layers: c.array_size.max(1),
+                last_level: c.last_level,
                 format: format.unwrap_or(Format::B8G8R8A8),
                 backing: None,
                 displayable: format.is_some(),
