@@ -308,6 +308,16 @@ impl GpuCommand {
             cmd::RESOURCE_DETACH_BACKING => GpuCommand::ResourceDetachBacking {
                 resource_id: resource_id(reader)?,
             },
+            _ => Self::decode_3d(hdr, reader)?,
+        })
+    }
+
+    /// The capset and 3D commands (§5.7.6.9), and unknown ones.
+    fn decode_3d<M: GuestMemory + ?Sized>(
+        hdr: &CtrlHdr,
+        reader: &mut Reader<'_, M>,
+    ) -> Result<GpuCommand> {
+        Ok(match hdr.type_ {
             cmd::GET_CAPSET_INFO => GpuCommand::GetCapsetInfo {
                 index: reader
                     .read_obj::<virtio_gpu_get_capset_info>()?
