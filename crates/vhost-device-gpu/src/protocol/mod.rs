@@ -14,28 +14,28 @@ pub use command::{
 use vm_memory::ByteValued;
 use wire::{virtio_gpu_ctrl_hdr, virtio_gpu_display_one};
 
-/// `VIRTIO_GPU_F_VIRGL`: 3D through virgl.
+/// `VIRTIO_GPU_F_VIRGL`: 3D through virgl (virtio 1.3 §5.7.3).
 pub const F_VIRGL: u64 = 1 << 0;
 /// `VIRTIO_GPU_F_EDID`: the GET_EDID command.
 pub const F_EDID: u64 = 1 << 1;
 /// `VIRTIO_GPU_F_CONTEXT_INIT`: contexts carry a capset id.
 pub const F_CONTEXT_INIT: u64 = 1 << 4;
 
-/// `VIRTIO_GPU_FLAG_FENCE`.
+/// `VIRTIO_GPU_FLAG_FENCE` (§5.7.6.7): the response waits for the work.
 pub const FLAG_FENCE: u32 = 1 << 0;
 /// `VIRTIO_GPU_FLAG_INFO_RING_IDX`.
 pub const FLAG_INFO_RING_IDX: u32 = 1 << 1;
 
-/// `VIRTIO_GPU_EVENT_DISPLAY` in `events_read`.
+/// `VIRTIO_GPU_EVENT_DISPLAY` in `events_read` (§5.7.4).
 pub const EVENT_DISPLAY: u32 = 1 << 0;
 
-/// The most scanouts the protocol can describe.
+/// `VIRTIO_GPU_MAX_SCANOUTS` (§5.7.6.8).
 pub const MAX_SCANOUTS: usize = 16;
 
 /// Cursor images are always 64×64.
 pub const CURSOR_SIZE: u32 = 64;
 
-/// Command and response codes.
+/// Command and response codes, `enum virtio_gpu_ctrl_type` (§5.7.6.7).
 pub mod cmd {
     /// GET_DISPLAY_INFO.
     pub const GET_DISPLAY_INFO: u32 = 0x0100;
@@ -120,10 +120,10 @@ pub const HDR_SIZE: usize = 24;
 pub const DISPLAY_INFO_SIZE: usize = HDR_SIZE + MAX_SCANOUTS * 24;
 /// Size of `struct virtio_gpu_resp_edid`.
 pub const EDID_RESP_SIZE: usize = HDR_SIZE + 8 + 1024;
-/// Size of `struct virtio_gpu_config` as QEMU 11.1 reads it.
+/// Size of `struct virtio_gpu_config` (§5.7.4) as QEMU 11.1 reads it.
 pub const CONFIG_SIZE: usize = 20;
 
-/// The 2D pixel formats of the spec. Every one is 4 bytes per pixel; they
+/// The 2D pixel formats of the spec, `enum virtio_gpu_formats` (§5.7.6.8). Every one is 4 bytes per pixel; they
 /// differ in byte order and in whether the fourth byte is alpha.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
