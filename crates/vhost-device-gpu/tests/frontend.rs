@@ -478,11 +478,11 @@ fn a_display_that_never_reads_times_out() {
         let used = fe
             .queue(0)
             .unwrap()
-            .request(&[request], &[24], Duration::from_secs(10))
+            .request(&[request], &[24], Duration::from_secs(20))
             .expect("the guest waits for a display that never reads");
         assert_eq!(u32_at(&used.data, 0), OK_NODATA);
     }
-    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(started.elapsed() >= Duration::from_secs(9));
     // The guest goes on without that display, from our own modes.
     let info = control(&mut fe, &req(GET_DISPLAY_INFO, &[]), 408);
     assert_eq!([u32_at(&info, 32), u32_at(&info, 36)], [1280, 800]);

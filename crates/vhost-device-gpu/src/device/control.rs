@@ -18,6 +18,11 @@ use crate::protocol::{cmd, CtrlHdr, HDR_SIZE};
 /// How long the frontend may take to answer GET_DISPLAY_INFO or GET_EDID
 /// before the guest gets our own answer.
 pub const DISPLAY_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long the frontend may take to read what SET_SCANOUT, RESOURCE_FLUSH
+/// or RESOURCE_UNREF sends it. Longer than a query's: giving up means going
+/// on without a display until the next socket, which a host under load
+/// should not cause.
+pub const DISPLAY_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Most chains held behind a held display command. A driver cannot have
 /// more outstanding than its ring holds (at most 32768 entries, 256 for
@@ -119,7 +124,7 @@ impl GpuDevice {
                     // Queries and socket writes alike: a display that
                     // never answers or never reads must not hold the
                     // queue for good.
-                    self.arm_query_timer();
+                    self.arm_query_timer(kind);
                     self.pending = Some(Pending {
                         ticket,
                         chain,
@@ -135,27 +140,40 @@ impl GpuDevice {
         }
     }
 
-    fn arm_query_timer(&mut self) {
+    fn arm_query_timer(&mut self, kind: WaitKind) {
+        let timeout = if kind == WaitKind::NoData {
+            DISPLAY_WRITE_TIMEOUT
+        } else {
+            DISPLAY_QUERY_TIMEOUT
+        };
         if let Some(timer) = &mut self.query_timer {
-            if let Err(e) = timer.reset(DISPLAY_QUERY_TIMEOUT, None) {
+            if let Err(e) = timer.reset(timeout, None) {
                 log::warn!("display query timer: {e}");
             }
         }
     }
 
-    /// The frontend did not answer a display query in time: answer it
-    /// ourselves and stop using that display socket until the next one.
+    /// The frontend did not answer or read in time: answer the held
+    /// command ourselves and stop using that display socket until the next.
     pub(super) fn query_timed_out(&mut self, queues: &mut Queues<'_>) {
         if let Some(timer) = &mut self.query_timer {
-            // Non-blocking: nothing to read means a stale wake-up.
-            let _ = timer.wait();
+            // Non-blocking: nothing to read means a stale wake-up (the
+            // timer was re-armed for a newer wait since it fired).
+            if timer.wait().is_err() {
+                return;
+            }
         }
         let Some(pending) = self.pending.take() else {
             return;
         };
+        let waited = if pending.kind == WaitKind::NoData {
+            DISPLAY_WRITE_TIMEOUT
+        } else {
+            DISPLAY_QUERY_TIMEOUT
+        };
         self.state.log.warn(|| {
             format!(
-                "the frontend's display did not answer or read within {DISPLAY_QUERY_TIMEOUT:?}; \
+                "the frontend's display did not answer or read within {waited:?}; \
                  going on without it until it hands over a new display socket"
             )
         });

@@ -41,7 +41,7 @@ mod state;
 mod three_d;
 
 pub use crate::protocol::{MAX_BACKING_ENTRIES, MAX_SUBMIT_SIZE};
-pub use control::DISPLAY_QUERY_TIMEOUT;
+pub use control::{DISPLAY_QUERY_TIMEOUT, DISPLAY_WRITE_TIMEOUT};
 pub use cursor::coalesce_cursor;
 pub use state::{GpuState, Reply};
 
