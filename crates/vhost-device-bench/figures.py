@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 
-SCENARIOS = ["echo", "gpio-get", "i2c-read", "gpu-2d", "sound-null"]
+SCENARIOS = ["echo", "gpio-get", "i2c-read", "gpu-2d", "sound-null", "rpmsg"]
 
 
 def run(bench, scenario, i, out, extra):

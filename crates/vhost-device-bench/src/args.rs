@@ -76,7 +76,8 @@ impl DriverArg {
 pub struct Args {
     /// The scenario: floor (eventfd round trip only), echo (the core's echo
     /// device), gpio-get, i2c-read, gpu-2d (with its memcpy baseline),
-    /// sound-null, memcpy (the baseline only).
+    /// sound-null, memcpy (the baseline only), rpmsg (a message to a host
+    /// program on the channel socket `<socket>.peer` and its echo back).
     #[arg(value_enum)]
     pub scenario: Scenario,
 
@@ -94,10 +95,11 @@ pub struct Args {
     /// (vhost-device-echo), gpio (vhost-device-gpio --device-list s8), i2c
     /// (vhost-device-i2c --device-list sim:0x50=eeprom:256), gpu
     /// (vhost-device-gpu --headless --resolution 1920x1080), sound
-    /// (vhost-device-sound --backend null --outputs 1 --inputs 0).
+    /// (vhost-device-sound --backend null --outputs 1 --inputs 0), rpmsg
+    /// (vhost-device-rpmsg with one rpmsg-raw channel on `<socket>.peer`).
     /// Default: the scenario's device.
     #[arg(long, value_name = "NAME", conflicts_with = "spawn",
-          value_parser = ["echo", "gpio", "i2c", "gpu", "sound"])]
+          value_parser = ["echo", "gpio", "i2c", "gpu", "sound", "rpmsg"])]
     pub device: Option<String>,
 
     /// Start this daemon: BINARY [ARGS...], which must come last on the

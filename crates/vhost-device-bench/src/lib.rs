@@ -19,6 +19,7 @@ pub mod machine;
 pub mod memcpy;
 pub mod procstat;
 pub mod report;
+pub mod rpmsg;
 pub mod run;
 pub mod scenario;
 pub mod sound;

@@ -20,6 +20,7 @@ use crate::machine::Machine;
 use crate::memcpy;
 use crate::procstat;
 use crate::report::{DaemonInfo, Idle, Report};
+use crate::rpmsg;
 use crate::scenario::{self, Scenario, GPU_FRAME_BYTES};
 use crate::sound;
 
@@ -43,7 +44,12 @@ pub fn run(args: &Args) -> Result<Report> {
         affinity::cpu_pair(args.cpus).map_err(|e| Error::io("reading the CPU affinity", e))?;
     let mut report = Report {
         scenario: args.scenario.name(),
-        driver: args.driver.name(),
+        // rpmsg drives its two queues through the test frontend.
+        driver: if args.scenario == Scenario::Rpmsg {
+            DriverArg::Frontend.name()
+        } else {
+            args.driver.name()
+        },
         machine: Machine::detect(),
         cpus: (first, second),
         daemon: None,
@@ -148,6 +154,29 @@ pub fn run(args: &Args) -> Result<Report> {
             report.sound.push(sound::measure(&mut fe, p, pid, &limits)?);
         }
         report.idle = measure_idle(pid, Duration::from_millis(args.idle_ms))?;
+    } else if args.scenario == Scenario::Rpmsg {
+        // The host program is this process's own thread, not pinned: its
+        // cost is not in the daemon's figures. A daemon started with an
+        // echo channel instead (--spawn) has no peer socket.
+        let peer_path = rpmsg::peer_path(&socket);
+        let _peer = if peer_path.exists() {
+            Some(rpmsg::Peer::start(&peer_path)?)
+        } else {
+            report.notes.push(format!(
+                "no {}: the channel's remote is the daemon's own (echo)",
+                peer_path.display()
+            ));
+            None
+        };
+        let mut d = rpmsg::prepare(&mut fe)?;
+        place(Placement::SameCpu, pair, pid)?;
+        report.idle = measure_idle(pid, Duration::from_millis(args.idle_ms))?;
+        let shapes = shapes(args);
+        let loads = Loads::new(&placements, &shapes, pair, pid, &limits);
+        report.loads = loads.run(&mut d, pairing.as_mut())?;
+        if let Some(p) = pairing.take() {
+            report.floors = p.floors;
+        }
     } else {
         let prepared = scenario::prepare(args.scenario, &mut fe, args.gpio_drive_first)?;
         report.bytes_per_round = prepared

@@ -34,6 +34,9 @@ pub enum Scenario {
     SoundNull,
     /// Only the memcpy baseline of gpu-2d, no daemon.
     Memcpy,
+    /// virtio-rpmsg: a 16-byte message out on TX to a host program on the
+    /// channel socket, and its echo back in an RX buffer.
+    Rpmsg,
 }
 
 /// A daemon of ours and the arguments a scenario wants it started with.
@@ -74,6 +77,18 @@ pub const DEVICES: &[DeviceSpec] = &[
         binary: "vhost-device-sound",
         args: &["--backend", "null", "--outputs", "1", "--inputs", "0"],
     },
+    DeviceSpec {
+        name: "rpmsg",
+        binary: "vhost-device-rpmsg",
+        // The channel socket sits beside the vhost-user socket, where
+        // crate::rpmsg::peer_path looks for it.
+        args: &[
+            "--socket-path",
+            "{socket}",
+            "--channel",
+            "name=rpmsg-raw,addr=0x401,socket={socket}.peer",
+        ],
+    },
 ];
 
 /// Looks up a `--device` name.
@@ -99,6 +114,7 @@ impl Scenario {
             Scenario::Gpu2d => "gpu-2d",
             Scenario::SoundNull => "sound-null",
             Scenario::Memcpy => "memcpy",
+            Scenario::Rpmsg => "rpmsg",
         }
     }
 
@@ -117,6 +133,7 @@ impl Scenario {
             Scenario::I2cRead => "i2c",
             Scenario::Gpu2d => "gpu",
             Scenario::SoundNull => "sound",
+            Scenario::Rpmsg => "rpmsg",
         };
         device_spec(name)
     }
@@ -245,6 +262,11 @@ pub fn prepare(
         Scenario::SoundNull => {
             return Err(Error::Unsupported(
                 "sound-null is a streaming scenario, see crate::sound".into(),
+            ))
+        }
+        Scenario::Rpmsg => {
+            return Err(Error::Unsupported(
+                "rpmsg drives two queues, see crate::rpmsg".into(),
             ))
         }
         Scenario::Echo => Prepared {

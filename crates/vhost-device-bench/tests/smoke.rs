@@ -181,6 +181,18 @@ fn sound_null_stream_at_real_time_pace() {
 }
 
 #[test]
+fn rpmsg_to_a_host_socket_peer() {
+    let r = report(&["rpmsg"]);
+    check_floor(&r);
+    check_loads(&r, runs_per_scenario());
+    assert!(r["daemon"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("vhost-device-rpmsg"));
+    assert_eq!(r["daemon"]["exit_code"], 0, "{r}");
+}
+
+#[test]
 fn memcpy_alone() {
     let r = report(&["memcpy"]);
     assert!(num(&r["memcpy"]["mb_per_s"], "memcpy") > 0.0);

@@ -149,6 +149,12 @@ impl RpmsgDevice {
         for slot in touched {
             self.sync(slot);
         }
+        if self.reannounce_left > 0 && self.endpoints.configured().all(|c| c.remote.is_some()) {
+            // Every channel is in use: no re-announcement will be needed,
+            // and an idle device must not wake up for one.
+            self.reannounce_left = 0;
+            let _ = self.timer.clear();
+        }
         self.fill_rx(queues);
     }
 

@@ -317,3 +317,26 @@ fn killed_frontends_and_reconnects() {
         fe.abort();
     }
 }
+
+#[test]
+fn channels_not_yet_used_are_announced_again() {
+    let d = Daemon::start(
+        1,
+        &["name=a,addr=0x400,echo", "name=b,addr=0x401,echo"],
+        &[],
+    );
+    let mut fe = start_guest(&d, 0, &[("a", 0x400), ("b", 0x401)]);
+    send(&mut fe, GUEST_EPT, 0x400, b"x");
+    assert_eq!(recv(&mut fe), (0x400, GUEST_EPT, b"x".to_vec()));
+    // Two seconds on, only the channel nobody used is announced again.
+    let start = Instant::now();
+    let (src, dst, payload) = recv(&mut fe);
+    assert!(start.elapsed() > Duration::from_secs(1));
+    assert_eq!((src, dst), (0x401, RPMSG_NS_ADDR));
+    assert_eq!(payload, ns("b", 0x401, NsOp::Create));
+    // Once used, it is not announced any more.
+    send(&mut fe, GUEST_EPT, 0x401, b"y");
+    assert_eq!(recv(&mut fe), (0x401, GUEST_EPT, b"y".to_vec()));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(fe.queue(RX_QUEUE).unwrap().try_used().unwrap().is_none());
+}
