@@ -427,3 +427,31 @@ fn guest_rpmsg_two_devices_linked() {
         result.report()
     );
 }
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_rpmsg_no_channels_still_probes() {
+    Scenario::new("guest_rpmsg_no_channels_still_probes")
+        .backend(BIN, &["--socket-path", "{sock}"])
+        .qemu_args(&[
+            "-chardev",
+            "socket,id=rpmsg0,path={sock}",
+            "-device",
+            "vhost-user-test-device-pci,chardev=rpmsg0,virtio-id=7,num_vqs=2",
+        ])
+        .modules(&["rpmsg_char", "rpmsg_ctrl"])
+        .guest_script(
+            "set -e\n\
+             n=0\n\
+             until [ -c /dev/rpmsg_ctrl0 ]; do\n\
+                 n=$((n + 1)); [ $n -lt 300 ] || { echo 'no /dev/rpmsg_ctrl0'; exit 1; }\n\
+                 sleep 0.1\n\
+             done\n\
+             ls /sys/bus/rpmsg/devices\n\
+             echo CTRL OK\n",
+        )
+        .timeout(Duration::from_secs(90))
+        .run()
+        .expect("scenario could not start")
+        .assert_success();
+}
