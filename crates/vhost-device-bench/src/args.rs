@@ -77,7 +77,8 @@ pub struct Args {
     /// The scenario: floor (eventfd round trip only), echo (the core's echo
     /// device), gpio-get, i2c-read, gpu-2d (with its memcpy baseline),
     /// sound-null, memcpy (the baseline only), rpmsg (a message to a host
-    /// program on the channel socket `<socket>.peer` and its echo back).
+    /// program on the channel socket `<socket>.peer` and its echo back), bt
+    /// (HCI Read BD_ADDR round trips).
     #[arg(value_enum)]
     pub scenario: Scenario,
 
@@ -96,10 +97,11 @@ pub struct Args {
     /// (vhost-device-i2c --device-list sim:0x50=eeprom:256), gpu
     /// (vhost-device-gpu --headless --resolution 1920x1080), sound
     /// (vhost-device-sound --backend null --outputs 1 --inputs 0), rpmsg
-    /// (vhost-device-rpmsg with one rpmsg-raw channel on `<socket>.peer`).
+    /// (vhost-device-rpmsg with one rpmsg-raw channel on `<socket>.peer`),
+    /// bt (vhost-device-bluetooth with its built-in controller).
     /// Default: the scenario's device.
     #[arg(long, value_name = "NAME", conflicts_with = "spawn",
-          value_parser = ["echo", "gpio", "i2c", "gpu", "sound", "rpmsg"])]
+          value_parser = ["echo", "gpio", "i2c", "gpu", "sound", "rpmsg", "bt"])]
     pub device: Option<String>,
 
     /// Start this daemon: BINARY [ARGS...], which must come last on the

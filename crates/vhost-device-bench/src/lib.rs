@@ -10,6 +10,7 @@
 
 pub mod affinity;
 pub mod args;
+pub mod bt;
 pub mod daemon;
 pub mod driver;
 pub mod error;

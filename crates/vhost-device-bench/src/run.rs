@@ -11,6 +11,7 @@ use vhost_device_common::testing::TestFrontend;
 
 use crate::affinity::{self, Placement};
 use crate::args::{Args, DriverArg, PlacementArg, ShapeArg};
+use crate::bt;
 use crate::daemon::{find_binary, peer_pid, Spawned};
 use crate::driver::{FrontendDriver, LeanDriver};
 use crate::error::{Error, Result};
@@ -177,6 +178,17 @@ pub fn run(args: &Args) -> Result<Report> {
         if let Some(p) = pairing.take() {
             report.floors = p.floors;
         }
+    } else if args.scenario == Scenario::Bt {
+        let shapes = shapes(args);
+        let depth = max_depth(&shapes);
+        let mut d = bt::BtDriver::new(&mut fe, depth)?;
+        place(Placement::SameCpu, pair, pid)?;
+        report.idle = measure_idle(pid, Duration::from_millis(args.idle_ms))?;
+        let loads = Loads::new(&placements, &shapes, pair, pid, &limits);
+        report.loads = loads.run(&mut d, pairing.as_mut())?;
+        if let Some(p) = pairing.take() {
+            report.floors = p.floors;
+        }
     } else {
         let prepared = scenario::prepare(args.scenario, &mut fe, args.gpio_drive_first)?;
         report.bytes_per_round = prepared
@@ -186,14 +198,7 @@ pub fn run(args: &Args) -> Result<Report> {
         place(Placement::SameCpu, pair, pid)?;
         report.idle = measure_idle(pid, Duration::from_millis(args.idle_ms))?;
         let shapes = shapes(args);
-        let depth = shapes
-            .iter()
-            .map(|s| match s {
-                Shape::PingPong => 1,
-                Shape::Pipelined(n) => *n,
-            })
-            .max()
-            .unwrap_or(1);
+        let depth = max_depth(&shapes);
         let name = args.scenario.name();
         let queue = fe
             .queue(prepared.queue)
@@ -244,6 +249,18 @@ fn measure_memcpy(report: &mut Report, limits: &RunLimits) -> Result<()> {
     report.memcpy_memfd_off16 = Some(from_memfd(16)?);
 
     Ok(())
+}
+
+/// The most requests any of `shapes` keeps in flight.
+fn max_depth(shapes: &[Shape]) -> usize {
+    shapes
+        .iter()
+        .map(|s| match s {
+            Shape::PingPong => 1,
+            Shape::Pipelined(n) => *n,
+        })
+        .max()
+        .unwrap_or(1)
 }
 
 fn shapes(args: &Args) -> Vec<Shape> {

@@ -37,6 +37,9 @@ pub enum Scenario {
     /// virtio-rpmsg: a 16-byte message out on TX to a host program on the
     /// channel socket, and its echo back in an RX buffer.
     Rpmsg,
+    /// virtio-bluetooth: HCI Read BD_ADDR round trips, the command on the
+    /// tx queue and its Command Complete on the rx queue (see crate::bt).
+    Bt,
 }
 
 /// A daemon of ours and the arguments a scenario wants it started with.
@@ -71,6 +74,11 @@ pub const DEVICES: &[DeviceSpec] = &[
         name: "gpu",
         binary: "vhost-device-gpu",
         args: &["--headless", "--resolution", "1920x1080"],
+    },
+    DeviceSpec {
+        name: "bt",
+        binary: "vhost-device-bluetooth",
+        args: &[],
     },
     DeviceSpec {
         name: "sound",
@@ -115,6 +123,7 @@ impl Scenario {
             Scenario::SoundNull => "sound-null",
             Scenario::Memcpy => "memcpy",
             Scenario::Rpmsg => "rpmsg",
+            Scenario::Bt => "bt",
         }
     }
 
@@ -134,6 +143,7 @@ impl Scenario {
             Scenario::Gpu2d => "gpu",
             Scenario::SoundNull => "sound",
             Scenario::Rpmsg => "rpmsg",
+            Scenario::Bt => "bt",
         };
         device_spec(name)
     }
@@ -267,6 +277,11 @@ pub fn prepare(
         Scenario::Rpmsg => {
             return Err(Error::Unsupported(
                 "rpmsg drives two queues, see crate::rpmsg".into(),
+            ))
+        }
+        Scenario::Bt => {
+            return Err(Error::Unsupported(
+                "bt answers on another queue, see crate::bt".into(),
             ))
         }
         Scenario::Echo => Prepared {

@@ -140,6 +140,17 @@ fn gpio_get_on_a_simulated_line() {
 }
 
 #[test]
+fn bt_read_bd_addr_round_trips() {
+    let r = report(&["bt"]);
+    check_floor(&r);
+    check_loads(&r, runs_per_scenario());
+    assert!(r["daemon"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("vhost-device-bluetooth"));
+}
+
+#[test]
 fn i2c_read_from_a_simulated_eeprom() {
     let r = report(&["i2c-read", "--driver", "frontend"]);
     assert_eq!(r["driver"], "frontend");
