@@ -182,6 +182,33 @@ fn probe_is_answered_and_event_buffers_are_held_without_spinning() {
     assert_eq!(daemon.stop().0, Some(0));
 }
 
+/// Issue 17, item 5: with the wav backend, a tx buffer of a frame and a
+/// half on a one-frame period could never complete (the sink takes whole
+/// frames) and its timer re-armed every few µs. It is refused at once now,
+/// and the daemon stays idle.
+#[test]
+fn partial_frames_get_an_error_and_do_not_spin() {
+    let daemon = Daemon::wav(&[]);
+    let mut fe = daemon.connect();
+    // 48 kHz S16 stereo: 4 bytes a frame, one frame a period.
+    let params = set_params(0, 16, 4, 2, VIRTIO_SND_PCM_FMT_S16, 7);
+    assert_eq!(status(&control(&mut fe, &params, 4)), VIRTIO_SND_S_OK);
+    assert_eq!(pcm(&mut fe, VIRTIO_SND_R_PCM_PREPARE, 0), VIRTIO_SND_S_OK);
+    assert_eq!(pcm(&mut fe, VIRTIO_SND_R_PCM_START, 0), VIRTIO_SND_S_OK);
+    let tx = fe.queue(TX_QUEUE).unwrap();
+    tx.add(&[&0u32.to_le_bytes(), &[1; 6]], &[8]).unwrap();
+    tx.kick().unwrap();
+    let used = tx.wait_used(WAIT).unwrap();
+    assert_eq!(status(&used.data), VIRTIO_SND_S_IO_ERR);
+    let ticks = daemon.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = daemon.cpu_ticks() - ticks;
+    assert!(spent <= 5, "the daemon used {spent} ticks of CPU in 1 s");
+    assert_eq!(pcm(&mut fe, VIRTIO_SND_R_PCM_STOP, 0), VIRTIO_SND_S_OK);
+    fe.disconnect().unwrap();
+    assert_eq!(daemon.stop().0, Some(0));
+}
+
 /// QEMU's default `vhost-user-snd-pci` (no `controls=on`) has a 12-byte
 /// config space but passes on every feature the daemon offers: the
 /// default daemon must not offer F_CTLS, and must probe with 12 bytes.

@@ -16,7 +16,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use log::{info, warn};
+use log::info;
+use vhost_device_common::RateLimited;
 
 use super::{whole_frames, AudioBackend, BackendError, InputSource, OutputSink, StreamRef};
 use crate::format::{PcmParams, SampleFormat};
@@ -254,6 +255,9 @@ pub struct WavBackend {
     /// Files this connection created, with the parameters they were
     /// created for, so a new session with the same parameters appends.
     outputs: Vec<Option<(PcmParams, std::sync::Arc<std::sync::Mutex<WavWriter>>)>>,
+    /// The guest picks the capture format, so it decides how often the
+    /// format warning shows.
+    log: RateLimited,
 }
 
 impl WavBackend {
@@ -265,6 +269,7 @@ impl WavBackend {
             inputs,
             looped,
             outputs: Vec::new(),
+            log: RateLimited::default(),
         }
     }
 
@@ -409,7 +414,8 @@ impl AudioBackend for WavBackend {
                     || wav.rate != params.rate
                     || wav.channels != u16::from(params.channels)
                 {
-                    warn!(
+                    self.log.warn(|| {
+                        format!(
                         "stream {}: {} is {} ch {:?} {} Hz but the guest records {} ch {:?} {} Hz; \
                          its bytes are passed on unconverted",
                         stream.id,
@@ -420,7 +426,8 @@ impl AudioBackend for WavBackend {
                         params.channels,
                         params.format,
                         params.rate
-                    );
+                    )
+                    });
                 }
                 let frame = params.frame_bytes();
                 let mut data = wav.data;

@@ -8,6 +8,7 @@ use std::mem::size_of;
 use std::time::Duration;
 
 use log::debug;
+
 use vhost_device_common::{DescChain, GuestMem, RateLimited};
 
 use super::events::event;
@@ -69,14 +70,22 @@ impl SoundDevice {
                 .saturating_sub(size_of::<virtio_snd_pcm_xfer>()),
             Direction::Input => writable - status_len,
         };
-        let accepted = len <= MAX_IO_BYTES
-            && self
-                .streams
-                .get(id)
-                .is_some_and(|s| s.config.direction == direction && s.state.accepts_io());
+        let refused = match self.streams.get(id) {
+            None => Some("no such stream"),
+            Some(s) if s.config.direction != direction => Some("the stream goes the other way"),
+            Some(s) if !s.state.accepts_io() => Some("the stream takes no I/O now"),
+            _ if len > MAX_IO_BYTES => Some("the buffer is too large"),
+            // A partial frame can never be moved (the host takes whole
+            // frames), so it would be retried for ever.
+            Some(s) if s.params.is_some_and(|p| len % p.frame_bytes().max(1) != 0) => {
+                Some("the buffer is not a whole number of frames")
+            }
+            _ => None,
+        };
         let buf = IoBuf::new(chain, len);
-        if !accepted {
-            debug!("queue {queue}: buffer for stream {id}, which takes no I/O now");
+        if let Some(reason) = refused {
+            self.log
+                .warn(|| format!("queue {queue}: buffer {head} for stream {id} refused: {reason}"));
             let c = finish_io(queue, buf, VIRTIO_SND_S_IO_ERR, 0, mem, &self.log);
             self.completions.push(c);
             return;

@@ -50,6 +50,9 @@ use crate::timer::{NoTimers, StreamTimers, TimerFds};
 /// 8 channels of 32 bits at 192 kHz, under 500 KiB); a larger buffer would
 /// only make the device allocate for it.
 pub const MAX_IO_BYTES: usize = 4 << 20;
+/// Largest `buffer_bytes` SET_PARAMS accepts: 16 periods of the largest
+/// size. A period (`period_bytes`) is at most [`MAX_IO_BYTES`].
+pub const MAX_BUFFER_BYTES: usize = 16 * MAX_IO_BYTES;
 
 /// A used-ring entry to add.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use log::info;
+use log::debug;
 use vhost_device_common::GuestMem;
 
 use super::io::finish_io;
-use super::SoundDevice;
+use super::{SoundDevice, MAX_BUFFER_BYTES, MAX_IO_BYTES};
 use crate::backend::StreamRef;
 use crate::config::Direction;
 use crate::error::RequestError;
@@ -86,6 +86,14 @@ impl SoundDevice {
         let features = p.features.to_native();
         if period_bytes == 0 || buffer_bytes == 0 || buffer_bytes % period_bytes != 0 {
             return Err(bad("buffer_bytes is not a multiple of period_bytes"));
+        }
+        // The host backends size their buffers from these (§5.14.6.6.3 lets
+        // the device refuse what it cannot hold): a period is at most the
+        // largest I/O buffer the device takes.
+        if period_bytes as usize > MAX_IO_BYTES || buffer_bytes as usize > MAX_BUFFER_BYTES {
+            return Err(bad(
+                "period_bytes or buffer_bytes larger than the device holds",
+            ));
         }
         if p.channels < cfg.channels_min || p.channels > cfg.channels_max {
             return Err(bad("channel count out of range"));
@@ -207,7 +215,8 @@ impl SoundDevice {
         }
         stream.state = PcmState::Running;
         stream.xrun_reported = false;
-        info!(
+        // Guest-triggered as often as it likes: not at info level.
+        debug!(
             "stream {id}: started, {} ch {:?} {} Hz, period {} bytes",
             params.channels, params.format, params.rate, params.period_bytes
         );

@@ -369,3 +369,60 @@ fn oversized_io_buffers_are_refused() {
     let written = r.mem.written(&status);
     assert_eq!(status_of(&written), VIRTIO_SND_S_IO_ERR);
 }
+
+#[test]
+fn partial_frames_are_refused_not_retried_for_ever() {
+    // Issue 17, item 5: a one-frame period and a buffer of a frame and a
+    // half. Real sinks take whole frames only, so the half frame could
+    // never be moved and the stream's timer re-armed every few µs.
+    let mut r = rig();
+    r.play_setup(4);
+    assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_START, 0)), VIRTIO_SND_S_OK);
+    let chain = r.tx(0, &[1; 6]);
+    let c = r.dev.take_completions();
+    assert_eq!(
+        c,
+        [Completion {
+            queue: TX_QUEUE,
+            head: chain.head(),
+            len: 8
+        }]
+    );
+    assert_eq!(status_of(&r.mem.written(&chain)), VIRTIO_SND_S_IO_ERR);
+    assert_eq!(r.dev.held_io(0), 0);
+    assert!(r.host.0.lock().unwrap().played.is_empty());
+    // Capture room that is not whole frames is refused the same way.
+    assert_eq!(
+        r.control(&set_params(1, 16, 4, 2, VIRTIO_SND_PCM_FMT_S16, 7)),
+        VIRTIO_SND_S_OK
+    );
+    assert_eq!(
+        r.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 1)),
+        VIRTIO_SND_S_OK
+    );
+    let chain = r.rx(1, 6);
+    r.dev.take_completions();
+    assert_eq!(r.dev.held_io(1), 0);
+    assert_eq!(status_of(&r.mem.written(&chain)[6..]), VIRTIO_SND_S_IO_ERR);
+}
+
+#[test]
+fn guest_errors_are_logged_rate_limited() {
+    // Issue 17, item 7: a driver repeating a bad request gets its status
+    // every time, but the host log only a burst of lines.
+    let mut r = rig();
+    let lines = super::warnings_during(|| {
+        for _ in 0..50 {
+            assert_eq!(r.control_with(&[], 4).0, VIRTIO_SND_S_BAD_MSG);
+            let chain = r.mem.request(&[&7u32.to_le_bytes(), &[0; 4]], &[8]);
+            r.dev.handle_io(TX_QUEUE, chain, r.mem.memory());
+            let io = r.mem.request(&[], &[8]);
+            r.dev.handle_io(TX_QUEUE, io, r.mem.memory());
+        }
+    });
+    assert!(
+        (1..=10).contains(&lines.len()),
+        "{} warnings: {lines:#?}",
+        lines.len()
+    );
+}

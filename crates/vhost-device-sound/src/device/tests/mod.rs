@@ -35,6 +35,43 @@ fn parse<T: ByteValued + Default>(bytes: &[u8]) -> Option<T> {
     Some(value)
 }
 
+/// The warnings `f` logs on the calling test's thread, so a test can check
+/// what a guest makes the host log. Installs a capturing logger once.
+fn warnings_during(f: impl FnOnce()) -> Vec<String> {
+    struct Capture;
+    static LINES: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    impl log::Log for Capture {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= log::Level::Warn
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                let thread = std::thread::current().name().unwrap_or("").to_owned();
+                LINES
+                    .lock()
+                    .unwrap()
+                    .push((thread, record.args().to_string()));
+            }
+        }
+        fn flush(&self) {}
+    }
+    static CAPTURE: Capture = Capture;
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&CAPTURE).unwrap();
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+    f();
+    let me = std::thread::current().name().unwrap_or("").to_owned();
+    LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(thread, _)| *thread == me)
+        .map(|(_, line)| line.clone())
+        .collect()
+}
+
 const MS: Duration = Duration::from_millis(1);
 
 #[derive(Clone, Default)]

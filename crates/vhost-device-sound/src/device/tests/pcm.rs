@@ -258,3 +258,25 @@ fn backend_failure_at_prepare_is_an_io_error_and_unplugs_the_jack() {
         VIRTIO_SND_EVT_JACK_CONNECTED
     );
 }
+
+#[test]
+fn set_params_bounds_period_and_buffer_bytes() {
+    // Issue 17, item 6: the host backends size their buffers from these;
+    // a 2 GiB period made the PipeWire backend abort on allocation.
+    let mut r = rig();
+    let max_period = MAX_IO_BYTES as u32;
+    let cases = [
+        (0x8000_0000, 0x8000_0000, VIRTIO_SND_S_BAD_MSG),
+        (2 * (max_period + 4), max_period + 4, VIRTIO_SND_S_BAD_MSG),
+        (MAX_BUFFER_BYTES as u32 + 4096, 4096, VIRTIO_SND_S_BAD_MSG),
+        (MAX_BUFFER_BYTES as u32, max_period, VIRTIO_SND_S_OK),
+        (19200, 3840, VIRTIO_SND_S_OK),
+    ];
+    for (buffer, period, want) in cases {
+        assert_eq!(
+            r.control(&set_params(0, buffer, period, 2, VIRTIO_SND_PCM_FMT_S16, 7)),
+            want,
+            "buffer {buffer} period {period}"
+        );
+    }
+}
