@@ -272,14 +272,7 @@ fn volume_and_mute_are_applied_to_played_samples() {
 #[test]
 fn capture_buffers_complete_when_full_at_real_time_pace() {
     let mut r = rig();
-    assert_eq!(
-        r.control(&set_params(1, 400, 100, 2, VIRTIO_SND_PCM_FMT_S16, 7)),
-        VIRTIO_SND_S_OK
-    );
-    assert_eq!(
-        r.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 1)),
-        VIRTIO_SND_S_OK
-    );
+    r.capture_setup(100);
     let a = r.rx(1, 100);
     let b = r.rx(1, 100);
     assert!(r.dev.take_completions().is_empty());
@@ -310,14 +303,7 @@ fn capture_buffers_complete_when_full_at_real_time_pace() {
 #[test]
 fn release_returns_partial_capture() {
     let mut r = rig();
-    assert_eq!(
-        r.control(&set_params(1, 400, 100, 2, VIRTIO_SND_PCM_FMT_S16, 7)),
-        VIRTIO_SND_S_OK
-    );
-    assert_eq!(
-        r.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 1)),
-        VIRTIO_SND_S_OK
-    );
+    r.capture_setup(100);
     let a = r.rx(1, 100);
     assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_START, 1)), VIRTIO_SND_S_OK);
     r.clock.advance(Duration::from_micros(200));
@@ -336,14 +322,7 @@ fn release_returns_partial_capture() {
 #[test]
 fn oversized_io_buffers_are_refused() {
     let mut r = rig();
-    assert_eq!(
-        r.control(&set_params(1, 400, 100, 2, VIRTIO_SND_PCM_FMT_S16, 7)),
-        VIRTIO_SND_S_OK
-    );
-    assert_eq!(
-        r.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 1)),
-        VIRTIO_SND_S_OK
-    );
+    r.capture_setup(100);
     // Five 1 MiB regions (over the same guest memory) plus a status: more
     // than MAX_IO_BYTES of room to record into.
     let id = r.mem.request(&[&1u32.to_le_bytes()], &[]);
@@ -392,14 +371,7 @@ fn partial_frames_are_refused_not_retried_for_ever() {
     assert_eq!(r.dev.held_io(0), 0);
     assert!(r.host.0.lock().unwrap().played.is_empty());
     // Capture room that is not whole frames is refused the same way.
-    assert_eq!(
-        r.control(&set_params(1, 16, 4, 2, VIRTIO_SND_PCM_FMT_S16, 7)),
-        VIRTIO_SND_S_OK
-    );
-    assert_eq!(
-        r.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 1)),
-        VIRTIO_SND_S_OK
-    );
+    r.capture_setup(4);
     let chain = r.rx(1, 6);
     r.dev.take_completions();
     assert_eq!(r.dev.held_io(1), 0);

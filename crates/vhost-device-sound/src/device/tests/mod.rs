@@ -288,6 +288,26 @@ impl Rig {
         );
     }
 
+    /// SET_PARAMS (48 kHz S16 stereo, four periods) and PREPARE on the
+    /// input stream, 1.
+    fn capture_setup(&mut self, period: u32) {
+        assert_eq!(
+            self.control(&set_params(
+                1,
+                period * 4,
+                period,
+                2,
+                VIRTIO_SND_PCM_FMT_S16,
+                7
+            )),
+            VIRTIO_SND_S_OK
+        );
+        assert_eq!(
+            self.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 1)),
+            VIRTIO_SND_S_OK
+        );
+    }
+
     fn tx(&mut self, stream: u32, data: &[u8]) -> DescChain {
         let chain = self.mem.request(&[&stream.to_le_bytes(), data], &[8]);
         self.dev
