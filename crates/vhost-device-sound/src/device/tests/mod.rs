@@ -270,42 +270,25 @@ impl Rig {
         self.control_with(request, 4).0
     }
 
-    fn play_setup(&mut self, period: u32) {
+    /// SET_PARAMS (48 kHz S16 stereo, four periods of `period` bytes) and
+    /// PREPARE on `stream`.
+    fn setup(&mut self, stream: u32, period: u32) {
+        let params = set_params(stream, period * 4, period, 2, VIRTIO_SND_PCM_FMT_S16, 7);
+        assert_eq!(self.control(&params), VIRTIO_SND_S_OK);
         assert_eq!(
-            self.control(&set_params(
-                0,
-                period * 4,
-                period,
-                2,
-                VIRTIO_SND_PCM_FMT_S16,
-                7
-            )),
-            VIRTIO_SND_S_OK
-        );
-        assert_eq!(
-            self.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 0)),
+            self.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, stream)),
             VIRTIO_SND_S_OK
         );
     }
 
-    /// SET_PARAMS (48 kHz S16 stereo, four periods) and PREPARE on the
-    /// input stream, 1.
+    /// [`Self::setup`] of the output stream, 0.
+    fn play_setup(&mut self, period: u32) {
+        self.setup(0, period);
+    }
+
+    /// [`Self::setup`] of the input stream, 1.
     fn capture_setup(&mut self, period: u32) {
-        assert_eq!(
-            self.control(&set_params(
-                1,
-                period * 4,
-                period,
-                2,
-                VIRTIO_SND_PCM_FMT_S16,
-                7
-            )),
-            VIRTIO_SND_S_OK
-        );
-        assert_eq!(
-            self.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 1)),
-            VIRTIO_SND_S_OK
-        );
+        self.setup(1, period);
     }
 
     fn tx(&mut self, stream: u32, data: &[u8]) -> DescChain {
