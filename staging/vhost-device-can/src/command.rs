@@ -4,15 +4,17 @@
 //! and checked once here, and the device only sees a valid
 //! [`ControlCommand`] or [`CanFrame`].
 
-use vhost_device_common::Reader;
-use vm_memory::GuestMemory;
+use std::mem::size_of;
+
+use vhost_device_common::{ChainError, Reader};
+use vm_memory::{ByteValued, GuestMemory};
 
 use crate::error::{Error, Result};
 use crate::frame::{is_fd_length, CanFrame};
 use crate::protocol::{
-    virtio_can_control_out, virtio_can_tx_out, CAN_EFF_MAX, CAN_MAX_DLEN, CAN_SFF_MAX,
-    VIRTIO_CAN_FLAGS_EXTENDED, VIRTIO_CAN_FLAGS_FD, VIRTIO_CAN_FLAGS_KNOWN, VIRTIO_CAN_FLAGS_RTR,
-    VIRTIO_CAN_F_CAN_CLASSIC, VIRTIO_CAN_F_CAN_FD, VIRTIO_CAN_F_RTR_FRAMES,
+    virtio_can_control_out, virtio_can_tx_out, CANFD_MAX_DLEN, CAN_EFF_MAX, CAN_MAX_DLEN,
+    CAN_SFF_MAX, VIRTIO_CAN_FLAGS_EXTENDED, VIRTIO_CAN_FLAGS_FD, VIRTIO_CAN_FLAGS_KNOWN,
+    VIRTIO_CAN_FLAGS_RTR, VIRTIO_CAN_F_CAN_CLASSIC, VIRTIO_CAN_F_CAN_FD, VIRTIO_CAN_F_RTR_FRAMES,
     VIRTIO_CAN_SET_CTRL_MODE_START, VIRTIO_CAN_SET_CTRL_MODE_STOP, VIRTIO_CAN_TX,
 };
 
@@ -45,25 +47,43 @@ pub fn decode_tx<M: GuestMemory + ?Sized>(
     reader: &mut Reader<'_, M>,
     features: u64,
 ) -> Result<CanFrame> {
-    let out: virtio_can_tx_out = reader.read_obj()?;
+    // Header and payload in one read of guest memory: a frame is at most
+    // 80 bytes, and anything past that (an RTR's unused payload area, say)
+    // has no meaning.
+    const HEADER: usize = size_of::<virtio_can_tx_out>();
+    let mut buf = [0u8; HEADER + CANFD_MAX_DLEN];
+    let n = reader.available().min(buf.len());
+    let bytes = buf.get_mut(..n).unwrap_or_default();
+    let bytes: &mut [u8] = bytes;
+    reader.read_exact(bytes)?;
+    let out = bytes
+        .get(..HEADER)
+        .and_then(|h| virtio_can_tx_out::from_slice(h).copied())
+        .ok_or(ChainError::ShortRead {
+            wanted: HEADER,
+            available: n,
+        })?;
     let msg_type = out.msg_type.to_native();
     if msg_type != VIRTIO_CAN_TX {
         return Err(Error::UnknownMessage(msg_type));
     }
-    let flags = out.flags.to_native();
     let length = out.length.to_native();
-    let mut frame = frame_from_wire(flags, out.can_id.to_native(), length)?;
+    let mut frame = frame_from_wire(out.flags.to_native(), out.can_id.to_native(), length)?;
     check_negotiated(&frame, features)?;
+    // An RTR request's payload area may be present; the spec gives it no
+    // meaning, so it is not copied.
     if !frame.rtr {
         let len = usize::from(frame.len);
-        let dst = frame.data.get_mut(..len).ok_or(Error::LengthOutOfRange {
-            len: length,
-            kind: "FD",
-        })?;
-        reader.read_exact(dst)?;
+        let payload = bytes
+            .get(HEADER..HEADER + len)
+            .ok_or(ChainError::ShortRead {
+                wanted: HEADER + len,
+                available: n,
+            })?;
+        if let Some(dst) = frame.data.get_mut(..len) {
+            dst.copy_from_slice(payload);
+        }
     }
-    // An RTR request's payload area may be present; the spec gives it no
-    // meaning, so it is not read.
     Ok(frame)
 }
 

@@ -23,7 +23,9 @@ use crate::frame::CanFrame;
 /// The bus: a seat per guest.
 #[derive(Debug)]
 pub struct VirtualBus {
-    ports: Mutex<Vec<Weak<Port>>>,
+    /// Each seat with its guest index, so that a sender skips its own seat
+    /// without touching its reference count.
+    ports: Mutex<Vec<(usize, Weak<Port>)>>,
     /// Frames an inbox holds before the oldest is dropped.
     inbox_limit: usize,
 }
@@ -70,8 +72,8 @@ impl VirtualBus {
             log: RateLimited::default(),
         });
         let mut ports = lock(&self.ports);
-        ports.retain(|p| p.upgrade().is_some_and(|p| p.guest != guest));
-        ports.push(Arc::downgrade(&port));
+        ports.retain(|(g, p)| *g != guest && p.strong_count() > 0);
+        ports.push((guest, Arc::downgrade(&port)));
         Ok(BusPort {
             bus: self.clone(),
             port,
@@ -80,7 +82,10 @@ impl VirtualBus {
     }
 
     fn live_ports(&self) -> Vec<Arc<Port>> {
-        lock(&self.ports).iter().filter_map(Weak::upgrade).collect()
+        lock(&self.ports)
+            .iter()
+            .filter_map(|(_, p)| p.upgrade())
+            .collect()
     }
 
     /// Takes guest `guest`'s controller off the bus as a real controller
@@ -127,10 +132,8 @@ impl VirtualBus {
         // frame before another node has been handed it.
         let ports = lock(&self.ports);
         let mut reached = 0;
-        for port in ports.iter().filter_map(Weak::upgrade) {
-            if Some(port.guest) == from {
-                continue;
-            }
+        let others = ports.iter().filter(|(guest, _)| Some(*guest) != from);
+        for port in others.filter_map(|(_, p)| p.upgrade()) {
             let mut inbox = lock(&port.inbox);
             if !inbox.started {
                 continue;
