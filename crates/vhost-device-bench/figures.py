@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 
-SCENARIOS = ["echo", "gpio-get", "i2c-read", "gpu-2d", "sound-null", "rpmsg"]
+SCENARIOS = ["echo", "gpio-get", "i2c-read", "gpu-2d", "sound-null", "rpmsg", "can-tx"]
 
 
 def run(bench, scenario, i, out, extra):

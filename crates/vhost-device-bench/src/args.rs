@@ -76,7 +76,7 @@ impl DriverArg {
 pub struct Args {
     /// The scenario: floor (eventfd round trip only), echo (the core's echo
     /// device), gpio-get, i2c-read, gpu-2d (with its memcpy baseline),
-    /// sound-null, memcpy (the baseline only), rpmsg (a message to a host
+    /// sound-null, can-tx, memcpy (the baseline only), rpmsg (a message to a host
     /// program on the channel socket `<socket>.peer` and its echo back), bt
     /// (HCI Read BD_ADDR round trips).
     #[arg(value_enum)]
@@ -98,10 +98,11 @@ pub struct Args {
     /// (vhost-device-gpu --headless --resolution 1920x1080), sound
     /// (vhost-device-sound --backend null --outputs 1 --inputs 0), rpmsg
     /// (vhost-device-rpmsg with one rpmsg-raw channel on `<socket>.peer`),
-    /// bt (vhost-device-bluetooth with its built-in controller).
+    /// bt (vhost-device-bluetooth with its built-in controller), can
+    /// (vhost-device-can: one guest on its virtual bus).
     /// Default: the scenario's device.
     #[arg(long, value_name = "NAME", conflicts_with = "spawn",
-          value_parser = ["echo", "gpio", "i2c", "gpu", "sound", "rpmsg", "bt"])]
+          value_parser = ["echo", "gpio", "i2c", "gpu", "sound", "rpmsg", "bt", "can"])]
     pub device: Option<String>,
 
     /// Start this daemon: BINARY [ARGS...], which must come last on the

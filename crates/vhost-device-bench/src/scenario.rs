@@ -32,6 +32,9 @@ pub enum Scenario {
     Gpu2d,
     /// virtio-snd: a 48 kHz stereo S16 stream on the null backend.
     SoundNull,
+    /// virtio-can: one classic 8-byte frame sent on the daemon's virtual
+    /// bus, after a START; the TX result must be OK.
+    CanTx,
     /// Only the memcpy baseline of gpu-2d, no daemon.
     Memcpy,
     /// virtio-rpmsg: a 16-byte message out on TX to a host program on the
@@ -81,6 +84,11 @@ pub const DEVICES: &[DeviceSpec] = &[
         args: &[],
     },
     DeviceSpec {
+        name: "can",
+        binary: "vhost-device-can",
+        args: &[],
+    },
+    DeviceSpec {
         name: "sound",
         binary: "vhost-device-sound",
         args: &["--backend", "null", "--outputs", "1", "--inputs", "0"],
@@ -121,6 +129,7 @@ impl Scenario {
             Scenario::I2cRead => "i2c-read",
             Scenario::Gpu2d => "gpu-2d",
             Scenario::SoundNull => "sound-null",
+            Scenario::CanTx => "can-tx",
             Scenario::Memcpy => "memcpy",
             Scenario::Rpmsg => "rpmsg",
             Scenario::Bt => "bt",
@@ -144,6 +153,7 @@ impl Scenario {
             Scenario::SoundNull => "sound",
             Scenario::Rpmsg => "rpmsg",
             Scenario::Bt => "bt",
+            Scenario::CanTx => "can",
         };
         device_spec(name)
     }
@@ -240,6 +250,23 @@ const I2C_FLAGS_M_RD: u32 = 1 << 1;
 /// The simulated EEPROM's address.
 const I2C_EEPROM_ADDR: u16 = 0x50;
 
+/// virtio-can queues, message types and flags (virtio 1.4 draft, "CAN
+/// Device").
+const CAN_TX_QUEUE: usize = 0;
+const CAN_CONTROL_QUEUE: usize = 2;
+const CAN_MSG_TX: u16 = 0x0001;
+const CAN_SET_CTRL_MODE_START: u16 = 0x0201;
+
+/// A `virtio_can_tx_out` for a classic frame with an 11-bit ID.
+fn can_tx(can_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = CAN_MSG_TX.to_le_bytes().to_vec();
+    v.extend(u16::try_from(payload.len()).unwrap_or(0).to_le_bytes());
+    v.extend([0, 0, 0, 0]); // reserved_classic_dlc, padding, reserved_xl_priority
+    v.extend(le(&[0, can_id])); // flags, can_id
+    v.extend(payload);
+    v
+}
+
 /// Sends one request through the test frontend and checks the reply.
 fn setup_request(
     fe: &mut TestFrontend,
@@ -327,6 +354,26 @@ pub fn prepare(
             }
         }
         Scenario::Gpu2d => prepare_gpu(fe)?,
+        Scenario::CanTx => {
+            let start = Template {
+                name: "SET_CTRL_MODE_START",
+                readable: vec![CAN_SET_CTRL_MODE_START.to_le_bytes().to_vec()],
+                writable: vec![1],
+                check: |len, reply| len == 1 && reply.first() == Some(&0),
+            };
+            setup_request(fe, name, CAN_CONTROL_QUEUE, &start)?;
+            Prepared {
+                queue: CAN_TX_QUEUE,
+                templates: vec![Template {
+                    name: "TX",
+                    readable: vec![can_tx(0x123, &[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4])],
+                    writable: vec![1],
+                    // result OK
+                    check: |len, reply| len == 1 && reply.first() == Some(&0),
+                }],
+                bytes_per_round: None,
+            }
+        }
     };
     for t in &prepared.templates {
         setup_request(fe, name, prepared.queue, t)?;
@@ -427,6 +474,14 @@ mod tests {
             assert_eq!(s.needs_daemon(), s.default_device().is_some(), "{s:?}");
             assert_eq!(Scenario::from_str(s.name(), false).unwrap(), *s);
         }
+    }
+
+    #[test]
+    fn can_tx_has_the_spec_layout() {
+        let v = can_tx(0x123, &[1, 2]);
+        assert_eq!(v.len(), 16 + 2);
+        assert_eq!(v.get(..4), Some(&[1u8, 0, 2, 0][..]));
+        assert_eq!(u32_at(&v, 12), Some(0x123));
     }
 
     #[test]

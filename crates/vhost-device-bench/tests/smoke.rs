@@ -151,6 +151,16 @@ fn bt_read_bd_addr_round_trips() {
 }
 
 #[test]
+fn can_tx_on_the_virtual_bus() {
+    let r = report(&["can-tx"]);
+    check_loads(&r, runs_per_scenario());
+    assert!(r["daemon"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("vhost-device-can"));
+}
+
+#[test]
 fn i2c_read_from_a_simulated_eeprom() {
     let r = report(&["i2c-read", "--driver", "frontend"]);
     assert_eq!(r["driver"], "frontend");
