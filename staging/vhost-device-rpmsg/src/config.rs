@@ -103,6 +103,7 @@ pub struct Config {
     channels: Vec<(ChannelSpec, Shared)>,
     guest_dirs: Vec<PathBuf>,
     queue_limit: usize,
+    socket_mode: u32,
 }
 
 /// `base` for one guest, or `base` followed by the guest index for several
@@ -138,7 +139,10 @@ impl Config {
             let shared = match &spec.host {
                 HostSpec::Socket(path) => Shared::Sockets(
                     (0..guests)
-                        .map(|g| Listener::bind(&per_guest(path, g, guests)).map(Arc::new))
+                        .map(|g| {
+                            Listener::bind(&per_guest(path, g, guests), args.socket.socket_mode)
+                                .map(Arc::new)
+                        })
                         .collect::<Result<_>>()?,
                 ),
                 HostSpec::Link if guests == 2 => {
@@ -172,6 +176,7 @@ impl Config {
             channels,
             guest_dirs,
             queue_limit: usize::try_from(args.queue_limit).unwrap_or(usize::MAX),
+            socket_mode: args.socket.socket_mode,
         })
     }
 
@@ -196,6 +201,7 @@ impl Config {
             channels,
             guest_dir: self.guest_dirs.get(guest).cloned(),
             queue_limit: self.queue_limit,
+            socket_mode: self.socket_mode,
         })
     }
 }

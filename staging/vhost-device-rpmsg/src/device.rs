@@ -58,6 +58,8 @@ pub struct DeviceParts {
     pub guest_dir: Option<PathBuf>,
     /// Guest messages queued per channel for a slow or absent host peer.
     pub queue_limit: usize,
+    /// Permissions of the sockets of guest-announced channels.
+    pub socket_mode: u32,
 }
 
 /// Message counters of one session.
@@ -78,6 +80,7 @@ pub struct RpmsgDevice {
     endpoints: Endpoints,
     ports: Vec<Option<PortSlot>>,
     guest_dir: Option<PathBuf>,
+    socket_mode: u32,
     rx_free: VecDeque<DescChain>,
     ns_out: VecDeque<(u32, rpmsg_ns_msg)>,
     events: Option<EventRegistry>,
@@ -101,6 +104,7 @@ impl RpmsgDevice {
             endpoints: Endpoints::new(names, parts.queue_limit),
             ports,
             guest_dir: parts.guest_dir,
+            socket_mode: parts.socket_mode,
             rx_free: VecDeque::new(),
             ns_out: VecDeque::new(),
             events: None,
@@ -248,7 +252,7 @@ impl RpmsgDevice {
                 }
                 let slot = self.endpoints.guest_create(&ann.name, ann.addr)?;
                 let path = dir.join(format!("{}.{}", ann.name, ann.addr));
-                let port = match Listener::bind(&path) {
+                let port = match Listener::bind(&path, self.socket_mode) {
                     Ok(listener) => UnixPort::new(Arc::new(listener)),
                     Err(e) => {
                         let _ = self.endpoints.guest_destroy(&ann.name, ann.addr);
@@ -531,6 +535,11 @@ impl VirtioDevice for RpmsgDevice {
                 libc::SYS_bind,
                 libc::SYS_listen,
                 libc::SYS_connect,
+                // Their permissions (--socket-mode); glibc's chmod is
+                // fchmodat, or chmod on older x86-64 builds.
+                libc::SYS_fchmodat,
+                #[cfg(target_arch = "x86_64")]
+                libc::SYS_chmod,
             ],
             ..Default::default()
         }

@@ -145,6 +145,12 @@ fn announces_then_exchanges_with_a_host_program() {
         ],
         &[],
     );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.path("tty.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "--socket-mode's default");
     let tty = host(&d.path("tty.sock"));
     let mut fe = start_guest(&d, 0, &[("rpmsg-tty", 0x400), ("rpmsg-raw", 0x401)]);
     assert_eq!(std::mem::size_of::<rpmsg_ns_msg>(), 40);
@@ -248,6 +254,9 @@ fn guest_announced_channels_get_a_socket() {
         assert!(Instant::now() < deadline, "no socket for the guest channel");
         std::thread::sleep(Duration::from_millis(10));
     }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
     let svc = host(&path);
     // The guest sends from its announced address to any device address.
     send(&mut fe, 2000, 0x500, b"ping");

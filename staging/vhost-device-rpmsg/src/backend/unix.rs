@@ -28,9 +28,11 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Creates the socket at `path`. A stale socket file (nothing accepts on
-    /// it) is replaced; a live one, or any other file, is an error.
-    pub fn bind(path: &Path) -> Result<Self> {
+    /// Creates the socket at `path` with permissions `mode` (the
+    /// `--socket-mode` of the vhost-user sockets). A stale socket file
+    /// (nothing accepts on it) is replaced; a live one, or any other file,
+    /// is an error.
+    pub fn bind(path: &Path, mode: u32) -> Result<Self> {
         let err = |what| {
             move |source| Error::Socket {
                 path: path.to_owned(),
@@ -58,6 +60,10 @@ impl Listener {
         }
         let socket = Socket::new(Domain::UNIX, Type::SEQPACKET, None).map_err(err("socket"))?;
         socket.bind(&addr).map_err(err("bind"))?;
+        // Before listen(), so no one connects under the umask's mode.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(err("set permissions"))?;
         socket.listen(4).map_err(err("listen"))?;
         socket
             .set_nonblocking(true)
