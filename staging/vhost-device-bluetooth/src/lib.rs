@@ -228,6 +228,13 @@ impl BtConfig {
             msft_opcode: args.msft_opcode,
             aosp: args.aosp,
         };
+        let vendor_asked = vendor.vendor.is_some() || vendor.msft_opcode.is_some() || vendor.aosp;
+        if vendor_asked && guests.contains(&BackendSpec::Builtin) {
+            return Err(Error::Flag {
+                flag: "--vendor/--msft-opcode/--aosp",
+                reason: "the built-in controller implements no vendor commands, and Linux's setup would fail on them".into(),
+            });
+        }
         Ok(BtConfig {
             guests,
             identities,
@@ -260,7 +267,7 @@ impl BtConfig {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
     use super::*;
 
@@ -280,6 +287,55 @@ mod tests {
             let e = parse_bdaddr(bad).unwrap_err().to_string();
             assert!(e.starts_with("--bdaddr"), "{e}");
         }
+    }
+
+    fn config(argv: &[&str]) -> Result<BtConfig> {
+        use clap::Parser;
+        let mut all = vec![
+            "vhost-device-bluetooth",
+            "--socket-path",
+            "/tmp/unused.sock",
+        ];
+        all.extend(argv);
+        BtConfig::from_args(&args::Args::try_parse_from(all).unwrap())
+    }
+
+    #[test]
+    fn command_lines() {
+        let c = config(&["--socket-count", "3", "--bdaddr", "52:54:00:00:00:fe"]).unwrap();
+        let names: Vec<_> = c.identities.iter().map(|i| i.name.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "vhost-device-bluetooth-0",
+                "vhost-device-bluetooth-1",
+                "vhost-device-bluetooth-2"
+            ]
+        );
+        assert_eq!(format_bdaddr(&c.identities[2].addr), "52:54:00:00:01:00");
+        for (argv, needle) in [
+            (&["--aosp"][..], "no vendor commands"),
+            (
+                &["--socket-count", "2", "--backend", "unix:/a"],
+                "1 entries for --socket-count 2",
+            ),
+            (&["--rx-backlog", "0"], "--rx-backlog"),
+            (
+                &["--backend", "builtin,unix:/a"],
+                "2 entries for --socket-count 1",
+            ),
+        ] {
+            let e = config(argv).unwrap_err().to_string();
+            assert!(e.contains(needle), "{argv:?}: {e}");
+            assert!(!e.contains('\n'));
+        }
+        let mixed = config(&[
+            "--socket-count",
+            "2",
+            "--backend",
+            "builtin,tcp:localhost:1",
+        ]);
+        assert_eq!(mixed.unwrap().guests.len(), 2);
     }
 
     #[test]
