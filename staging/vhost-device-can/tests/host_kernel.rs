@@ -27,7 +27,7 @@ use vhost_device_common::{DescChain, VirtioDevice};
 use vm_memory::ByteValued;
 
 mod support;
-use support::tx_bytes;
+use support::{control, send, tx_bytes};
 
 const SETUP: &str = "\
 set -e
@@ -291,12 +291,100 @@ fn in_guest_device() {
     assert_eq!(peer.read().0, 0x204);
 }
 
+const GUEST_BIN: &str = "/rig/vhost-device-can";
+
+/// The daemon itself on two interfaces (`--device-list vcan0,vcan1`),
+/// driven by the test frontend: FD offered only where the MTU allows it,
+/// LATE_TX_ACK through the kernel, frames both ways, bus-off in the config.
+fn in_guest_daemon() {
+    use std::process::{Command, Stdio};
+    use vhost_device_common::testing::{FrontendOptions, TestFrontend};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("can.sock");
+    let mut child = Command::new(GUEST_BIN)
+        .arg("--socket-path")
+        .arg(&sock)
+        .args(["--socket-count", "2", "--device-list", "vcan0,vcan1"])
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let connect = |i: usize| {
+        let opts = FrontendOptions {
+            num_queues: Some(3),
+            queue_size: 64,
+            ..Default::default()
+        };
+        let path = dir.path().join(format!("can.sock{i}"));
+        TestFrontend::connect_retry(&path, opts, Duration::from_secs(5)).unwrap()
+    };
+    let (mut fe0, mut fe1) = (connect(0), connect(1));
+    assert_eq!(fe0.acked_features() & ALL, ALL & !VIRTIO_CAN_F_CAN_FD);
+    assert_eq!(fe1.acked_features() & ALL, ALL);
+    let (peer0, peer1) = (Peer::open("vcan0"), Peer::open("vcan1"));
+    for fe in [&mut fe0, &mut fe1] {
+        assert_eq!(
+            control(fe, VIRTIO_CAN_SET_CTRL_MODE_START),
+            VIRTIO_CAN_RESULT_OK
+        );
+    }
+    let rx = fe1.queue(RX_QUEUE).unwrap();
+    rx.add(&[], &[80]).unwrap();
+    rx.add(&[], &[80]).unwrap();
+    rx.kick().unwrap();
+
+    assert_eq!(send(&mut fe0, 0, 0x100, &[1]), VIRTIO_CAN_RESULT_OK);
+    assert_eq!(peer0.read(), (0x100, vec![1], 16));
+    let fd: Vec<u8> = (0..32).collect();
+    // Completed only once the kernel confirmed it (LATE_TX_ACK).
+    assert_eq!(
+        send(&mut fe1, VIRTIO_CAN_FLAGS_FD, 0x101, &fd),
+        VIRTIO_CAN_RESULT_OK
+    );
+    assert_eq!(peer1.read(), (0x101, fd, 72));
+    peer1.write(0x102, &[2, 3], false);
+    let used = fe1
+        .queue(RX_QUEUE)
+        .unwrap()
+        .wait_used(Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(used.len, 18);
+    let header = virtio_can_rx::from_slice(&used.data[..16])
+        .copied()
+        .unwrap();
+    assert_eq!(header.can_id.to_native(), 0x102);
+    assert_eq!(used.data[16..18], [2, 3]);
+    // Its own frames never come back.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(fe1.queue(RX_QUEUE).unwrap().try_used().unwrap().is_none());
+
+    peer1.write(CAN_ERR_FLAG | CAN_ERR_BUSOFF, &[0; 8], false);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fe1.get_config(0, 2).unwrap() != [1, 0] {
+        assert!(Instant::now() < deadline, "BUSOFF never showed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(send(&mut fe1, 0, 0x103, &[]), VIRTIO_CAN_RESULT_NOT_OK);
+    assert_eq!(
+        send(&mut fe0, 0, 0x104, &[]),
+        VIRTIO_CAN_RESULT_OK,
+        "vcan0 unaffected"
+    );
+    assert_eq!(peer0.read().0, 0x104);
+    fe0.disconnect().unwrap();
+    fe1.disconnect().unwrap();
+    // SAFETY: kill() on our own child's pid.
+    unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
 #[test]
 #[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
 fn host_kernel_socketcan_backend() {
     if vhost_device_rig::in_guest() {
         in_guest_backend();
         in_guest_device();
+        in_guest_daemon();
         return;
     }
     vhost_device_rig::Scenario::host_test(
@@ -305,6 +393,7 @@ fn host_kernel_socketcan_backend() {
         "host_kernel_socketcan_backend",
     )
     .modules(&["vcan", "can-raw"])
+    .guest_file(env!("CARGO_BIN_EXE_vhost-device-can"), GUEST_BIN)
     .guest_script(SETUP)
     .timeout(Duration::from_secs(120))
     .run()

@@ -15,7 +15,7 @@ use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend}
 use vm_memory::ByteValued;
 
 mod support;
-use support::{bus_control, control, tx_bytes, WAIT};
+use support::{bus_control, control, send, tx_bytes, WAIT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-can");
 /// RX buffer size the Linux driver posts with FD negotiated.
@@ -64,16 +64,6 @@ impl Daemon {
     fn control(&self, command: &str) -> String {
         bus_control(&self.dir.path().join("bus.ctl"), command).unwrap()
     }
-}
-
-fn send(fe: &mut TestFrontend, flags: u32, id: u32, payload: &[u8]) -> u8 {
-    let used = fe
-        .queue(TX_QUEUE)
-        .unwrap()
-        .request(&[&tx_bytes(flags, id, payload)], &[1], WAIT)
-        .unwrap();
-    assert_eq!(used.len, 1);
-    used.data[0]
 }
 
 /// Posts `n` RX buffers, as the driver does at probe.

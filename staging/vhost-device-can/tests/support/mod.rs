@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use vhost_device_can::protocol::{virtio_can_tx_out, CONTROL_QUEUE, VIRTIO_CAN_TX};
+use vhost_device_can::protocol::{virtio_can_tx_out, CONTROL_QUEUE, TX_QUEUE, VIRTIO_CAN_TX};
 use vhost_device_common::testing::TestFrontend;
 use vm_memory::ByteValued;
 
@@ -36,6 +36,17 @@ pub fn tx_bytes(flags: u32, id: u32, payload: &[u8]) -> Vec<u8> {
         .to_vec();
     bytes.extend_from_slice(payload);
     bytes
+}
+
+/// One TX request; its result.
+pub fn send(fe: &mut TestFrontend, flags: u32, id: u32, payload: &[u8]) -> u8 {
+    let used = fe
+        .queue(TX_QUEUE)
+        .unwrap()
+        .request(&[&tx_bytes(flags, id, payload)], &[1], WAIT)
+        .unwrap();
+    assert_eq!(used.len, 1, "every TX request is answered");
+    used.data[0]
 }
 
 /// One command on the bus control socket; the answer line.
