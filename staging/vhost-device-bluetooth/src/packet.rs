@@ -140,10 +140,20 @@ impl Packet {
 
     /// An event with these parameters.
     pub fn event(code: u8, params: &[u8]) -> Self {
-        let plen = u8::try_from(params.len()).unwrap_or(u8::MAX);
-        let mut bytes = Vec::with_capacity(3 + params.len());
-        bytes.extend([Kind::Event.indicator(), code, plen]);
-        bytes.extend(params.iter().take(usize::from(plen)));
+        Self::event_parts(code, &[params])
+    }
+
+    /// An event whose parameters are `parts` one after the other, built in
+    /// one allocation (replies are on every command's path). Parameters
+    /// past 255 bytes are cut.
+    pub fn event_parts(code: u8, parts: &[&[u8]]) -> Self {
+        let len: usize = parts.iter().map(|p| p.len()).sum::<usize>().min(255);
+        let mut bytes = Vec::with_capacity(3 + len);
+        bytes.extend([Kind::Event.indicator(), code, len as u8]);
+        for part in parts {
+            let room = 3 + len - bytes.len();
+            bytes.extend(part.iter().take(room));
+        }
         Packet {
             kind: Kind::Event,
             bytes,
@@ -290,6 +300,16 @@ mod tests {
         );
         // ISO length is 14 bits: 0xc001 announces one byte.
         assert_eq!(Packet::decode(good[4].to_vec()).unwrap().payload(), [0xdd]);
+    }
+
+    #[test]
+    fn events_are_built_whole_and_capped() {
+        let e = Packet::event_parts(0x0e, &[&[1], &[3, 0x0c], &[0]]);
+        assert_eq!(e.bytes(), [4, 0x0e, 4, 1, 3, 0x0c, 0]);
+        let long = vec![7u8; 300];
+        let e = Packet::event_parts(0x0e, &[&[1], &long]);
+        assert_eq!(e.bytes().len(), 258);
+        Packet::decode(e.into_bytes()).unwrap();
     }
 
     #[test]

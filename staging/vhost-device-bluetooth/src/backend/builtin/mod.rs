@@ -390,11 +390,10 @@ fn exact(opcode: u16, params: &[u8], n: usize) -> Result<&[u8]> {
 
 /// Command Complete (Core Vol 4 Part E §7.7.14), one more command allowed.
 pub fn command_complete(opcode: u16, status: u8, ret: &[u8]) -> Packet {
-    let mut p = vec![1];
-    p.extend(opcode.to_le_bytes());
-    p.push(status);
-    p.extend(ret);
-    Packet::event(evt::CMD_COMPLETE, &p)
+    Packet::event_parts(
+        evt::CMD_COMPLETE,
+        &[&[1], &opcode.to_le_bytes(), &[status], ret],
+    )
 }
 
 /// Command Status (Core Vol 4 Part E §7.7.15).
