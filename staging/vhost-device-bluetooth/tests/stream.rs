@@ -20,13 +20,13 @@ use vhost_device_common::testing::DaemonProcess;
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-bluetooth");
 
 fn daemon(dir: &tempfile::TempDir, backend: &str) -> DaemonProcess {
-    DaemonProcess::start(
-        BIN,
-        &dir.path().join("bt.sock"),
-        1,
-        &["--backend", backend, "--reconnect-ms", "50"],
-    )
-    .unwrap()
+    daemon_with(dir, backend, &[])
+}
+
+fn daemon_with(dir: &tempfile::TempDir, backend: &str, extra: &[&str]) -> DaemonProcess {
+    let mut args = vec!["--backend", backend, "--reconnect-ms", "50"];
+    args.extend(extra);
+    DaemonProcess::start(BIN, &dir.path().join("bt.sock"), 1, &args).unwrap()
 }
 
 /// Reads exactly `n` bytes from the controller's side.
@@ -82,6 +82,30 @@ fn unix_stream_is_reframed_and_reconnected() {
     far.set_read_timeout(Some(WAIT)).unwrap();
     assert_eq!(d.recv(), [4, 0x10, 1, 0]);
     round_trip_byte_by_byte(&mut d, &mut far, 3);
+}
+
+#[test]
+fn a_full_backlog_holds_the_stream_back_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("controller.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let process = daemon_with(
+        &dir,
+        &format!("unix:{}", path.display()),
+        &["--rx-backlog", "2"],
+    );
+    // No RX buffer yet: the daemon can hold two events, the rest must stay
+    // in the socket until the guest posts buffers.
+    let fe = process.connect(0, options()).unwrap();
+    let (mut far, _) = listener.accept().unwrap();
+    let events: Vec<Vec<u8>> = (0..50u8).map(|i| vec![4, 0xff, 2, i, !i]).collect();
+    far.write_all(&events.concat()).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let mut d = Driver::new(fe);
+    for e in &events {
+        assert_eq!(&d.recv(), e);
+    }
+    assert!(d.recv_within(Duration::from_millis(100)).is_none());
 }
 
 #[test]
