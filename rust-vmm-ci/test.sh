@@ -25,6 +25,7 @@ STEPS=(
 	doc        # rustdoc -D warnings, and the doctests
 	deny       # licences, bans, sources (offline; no advisories)
 	coverage   # unit + integration tests under cargo-llvm-cov, score check
+	virgl      # gpu 3D mode on the real virglrenderer (private prefix in ~/.cache)
 	fuzz       # each cargo-fuzz target for 30 s on its committed corpus
 	guest      # #[ignore]d guest/host-kernel tests via rust-vmm-ci/guest/run-tests.sh
 )
