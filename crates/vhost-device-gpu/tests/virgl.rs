@@ -36,6 +36,7 @@ const OK_NODATA: u32 = 0x1100;
 const OK_CAPSET_INFO: u32 = 0x1102;
 const OK_CAPSET: u32 = 0x1103;
 const FLAG_FENCE: u32 = 1;
+const FLAG_INFO_RING_IDX: u32 = 2;
 
 // Gallium/virgl values (virglrenderer's src/virgl_protocol.h, virgl_hw.h).
 const PIPE_TEXTURE_2D: u32 = 2;
@@ -116,9 +117,8 @@ fn clear_stream(res: u32, rgba: [f32; 4]) -> Vec<u8> {
     s.iter().flat_map(|d| d.to_le_bytes()).collect()
 }
 
-#[test]
-#[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
-fn virglrenderer_clears_a_resource_the_guest_reads_back() {
+/// The daemon in virgl mode (headless) and a connected frontend.
+fn start() -> (tempfile::TempDir, DaemonProcess, TestFrontend) {
     let dir = tempfile::tempdir().unwrap();
     let daemon = DaemonProcess::start(
         BIN,
@@ -127,7 +127,86 @@ fn virglrenderer_clears_a_resource_the_guest_reads_back() {
         &["--gpu-mode", "virgl", "--headless"],
     )
     .unwrap();
-    let mut fe = daemon.connect(0, FrontendOptions::default()).unwrap();
+    let fe = daemon.connect(0, FrontendOptions::default()).unwrap();
+    (dir, daemon, fe)
+}
+
+/// CTX_CREATE `ctx` with `context_init` (0, or a capset id).
+fn create_context(fe: &mut TestFrontend, ctx: u32, context_init: u32) {
+    let mut create = req(CTX_CREATE, 0, 0, ctx, &[4, context_init]);
+    create.extend_from_slice(b"test");
+    create.resize(24 + 8 + 64, 0);
+    ok(fe, &create);
+}
+
+/// A `w`x`h` render target `res` in context `ctx`, backed at `addr` in
+/// guest memory, which is first filled with a marker.
+fn create_target(fe: &mut TestFrontend, ctx: u32, res: u32, (w, h): (u32, u32), addr: u64) {
+    let body = [
+        res,
+        PIPE_TEXTURE_2D,
+        VIRGL_FORMAT_B8G8R8A8_UNORM,
+        VIRGL_BIND_RENDER_TARGET,
+        w,
+        h,
+        1,
+        1,
+        0,
+        0,
+        0,
+        0,
+    ];
+    ok(fe, &req(RESOURCE_CREATE_3D, 0, 0, ctx, &body));
+    let size = w * h * 4;
+    fe.memory()
+        .write_slice(&vec![0xee; size as usize], GuestAddress(addr))
+        .unwrap();
+    let mut attach = req(RESOURCE_ATTACH_BACKING, 0, 0, 0, &[res, 1]);
+    attach.extend_from_slice(&addr.to_le_bytes());
+    attach.extend_from_slice(&size.to_le_bytes());
+    attach.extend_from_slice(&[0; 4]);
+    ok(fe, &attach);
+    ok(fe, &req(CTX_ATTACH_RESOURCE, 0, 0, ctx, &[res, 0]));
+}
+
+/// SUBMIT_3D of `stream` on `ctx`, fenced with `fence` (on `ring` with
+/// INFO_RING_IDX when given); returns the response header.
+fn submit(fe: &mut TestFrontend, ctx: u32, stream: &[u8], fence: u64, ring: Option<u8>) -> Vec<u8> {
+    let flags = FLAG_FENCE | ring.map_or(0, |_| FLAG_INFO_RING_IDX);
+    let mut request = req(SUBMIT_3D, flags, fence, ctx, &[stream.len() as u32, 0]);
+    request[20] = ring.unwrap_or(0);
+    request.extend_from_slice(stream);
+    send(fe, &request, 24)
+}
+
+/// TRANSFER_FROM_HOST_3D of all of `res` (fenced) and the pixels it
+/// wrote at `addr`.
+fn read_back(fe: &mut TestFrontend, ctx: u32, res: u32, (w, h): (u32, u32), addr: u64) -> Vec<u8> {
+    // Box, offset, resource, level, stride, layer stride.
+    let body = [0, 0, 0, w, h, 1, 0, 0, res, 0, w * 4, 0];
+    let resp = send(
+        fe,
+        &req(TRANSFER_FROM_HOST_3D, FLAG_FENCE, 99, ctx, &body),
+        24,
+    );
+    assert_eq!((u32_at(&resp, 0), u32_at(&resp, 8)), (OK_NODATA, 99));
+    let mut pixels = vec![0u8; (w * h * 4) as usize];
+    fe.memory()
+        .read_slice(&mut pixels, GuestAddress(addr))
+        .unwrap();
+    pixels
+}
+
+fn assert_all(pixels: &[u8], bgra: [u8; 4]) {
+    for (i, px) in pixels.chunks_exact(4).enumerate() {
+        assert_eq!(px, bgra, "pixel {i}");
+    }
+}
+
+#[test]
+#[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
+fn virglrenderer_clears_a_resource_the_guest_reads_back() {
+    let (_dir, _daemon, mut fe) = start();
     let features = fe.device_features();
     assert_ne!(features & (1 << 0), 0, "VIRTIO_GPU_F_VIRGL");
     assert_ne!(features & (1 << 4), 0, "VIRTIO_GPU_F_CONTEXT_INIT");
@@ -158,57 +237,21 @@ fn virglrenderer_clears_a_resource_the_guest_reads_back() {
     ids.sort_unstable();
     assert_eq!(ids, [1, 2], "virgl and virgl2");
 
-    let ctx = 1;
-    let mut create = req(CTX_CREATE, 0, 0, ctx, &[4, 0]);
-    create.extend_from_slice(b"test");
-    create.resize(24 + 8 + 64, 0);
-    ok(&mut fe, &create);
-
-    // A 16x8 render target, backed by the queue's scratch area, which
-    // starts out filled with a marker.
-    let (res, w, h) = (5, 16u32, 8u32);
-    ok(
-        &mut fe,
-        &req(
-            RESOURCE_CREATE_3D,
-            0,
-            0,
-            ctx,
-            &[
-                res,
-                PIPE_TEXTURE_2D,
-                VIRGL_FORMAT_B8G8R8A8_UNORM,
-                VIRGL_BIND_RENDER_TARGET,
-                w,
-                h,
-                1,
-                1,
-                0,
-                0,
-                0,
-                0,
-            ],
-        ),
-    );
+    let (ctx, res, size) = (1, 5, (16, 8));
+    create_context(&mut fe, ctx, 0);
     let (addr, len) = fe.queue(0).unwrap().scratch();
-    let size = w * h * 4;
-    assert!(len >= u64::from(size));
-    fe.memory()
-        .write_slice(&vec![0xee; size as usize], GuestAddress(addr))
-        .unwrap();
-    let mut attach = req(RESOURCE_ATTACH_BACKING, 0, 0, 0, &[res, 1]);
-    attach.extend_from_slice(&addr.to_le_bytes());
-    attach.extend_from_slice(&size.to_le_bytes());
-    attach.extend_from_slice(&[0; 4]);
-    ok(&mut fe, &attach);
-    ok(&mut fe, &req(CTX_ATTACH_RESOURCE, 0, 0, ctx, &[res, 0]));
+    assert!(len >= 16 * 8 * 4);
+    create_target(&mut fe, ctx, res, size, addr);
 
     // Clear to (R, G, B, A) = (0.2, 0.4, 0.6, 1.0), fenced: the answer
     // comes once the host has run the commands.
-    let stream = clear_stream(res, [0.2, 0.4, 0.6, 1.0]);
-    let mut submit = req(SUBMIT_3D, FLAG_FENCE, 7, ctx, &[stream.len() as u32, 0]);
-    submit.extend_from_slice(&stream);
-    let resp = send(&mut fe, &submit, 24);
+    let resp = submit(
+        &mut fe,
+        ctx,
+        &clear_stream(res, [0.2, 0.4, 0.6, 1.0]),
+        7,
+        None,
+    );
     assert_eq!(
         (
             u32_at(&resp, 0),
@@ -217,25 +260,49 @@ fn virglrenderer_clears_a_resource_the_guest_reads_back() {
         ),
         (OK_NODATA, FLAG_FENCE, 7)
     );
-
-    // Read it back into the backing: box, offset, resource, level,
-    // stride, layer stride.
-    let read = [0, 0, 0, w, h, 1, 0, 0, res, 0, w * 4, 0];
-    let resp = send(
-        &mut fe,
-        &req(TRANSFER_FROM_HOST_3D, FLAG_FENCE, 8, ctx, &read),
-        24,
-    );
-    assert_eq!((u32_at(&resp, 0), u32_at(&resp, 8)), (OK_NODATA, 8));
-    let mut pixels = vec![0u8; size as usize];
-    fe.memory()
-        .read_slice(&mut pixels, GuestAddress(addr))
-        .unwrap();
     // B8G8R8A8: 0.6 * 255 = 153, 0.4 * 255 = 102, 0.2 * 255 = 51.
-    for (i, px) in pixels.chunks_exact(4).enumerate() {
-        assert_eq!(px, [153, 102, 51, 255], "pixel {i}");
-    }
+    assert_all(
+        &read_back(&mut fe, ctx, res, size, addr),
+        [153, 102, 51, 255],
+    );
 
     ok(&mut fe, &req(CTX_DESTROY, 0, 0, ctx, &[]));
+    fe.disconnect().unwrap();
+}
+
+#[test]
+#[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
+fn virglrenderer_ring_fences_and_a_broken_context_leave_the_others_alive() {
+    let (_dir, _daemon, mut fe) = start();
+    let (addr, _) = fe.queue(0).unwrap().scratch();
+    let size = (8, 4);
+    // Context 1: virgl2 through CONTEXT_INIT, fences on its ring.
+    create_context(&mut fe, 1, 2);
+    create_target(&mut fe, 1, 10, size, addr);
+    // Context 2: a plain one that gets a command stream virglrenderer
+    // rejects (an unknown command): an error for that submit only.
+    create_context(&mut fe, 2, 0);
+    let garbage: Vec<u8> = [0xfeu32 | (3 << 16), 1, 2, 3]
+        .iter()
+        .flat_map(|d| d.to_le_bytes())
+        .collect();
+    let resp = submit(&mut fe, 2, &garbage, 3, None);
+    assert!(u32_at(&resp, 0) >= 0x1200, "{:#x}", u32_at(&resp, 0));
+
+    // A virgl context has one timeline, ring 0: the fence is signalled on
+    // it and comes back with its ring.
+    let stream = clear_stream(10, [1.0, 0.0, 0.0, 1.0]);
+    let resp = submit(&mut fe, 1, &stream, 11, Some(0));
+    assert_eq!(u32_at(&resp, 0), OK_NODATA);
+    assert_eq!(u32_at(&resp, 4), FLAG_FENCE | FLAG_INFO_RING_IDX);
+    assert_eq!((u32_at(&resp, 8), resp[20]), (11, 0), "fence 11 on ring 0");
+    assert_all(&read_back(&mut fe, 1, 10, size, addr), [0, 0, 255, 255]);
+    // virglrenderer refuses a fence on a ring a virgl context does not
+    // have; the guest still gets its answer rather than waiting forever.
+    let resp = submit(&mut fe, 1, &stream, 12, Some(1));
+    assert_eq!(u32_at(&resp, 8), 12);
+    // The daemon and the broken context's neighbour are still there.
+    ok(&mut fe, &req(CTX_DESTROY, 0, 0, 2, &[]));
+    ok(&mut fe, &req(CTX_DESTROY, 0, 0, 1, &[]));
     fe.disconnect().unwrap();
 }
