@@ -178,6 +178,16 @@ const CORE_X86_64: &[libc::c_long] = &[
 #[cfg(not(target_arch = "x86_64"))]
 const CORE_X86_64: &[libc::c_long] = &[];
 
+/// What the profile runtime of an instrumented build (coverage, PGO) does
+/// when the process exits: create the profile's directory and lock the
+/// file. Only allowed when LLVM_PROFILE_FILE names one.
+const PROFILE: &[libc::c_long] = &[
+    libc::SYS_flock,
+    libc::SYS_mkdirat,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_mkdir,
+];
+
 impl SandboxArgs {
     /// The mode in force: the flag, else the device's default.
     pub fn mode(&self, policy: &SeccompPolicy) -> SeccompMode {
@@ -217,9 +227,15 @@ impl SandboxArgs {
 /// The BPF program: the core's calls and `extra` allowed, `action` for the
 /// rest.
 fn build(extra: &[libc::c_long], action: SeccompAction) -> Result<BpfProgram> {
+    let profile = if std::env::var_os("LLVM_PROFILE_FILE").is_some() {
+        PROFILE
+    } else {
+        &[]
+    };
     let rules: BTreeMap<i64, Vec<SeccompRule>> = CORE
         .iter()
         .chain(CORE_X86_64)
+        .chain(profile)
         .chain(extra)
         .map(|&call| (call, Vec::new()))
         .collect();
