@@ -49,6 +49,12 @@ pub struct SocketArgs {
 
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+
+    /// Print the backend's capabilities as JSON (the vhost-user.json schema
+    /// libvirt reads) and exit. Other flags are ignored (cli::run looks for
+    /// this one before it parses the others).
+    #[arg(long)]
+    pub print_capabilities: bool,
 }
 
 /// Parses an octal file mode such as `0600`, `660` or `0o640`.
@@ -70,8 +76,9 @@ pub struct SocketSource {
     pub socket_path: Option<PathBuf>,
 
     /// Already-listening Unix socket inherited from a service manager
-    /// (systemd socket activation, libvirt).
-    #[arg(long, value_name = "FD")]
+    /// (systemd socket activation: 3, the first of LISTEN_FDS; libvirt).
+    /// --fd is the same flag, under the name vhost-user.rst gives it.
+    #[arg(long, value_name = "FD", visible_alias = "fd")]
     pub socket_fd: Option<RawFd>,
 }
 
@@ -87,6 +94,7 @@ impl SocketArgs {
             busy_poll_us: 0,
             socket_mode: DEFAULT_SOCKET_MODE,
             sandbox: SandboxArgs::default(),
+            print_capabilities: false,
         }
     }
 
@@ -101,6 +109,7 @@ impl SocketArgs {
             busy_poll_us: 0,
             socket_mode: DEFAULT_SOCKET_MODE,
             sandbox: SandboxArgs::default(),
+            print_capabilities: false,
         }
     }
 
