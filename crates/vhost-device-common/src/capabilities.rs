@@ -24,7 +24,7 @@ pub fn backend_type(command: &Command) -> &str {
 /// Per-type features of the schema, each the name of a command-line option
 /// that the backend then accepts. Only the types whose schema has a
 /// `features` member are listed.
-fn schema_features(backend_type: &str) -> Option<&'static [&'static str]> {
+pub fn schema_features(backend_type: &str) -> Option<&'static [&'static str]> {
     match backend_type {
         "gpu" => Some(&["render-node", "virgl"]),
         "input" => Some(&["evdev-path", "no-grab"]),

@@ -5,6 +5,7 @@
 //! prints (`VHostUserBackendCapabilities`).
 
 use serde_json::{Map, Value};
+use vhost_device_common::capabilities::schema_features;
 
 /// `VHostUserBackendType` as the schema lists it.
 pub const SCHEMA_TYPES: &[&str] = &[
@@ -29,16 +30,6 @@ pub const SCHEMA_TYPES: &[&str] = &[
 /// name as the virtio specification and QEMU's `vhost-user-*` devices
 /// spell it (README: "vhost-user descriptors").
 pub const EXTENSION_TYPES: &[&str] = &["i2c", "gpio", "sound", "can", "bluetooth"];
-
-/// The features a type's capabilities carry, for the types that have them.
-fn type_features(kind: &str) -> Option<&'static [&'static str]> {
-    match kind {
-        "gpu" => Some(&["render-node", "virgl"]),
-        "input" => Some(&["evdev-path", "no-grab"]),
-        "block" => Some(&["read-only", "blk-file"]),
-        _ => None,
-    }
-}
 
 /// A descriptor that follows the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +121,7 @@ pub fn check_capabilities(text: &str, kind: &str) -> Result<(), String> {
         ));
     }
     known_type(&got, what)?;
-    let Some(allowed) = type_features(&got) else {
+    let Some(allowed) = schema_features(&got) else {
         return only_keys(&map, &["type"], what);
     };
     only_keys(&map, &["type", "features"], what)?;
