@@ -13,6 +13,9 @@
 #![cfg(feature = "virgl")]
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
 use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend};
@@ -23,6 +26,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-gpu");
 /// while on a loaded machine.
 const T: Duration = Duration::from_secs(60);
 
+const RESOURCE_UNREF: u32 = 0x0102;
+const SET_SCANOUT: u32 = 0x0103;
+const RESOURCE_FLUSH: u32 = 0x0104;
 const RESOURCE_ATTACH_BACKING: u32 = 0x0106;
 const GET_CAPSET_INFO: u32 = 0x0108;
 const GET_CAPSET: u32 = 0x0109;
@@ -35,6 +41,7 @@ const SUBMIT_3D: u32 = 0x0207;
 const OK_NODATA: u32 = 0x1100;
 const OK_CAPSET_INFO: u32 = 0x1102;
 const OK_CAPSET: u32 = 0x1103;
+const ERR_OUT_OF_MEMORY: u32 = 0x1201;
 const FLAG_FENCE: u32 = 1;
 const FLAG_INFO_RING_IDX: u32 = 2;
 
@@ -117,14 +124,15 @@ fn clear_stream(res: u32, rgba: [f32; 4]) -> Vec<u8> {
     s.iter().flat_map(|d| d.to_le_bytes()).collect()
 }
 
-/// The daemon in virgl mode (headless) and a connected frontend.
-fn start() -> (tempfile::TempDir, DaemonProcess, TestFrontend) {
+/// The daemon in virgl mode (headless, with `extra` flags) and a
+/// connected frontend.
+fn start(extra: &[&str]) -> (tempfile::TempDir, DaemonProcess, TestFrontend) {
     let dir = tempfile::tempdir().unwrap();
     let daemon = DaemonProcess::start(
         BIN,
         &dir.path().join("gpu.sock"),
         1,
-        &["--gpu-mode", "virgl", "--headless"],
+        &[&["--gpu-mode", "virgl", "--headless"], extra].concat(),
     )
     .unwrap();
     let fe = daemon.connect(0, FrontendOptions::default()).unwrap();
@@ -206,7 +214,7 @@ fn assert_all(pixels: &[u8], bgra: [u8; 4]) {
 #[test]
 #[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
 fn virglrenderer_clears_a_resource_the_guest_reads_back() {
-    let (_dir, _daemon, mut fe) = start();
+    let (_dir, _daemon, mut fe) = start(&[]);
     let features = fe.device_features();
     assert_ne!(features & (1 << 0), 0, "VIRTIO_GPU_F_VIRGL");
     assert_ne!(features & (1 << 4), 0, "VIRTIO_GPU_F_CONTEXT_INIT");
@@ -273,7 +281,7 @@ fn virglrenderer_clears_a_resource_the_guest_reads_back() {
 #[test]
 #[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
 fn virglrenderer_ring_fences_and_a_broken_context_leave_the_others_alive() {
-    let (_dir, _daemon, mut fe) = start();
+    let (_dir, _daemon, mut fe) = start(&[]);
     let (addr, _) = fe.queue(0).unwrap().scratch();
     let size = (8, 4);
     // Context 1: virgl2 through CONTEXT_INIT, fences on its ring.
@@ -304,5 +312,127 @@ fn virglrenderer_ring_fences_and_a_broken_context_leave_the_others_alive() {
     // The daemon and the broken context's neighbour are still there.
     ok(&mut fe, &req(CTX_DESTROY, 0, 0, 2, &[]));
     ok(&mut fe, &req(CTX_DESTROY, 0, 0, 1, &[]));
+    fe.disconnect().unwrap();
+}
+
+#[test]
+#[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
+fn virglrenderer_3d_resources_count_against_max_hostmem() {
+    let (_dir, _daemon, mut fe) = start(&["--max-hostmem", "1"]);
+    create_context(&mut fe, 1, 0);
+    // 512x512 B8G8R8A8 is 1 MiB of pixels: over the budget with the
+    // per-resource overhead, so virglrenderer never sees it.
+    let mut body = [
+        20,
+        PIPE_TEXTURE_2D,
+        VIRGL_FORMAT_B8G8R8A8_UNORM,
+        VIRGL_BIND_RENDER_TARGET,
+        512,
+        512,
+        1,
+        1,
+        0,
+        0,
+        0,
+        0,
+    ];
+    let resp = send(&mut fe, &req(RESOURCE_CREATE_3D, 0, 0, 1, &body), 24);
+    assert_eq!(u32_at(&resp, 0), ERR_OUT_OF_MEMORY);
+    // The daemon lives, and a resource that fits renders.
+    body[4] = 256;
+    body[5] = 256;
+    ok(&mut fe, &req(RESOURCE_CREATE_3D, 0, 0, 1, &body));
+    let (addr, _) = fe.queue(0).unwrap().scratch();
+    let size = (8, 8);
+    create_target(&mut fe, 1, 21, size, addr);
+    let resp = submit(&mut fe, 1, &clear_stream(21, [0.0, 1.0, 0.0, 1.0]), 5, None);
+    assert_eq!(u32_at(&resp, 0), OK_NODATA);
+    assert_all(&read_back(&mut fe, 1, 21, size, addr), [0, 255, 0, 255]);
+    // 512 KiB more fits (about 769 KiB in all), another 512 KiB does not,
+    // until the first one is unreferenced.
+    body[0] = 22;
+    body[4] = 512;
+    ok(&mut fe, &req(RESOURCE_CREATE_3D, 0, 0, 1, &body));
+    body[0] = 23;
+    let resp = send(&mut fe, &req(RESOURCE_CREATE_3D, 0, 0, 1, &body), 24);
+    assert_eq!(u32_at(&resp, 0), ERR_OUT_OF_MEMORY);
+    ok(&mut fe, &req(RESOURCE_UNREF, 0, 0, 0, &[22, 0]));
+    ok(&mut fe, &req(RESOURCE_CREATE_3D, 0, 0, 1, &body));
+    fe.disconnect().unwrap();
+}
+
+/// QEMU's side of the vhost-user-gpu socket, reduced to what a scanout
+/// needs: protocol features are answered (none), and every SCANOUT (7)
+/// and UPDATE (8) is passed on as (request, payload).
+fn display(mut sock: UnixStream) -> Receiver<(u32, Vec<u8>)> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut hdr = [0u8; 12];
+        while sock.read_exact(&mut hdr).is_ok() {
+            let request = u32_at(&hdr, 0);
+            let mut payload = vec![0; u32_at(&hdr, 8) as usize];
+            if sock.read_exact(&mut payload).is_err() {
+                return;
+            }
+            if request == 1 {
+                let reply: Vec<u8> = [1u32, 4, 8, 0, 0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect();
+                if sock.write_all(&reply).is_err() {
+                    return;
+                }
+            } else if (request == 7 || request == 8) && tx.send((request, payload)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+#[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
+fn virglrenderer_a_3d_resource_on_a_scanout_reaches_the_display() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = DaemonProcess::start(
+        BIN,
+        &dir.path().join("gpu.sock"),
+        1,
+        &["--gpu-mode", "virgl"],
+    )
+    .unwrap();
+    let mut fe = daemon.connect(0, FrontendOptions::default()).unwrap();
+    let rx = display(fe.set_gpu_socket().unwrap());
+    let (ctx, res, (w, h)) = (1, 30, (8u32, 4u32));
+    create_context(&mut fe, ctx, 0);
+    let (addr, _) = fe.queue(0).unwrap().scratch();
+    create_target(&mut fe, ctx, res, (w, h), addr);
+    let resp = submit(
+        &mut fe,
+        ctx,
+        &clear_stream(res, [0.2, 0.4, 0.6, 1.0]),
+        1,
+        None,
+    );
+    assert_eq!(u32_at(&resp, 0), OK_NODATA);
+    ok(&mut fe, &req(SET_SCANOUT, 0, 0, 0, &[0, 0, w, h, 0, res]));
+    ok(
+        &mut fe,
+        &req(RESOURCE_FLUSH, 0, 0, 0, &[0, 0, w, h, res, 0]),
+    );
+    let next = || rx.recv_timeout(T).expect("nothing on the display socket");
+    let (request, payload) = next();
+    assert_eq!(request, 7, "SCANOUT");
+    assert_eq!(payload, [0u32, w, h].map(u32::to_le_bytes).concat());
+    // The pixels virglrenderer rendered, read back from the host.
+    for _ in 0..2 {
+        let (request, payload) = next();
+        assert_eq!(request, 8, "UPDATE");
+        assert_eq!(
+            &payload[..20],
+            [0u32, 0, 0, w, h].map(u32::to_le_bytes).concat()
+        );
+        assert_all(&payload[20..], [153, 102, 51, 255]);
+    }
     fe.disconnect().unwrap();
 }
