@@ -213,7 +213,7 @@ fn assert_all(pixels: &[u8], bgra: [u8; 4]) {
 
 #[test]
 #[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
-fn virglrenderer_clears_a_resource_the_guest_reads_back() {
+fn virglrenderer_clear_then_transfer_from_host_3d() {
     let (_dir, _daemon, mut fe) = start(&[]);
     let features = fe.device_features();
     assert_ne!(features & (1 << 0), 0, "VIRTIO_GPU_F_VIRGL");
