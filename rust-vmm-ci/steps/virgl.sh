@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Step `virgl`: vhost-device-gpu's 3D mode on the real virglrenderer.
 # rust-vmm-ci/virgl/provision.sh puts virglrenderer >= 1.3 in a private
-# prefix under ~/.cache (cached; about 10 s cold), then the gpu crate is
+# prefix under ~/.cache (about 20 s cold, cached after), then the gpu crate is
 # built with rutabaga's virgl_renderer component linked against it and
 # its virglrenderer_* tests run the daemon on EGL surfaceless (Mesa's
 # llvmpipe when there is no GPU). The other steps build the virgl code

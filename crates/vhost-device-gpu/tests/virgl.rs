@@ -36,6 +36,7 @@ const CTX_CREATE: u32 = 0x0200;
 const CTX_DESTROY: u32 = 0x0201;
 const CTX_ATTACH_RESOURCE: u32 = 0x0202;
 const RESOURCE_CREATE_3D: u32 = 0x0204;
+const TRANSFER_TO_HOST_3D: u32 = 0x0205;
 const TRANSFER_FROM_HOST_3D: u32 = 0x0206;
 const SUBMIT_3D: u32 = 0x0207;
 const OK_NODATA: u32 = 0x1100;
@@ -434,5 +435,25 @@ fn virglrenderer_a_3d_resource_on_a_scanout_reaches_the_display() {
         );
         assert_all(&payload[20..], [153, 102, 51, 255]);
     }
+
+    // Guest pixels uploaded with TRANSFER_TO_HOST_3D, pixel (x, y) =
+    // [x, y, 0x40, 0xff], come out in the same order: rows top to bottom,
+    // no flip on the way in or out.
+    let pattern: Vec<u8> = (0..w * h)
+        .flat_map(|i| [(i % w) as u8, (i / w) as u8, 0x40, 0xff])
+        .collect();
+    fe.memory()
+        .write_slice(&pattern, GuestAddress(addr))
+        .unwrap();
+    let body = [0, 0, 0, w, h, 1, 0, 0, res, 0, w * 4, 0];
+    ok(&mut fe, &req(TRANSFER_TO_HOST_3D, 0, 0, ctx, &body));
+    ok(
+        &mut fe,
+        &req(RESOURCE_FLUSH, 0, 0, 0, &[0, 0, w, h, res, 0]),
+    );
+    let (request, payload) = next();
+    assert_eq!(request, 8, "UPDATE");
+    assert_eq!(&payload[20..], pattern);
+    assert_eq!(read_back(&mut fe, ctx, res, (w, h), addr), pattern);
     fe.disconnect().unwrap();
 }
