@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use log::warn;
+use log::{debug, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost::vhost_user::{Backend, GpuBackend};
 use vhost_user_backend::VhostUserBackend;
@@ -294,6 +294,7 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
     }
 
     fn reset_device(&self) {
+        debug!("device reset by the frontend");
         let mut device = self.device();
         device.reset();
         for track in &*self.shared.tracks {
@@ -351,6 +352,9 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         if let Ok(index) = usize::try_from(queue_index) {
+            // At debug level: the frontend stops the queues on every device
+            // reset, which guest scenarios look for.
+            debug!("queue {index}: stopped by the frontend");
             let mut device = self.device();
             device.queue_stopped(index);
             if let Some(track) = self.shared.tracks.get(index) {

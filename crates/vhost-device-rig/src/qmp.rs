@@ -122,6 +122,27 @@ impl Qmp {
         );
         self.execute("screendump", Some(&args)).map(|_| ())
     }
+
+    /// Sets what QEMU does when the guest or QMP asks for a reset:
+    /// `"reset"`, or `"shutdown"` as `-no-reboot` (the rig's default) does.
+    /// QEMU applies the action when a reset is requested, so switching back
+    /// right after a `system_reset` does not undo it.
+    ///
+    /// # Errors
+    /// QEMU's error reply, or an I/O problem.
+    pub fn set_reboot_action(&mut self, action: &str) -> Result<(), String> {
+        let args = format!("{{\"reboot\":{}}}", json_string(action));
+        self.execute("set-action", Some(&args)).map(|_| ())
+    }
+
+    /// Resets the machine, as the reset button would (under `-no-reboot`,
+    /// first [`Self::set_reboot_action`] `"reset"`, or QEMU shuts down).
+    ///
+    /// # Errors
+    /// QEMU's error reply, or an I/O problem.
+    pub fn system_reset(&mut self) -> Result<(), String> {
+        self.execute("system_reset", None).map(|_| ())
+    }
 }
 
 #[cfg(test)]

@@ -108,6 +108,9 @@ pub struct ScenarioResult {
     pub duration: Duration,
     /// Wall time from QEMU's start to the guest script's start.
     pub boot_to_script: Option<Duration>,
+    /// How many times the rig reset the machine for the guest
+    /// ([`crate::Scenario::resets`]).
+    pub resets: u32,
 }
 
 impl ScenarioResult {

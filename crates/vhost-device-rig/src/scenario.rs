@@ -2,7 +2,10 @@
 
 //! Scenarios: backends + QEMU + a guest script, run to a verdict.
 
+mod reboot;
 mod run;
+
+pub use reboot::{CONTROL_FAILED, EARLY_END};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -120,6 +123,7 @@ pub struct Scenario {
     host_test: Option<HostTest>,
     image: Option<GuestImage>,
     expect_failure: bool,
+    resets: u32,
 }
 
 impl Scenario {
@@ -142,6 +146,7 @@ impl Scenario {
             host_test: None,
             image: None,
             expect_failure: false,
+            resets: 0,
         }
     }
 
@@ -244,6 +249,21 @@ impl Scenario {
         self
     }
 
+    /// Lets the guest script reset the machine up to `resets` times, and
+    /// requires that it does: the script runs again in each boot, with
+    /// `RIG_BOOT` set to 1, 2, … (asked from the rig when the script starts),
+    /// and calls `rig_reset` to have the rig reset the machine through QMP
+    /// `system_reset`, as the reset button would (the devices are reset, the
+    /// backends keep their connections). The scenario passes only if the
+    /// script exits 0 in boot `resets + 1`; exiting 0 earlier fails it with
+    /// [`EARLY_END`], a refused or failed reset with [`CONTROL_FAILED`].
+    /// A guest `reboot` or panic still ends QEMU. Give the scenario a timeout
+    /// for every boot.
+    pub fn resets(mut self, resets: u32) -> Self {
+        self.resets = resets;
+        self
+    }
+
     /// Uses this guest instead of the provisioned one.
     pub fn image(mut self, image: GuestImage) -> Self {
         self.image = Some(image);
@@ -252,6 +272,14 @@ impl Scenario {
 
     /// The guest script as `/init` will run it (host-kernel wrapping included).
     pub fn effective_script(&self) -> String {
+        let script = self.host_script();
+        match self.resets {
+            0 => script,
+            n => reboot::wrap(&script, n),
+        }
+    }
+
+    fn host_script(&self) -> String {
         let Some(ht) = &self.host_test else {
             return self.script.clone();
         };

@@ -167,6 +167,11 @@ pub fn guest_output<'a>(log: &'a str, state: &SerialState) -> &'a str {
 pub enum ControlRequest {
     /// `screendump NAME`: take a screendump now, save it as `NAME.png`.
     Screendump(String),
+    /// `boot`: which boot of the scenario this is (answered `boot N`, from 1).
+    Boot,
+    /// `reset`: reset the machine now (QMP `system_reset`), as far as the
+    /// scenario's [`crate::Scenario::resets`] allows.
+    Reset,
 }
 
 /// Parses one line of the control channel.
@@ -192,6 +197,11 @@ pub fn parse_control(line: &str) -> Result<ControlRequest, String> {
                 Ok(ControlRequest::Screendump(name.to_owned()))
             }
         }
+        "boot" | "reset" if !arg.trim().is_empty() => {
+            Err(format!("{cmd} takes no argument (got {:?})", arg.trim()))
+        }
+        "boot" => Ok(ControlRequest::Boot),
+        "reset" => Ok(ControlRequest::Reset),
         _ => Err(format!("unknown request {cmd:?}")),
     }
 }
@@ -311,6 +321,10 @@ mod tests {
         parse_control("screendump ../../etc/passwd").unwrap_err();
         parse_control("screendump").unwrap_err();
         parse_control("reboot now").unwrap_err();
+        assert_eq!(parse_control("boot\n").unwrap(), ControlRequest::Boot);
+        assert_eq!(parse_control("reset\r\n").unwrap(), ControlRequest::Reset);
+        parse_control("reset now").unwrap_err();
+        parse_control("boot 2").unwrap_err();
     }
 
     #[test]

@@ -366,3 +366,67 @@ fn guest_rig_builds_and_loads_a_module() {
     out.assert_success();
     assert!(out.guest_output.contains("MODULE-OK"), "{}", out.report());
 }
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_rig_resets_the_machine_and_runs_the_script_again() {
+    let out = Scenario::new("guest_rig_resets_the_machine_and_runs_the_script_again")
+        .resets(1)
+        .guest_script(
+            r#"set -e
+echo "BOOT $RIG_BOOT UPTIME $(cut -d' ' -f1 /proc/uptime) ID $(cat /proc/sys/kernel/random/boot_id)"
+if [ "$RIG_BOOT" = 1 ]; then
+    rig_reset
+fi
+# A reset beyond the declared one is refused, and the script goes on.
+if rig_request reset ok; then echo "SECOND RESET ACCEPTED"; exit 1; fi
+echo "SECOND RESET REFUSED"
+"#,
+        )
+        .timeout(Duration::from_secs(180))
+        .run()
+        .expect("scenario could not start");
+    out.assert_success();
+    assert_eq!(out.resets, 1, "{}", out.report());
+    let boots: Vec<&str> = out
+        .guest_output
+        .lines()
+        .filter(|l| l.starts_with("BOOT "))
+        .collect();
+    assert_eq!(boots.len(), 2, "{}", out.guest_output);
+    assert!(boots[0].starts_with("BOOT 1 "), "{boots:?}");
+    assert!(boots[1].starts_with("BOOT 2 "), "{boots:?}");
+    // A fresh kernel: a new boot id.
+    let id = |l: &str| l.rsplit(' ').next().unwrap().to_owned();
+    assert_ne!(id(boots[0]), id(boots[1]), "{boots:?}");
+    assert!(out.guest_output.contains("SECOND RESET REFUSED"));
+    assert_eq!(out.serial_log.matches("@@RIG-START").count(), 2);
+    let control = std::fs::read_to_string(out.dir.join("control.log")).unwrap();
+    assert!(control.contains("rig: system_reset done"), "{control}");
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_rig_fails_a_script_that_skips_its_reset() {
+    let out = Scenario::new("guest_rig_fails_a_script_that_skips_its_reset")
+        .expecting_failure()
+        .resets(1)
+        .guest_script("echo forgot to reset\nexit 0")
+        .timeout(Duration::from_secs(90))
+        .run()
+        .expect("scenario could not start");
+    assert_eq!(
+        out.outcome,
+        Outcome::GuestFailed {
+            exit_code: vhost_device_rig::scenario::EARLY_END
+        },
+        "{}",
+        out.report()
+    );
+    assert_eq!(out.resets, 0);
+    assert!(
+        out.guest_output.contains("before its 1 reset(s)"),
+        "{}",
+        out.guest_output
+    );
+}

@@ -113,6 +113,7 @@ impl Scenario {
             listener,
             dirs.run.path().join("qmp.sock"),
             dirs.logs.clone(),
+            self.resets,
         )?;
 
         let mut procs = Processes::default();
@@ -124,7 +125,7 @@ impl Scenario {
             Ok(outcome) | Err(Stop::Outcome(outcome)) => outcome,
             Err(Stop::Setup(e)) => {
                 teardown(&mut procs, Duration::ZERO);
-                control.finish();
+                let _ = control.finish();
                 return Err(e);
             }
         };
@@ -134,7 +135,7 @@ impl Scenario {
             Duration::ZERO
         };
         teardown(&mut procs, grace);
-        let screendumps = control.finish();
+        let control = control.finish();
 
         let serial_log = read_lossy(&dirs.logs.join("serial.log"));
         let state = parse_serial(&serial_log);
@@ -143,7 +144,8 @@ impl Scenario {
             exit_code: state.exit_code,
             guest_output: guest_output(&serial_log, &state).to_owned(),
             serial_log,
-            screendumps,
+            screendumps: control.screendumps,
+            resets: control.resets,
             dir: dirs.logs.clone(),
             duration: started.elapsed(),
             boot_to_script: procs.boot_to_script,
