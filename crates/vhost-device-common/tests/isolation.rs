@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Isolation between the guests of one daemon (`--socket-count 2`, the echo
+//! test device): while guest 0 repeats each attack of `hostile.rs` against
+//! its own queue, guest 1 gets every answer, in order and unchanged (issue
+//! #17). Correctness is asserted; the latencies are printed for
+//! RELIABILITY.md, not checked (speed belongs in benchmarks).
+
+#![cfg(feature = "test-frontend")]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use vhost::VhostBackend;
+use vhost_device_common::testing::{
+    DaemonProcess, FrontendOptions, RawDesc, TestFrontend, VIRTQ_DESC_F_INDIRECT,
+    VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-echo");
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests guest 1 sends at least, while guest 0 attacks.
+const REQUESTS: u64 = 200;
+/// Attack rounds guest 1's requests must overlap at least.
+const ROUNDS: u32 = 50;
+/// A bound on the whole exchange, so a stuck attacker fails the test.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn connect(path: &Path) -> TestFrontend {
+    let opts = FrontendOptions {
+        timeout: TIMEOUT,
+        ..FrontendOptions::default()
+    };
+    TestFrontend::connect_retry(path, opts, TIMEOUT).unwrap()
+}
+
+/// Sends `payload` and returns (sequence, guest, echoed bytes).
+fn echo(frontend: &mut TestFrontend, payload: &[u8]) -> (u64, u32, Vec<u8>) {
+    let used = frontend
+        .queue(0)
+        .unwrap()
+        .request(&[payload], &[64], TIMEOUT)
+        .unwrap();
+    let data = &used.data[..used.len as usize];
+    let seq = u64::from_le_bytes(data[..8].try_into().unwrap());
+    let guest = u32::from_le_bytes(data[8..12].try_into().unwrap());
+    (seq, guest, data[12..].to_vec())
+}
+
+/// Guest 0 publishes an `avail.idx` more than a ring ahead.
+fn bogus_avail_index(f: &mut TestFrontend) {
+    let q = f.queue(0).unwrap();
+    let (_, avail, _) = q.ring_addresses();
+    let bogus = q.avail_idx().wrapping_add(q.size()).wrapping_add(7);
+    q.write_guest(avail + 2, &bogus.to_le_bytes()).unwrap();
+    q.notify().unwrap();
+}
+
+/// Guest 0's frontend sets a base 1000 entries ahead of the ring.
+fn bogus_vring_base(f: &mut TestFrontend) {
+    f.raw().set_vring_base(0, 1000).unwrap();
+    f.queue(0).unwrap().notify().unwrap();
+}
+
+/// Guest 0 makes a held head with a queue-sized indirect table available
+/// again, 200 times.
+fn republished_indirect_head(f: &mut TestFrontend) {
+    let q = f.queue(0).unwrap();
+    let mut readable: Vec<&[u8]> = vec![b"hold"];
+    readable.resize(usize::from(q.size()) - 1, b"x");
+    let held = q.add_indirect(&readable, &[64]).unwrap();
+    q.kick().unwrap();
+    q.republish(held, 200).unwrap();
+    q.notify().unwrap();
+}
+
+/// Guest 0 publishes an indirect table one entry longer than the queue.
+fn oversized_indirect_table(f: &mut TestFrontend) {
+    let q = f.queue(0).unwrap();
+    let entries = q.size() + 1;
+    let (scratch, len) = q.scratch();
+    let data = scratch + u64::from(entries) * 16;
+    assert!(u64::from(entries) * 16 + 64 <= len);
+    for i in 0..entries {
+        let (flags, len) = if i + 1 < entries {
+            (VIRTQ_DESC_F_NEXT, 1)
+        } else {
+            (VIRTQ_DESC_F_WRITE, 64)
+        };
+        let desc = RawDesc {
+            addr: data,
+            len,
+            flags,
+            next: i + 1,
+        };
+        q.write_guest(scratch + u64::from(i) * 16, &desc.to_bytes())
+            .unwrap();
+    }
+    q.add_raw(&[RawDesc {
+        addr: scratch,
+        len: u32::from(entries) * 16,
+        flags: VIRTQ_DESC_F_INDIRECT,
+        next: 0,
+    }])
+    .unwrap();
+    q.kick().unwrap();
+}
+
+/// Guest 0 repeats `attack` (each round on a freshly reset queue, as after
+/// a device reset) while guest 1 sends requests, at least [`REQUESTS`] and
+/// until [`ROUNDS`] attacks have gone by; every answer
+/// of guest 1 must be its own, in sequence, with its payload. Guest 0
+/// recovers afterwards and the daemon exits cleanly.
+fn guest_1_is_unaffected(name: &str, attack: fn(&mut TestFrontend)) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iso.sock");
+    let daemon = DaemonProcess::start(BIN, &path, 2, &[]).unwrap();
+    let mut hostile = connect(&dir.path().join("iso.sock0"));
+    let mut victim = connect(&dir.path().join("iso.sock1"));
+    assert_eq!(echo(&mut victim, b"warm-up"), (1, 1, b"warm-up".to_vec()));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicU32::new(0));
+    let (s, r) = (stop.clone(), rounds.clone());
+    let attacker = thread::spawn(move || {
+        while !s.load(Ordering::SeqCst) {
+            hostile.reset_queue(0).unwrap();
+            attack(&mut hostile);
+            r.fetch_add(1, Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(1));
+        }
+        hostile
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    while rounds.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the attack did not start");
+        thread::sleep(Duration::from_millis(1));
+    }
+
+    let mut slowest = Duration::ZERO;
+    let mut i = 0;
+    let limit = Instant::now() + LIMIT;
+    while i < REQUESTS || rounds.load(Ordering::SeqCst) < ROUNDS {
+        assert!(
+            Instant::now() < limit,
+            "{} attack rounds in {LIMIT:?}",
+            rounds.load(Ordering::SeqCst)
+        );
+        let payload = format!("guest 1 request {i}");
+        let sent = Instant::now();
+        let answer = echo(&mut victim, payload.as_bytes());
+        slowest = slowest.max(sent.elapsed());
+        assert_eq!(answer, (i + 2, 1, payload.into_bytes()), "request {i}");
+        i += 1;
+    }
+    let during = rounds.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    let mut hostile = attacker.join().unwrap();
+    assert!(during >= ROUNDS);
+
+    // Guest 0 gets its queue back with a device reset.
+    hostile.reset_queue(0).unwrap();
+    let (_, guest, payload) = echo(&mut hostile, b"recovered");
+    assert_eq!((guest, payload.as_slice()), (0, &b"recovered"[..]));
+    assert_eq!(echo(&mut victim, b"last").0, i + 2);
+    assert!(daemon.stop().unwrap().success());
+    // For RELIABILITY.md.
+    eprintln!(
+        "{name}: {during} attack rounds on guest 0 during guest 1's {i} requests; \
+         all correct, slowest {slowest:?}"
+    );
+}
+
+#[test]
+fn a_bogus_avail_index_on_one_guest_leaves_the_other_served() {
+    guest_1_is_unaffected("bogus avail.idx", bogus_avail_index);
+}
+
+#[test]
+fn a_bogus_vring_base_on_one_guest_leaves_the_other_served() {
+    guest_1_is_unaffected("bogus SET_VRING_BASE", bogus_vring_base);
+}
+
+#[test]
+fn a_republished_indirect_head_on_one_guest_leaves_the_other_served() {
+    guest_1_is_unaffected("republished indirect head", republished_indirect_head);
+}
+
+#[test]
+fn an_oversized_indirect_table_on_one_guest_leaves_the_other_served() {
+    guest_1_is_unaffected("oversized indirect table", oversized_indirect_table);
+}
