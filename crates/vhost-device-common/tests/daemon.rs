@@ -6,6 +6,8 @@
 #![cfg(feature = "test-frontend")]
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod support;
+
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -17,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use vhost_device_common::testing::{DaemonProcess, FrontendOptions, RawDesc, TestFrontend};
 
+use support::{echo, TIMEOUT};
+
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-echo");
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn start(path: &Path, count: u16) -> DaemonProcess {
     DaemonProcess::start(BIN, path, count, &[]).unwrap()
@@ -26,19 +29,6 @@ fn start(path: &Path, count: u16) -> DaemonProcess {
 
 fn connect(path: &Path) -> TestFrontend {
     TestFrontend::connect_retry(path, FrontendOptions::default(), TIMEOUT).unwrap()
-}
-
-/// Sends `payload` and returns (sequence, guest, echoed bytes).
-fn echo(frontend: &mut TestFrontend, payload: &[u8]) -> (u64, u32, Vec<u8>) {
-    let used = frontend
-        .queue(0)
-        .unwrap()
-        .request(&[payload], &[64], TIMEOUT)
-        .unwrap();
-    let data = &used.data[..used.len as usize];
-    let seq = u64::from_le_bytes(data[..8].try_into().unwrap());
-    let guest = u32::from_le_bytes(data[8..12].try_into().unwrap());
-    (seq, guest, data[12..].to_vec())
 }
 
 fn temp_socket(dir: &tempfile::TempDir, name: &str) -> PathBuf {

@@ -9,18 +9,17 @@
 #![cfg(feature = "test-frontend")]
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::path::Path;
+mod support;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
 use vhost::VhostBackend;
-use vhost_device_common::testing::{
-    DaemonProcess, FrontendError, FrontendOptions, RawDesc, TestFrontend, VIRTQ_DESC_F_INDIRECT,
-    VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
-};
+use vhost_device_common::testing::{DaemonProcess, FrontendError, TestFrontend};
+
+use support::{connect, publish_oversized_indirect_table, TIMEOUT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-echo");
-const TIMEOUT: Duration = Duration::from_secs(5);
 /// CPU a sleeping daemon may use over [`WATCH`], in clock ticks (1/100 s):
 /// a spinning one uses nearly all of them.
 const IDLE_TICKS: u64 = 10;
@@ -33,21 +32,9 @@ fn start(dir: &tempfile::TempDir) -> (DaemonProcess, TestFrontend) {
     (daemon, frontend)
 }
 
-fn connect(path: &Path) -> TestFrontend {
-    let opts = FrontendOptions {
-        timeout: TIMEOUT,
-        ..FrontendOptions::default()
-    };
-    TestFrontend::connect_retry(path, opts, TIMEOUT).unwrap()
-}
-
+/// The echoed bytes of `payload`.
 fn echo(frontend: &mut TestFrontend, payload: &[u8]) -> Vec<u8> {
-    let used = frontend
-        .queue(0)
-        .unwrap()
-        .request(&[payload], &[64], TIMEOUT)
-        .unwrap();
-    used.data[12..used.len as usize].to_vec()
+    support::echo(frontend, payload).2
 }
 
 /// The daemon's CPU ticks over [`WATCH`].
@@ -158,36 +145,7 @@ fn a_chain_longer_than_the_queue_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (daemon, mut frontend) = start(&dir);
     let q = frontend.queue(0).unwrap();
-    let entries = q.size() + 1;
-    let (scratch, len) = q.scratch();
-    let data = scratch + u64::from(entries) * 16;
-    assert!(u64::from(entries) * 16 + 64 <= len);
-    // Readable bytes and a writable reply buffer at the end: accepted, the
-    // chain would be echoed with a non-zero used length.
-    for i in 0..entries {
-        let (flags, len) = if i + 1 < entries {
-            (VIRTQ_DESC_F_NEXT, 1)
-        } else {
-            (VIRTQ_DESC_F_WRITE, 64)
-        };
-        let desc = RawDesc {
-            addr: data,
-            len,
-            flags,
-            next: i + 1,
-        };
-        q.write_guest(scratch + u64::from(i) * 16, &desc.to_bytes())
-            .unwrap();
-    }
-    let head = q
-        .add_raw(&[RawDesc {
-            addr: scratch,
-            len: u32::from(entries) * 16,
-            flags: VIRTQ_DESC_F_INDIRECT,
-            next: 0,
-        }])
-        .unwrap();
-    q.kick().unwrap();
+    let head = publish_oversized_indirect_table(q);
     let used = q.wait_used(TIMEOUT).unwrap();
     assert_eq!((used.head, used.len), (head, 0));
     assert_eq!(echo(&mut frontend, b"still here"), b"still here");

@@ -9,47 +9,25 @@
 #![cfg(feature = "test-frontend")]
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::path::Path;
+mod support;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use vhost::VhostBackend;
-use vhost_device_common::testing::{
-    DaemonProcess, FrontendOptions, RawDesc, TestFrontend, VIRTQ_DESC_F_INDIRECT,
-    VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
-};
+use vhost_device_common::testing::{DaemonProcess, TestFrontend};
+
+use support::{connect, echo, publish_oversized_indirect_table, TIMEOUT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-echo");
-const TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests guest 1 sends at least, while guest 0 attacks.
 const REQUESTS: u64 = 200;
 /// Attack rounds guest 1's requests must overlap at least.
 const ROUNDS: u32 = 50;
 /// A bound on the whole exchange, so a stuck attacker fails the test.
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn connect(path: &Path) -> TestFrontend {
-    let opts = FrontendOptions {
-        timeout: TIMEOUT,
-        ..FrontendOptions::default()
-    };
-    TestFrontend::connect_retry(path, opts, TIMEOUT).unwrap()
-}
-
-/// Sends `payload` and returns (sequence, guest, echoed bytes).
-fn echo(frontend: &mut TestFrontend, payload: &[u8]) -> (u64, u32, Vec<u8>) {
-    let used = frontend
-        .queue(0)
-        .unwrap()
-        .request(&[payload], &[64], TIMEOUT)
-        .unwrap();
-    let data = &used.data[..used.len as usize];
-    let seq = u64::from_le_bytes(data[..8].try_into().unwrap());
-    let guest = u32::from_le_bytes(data[8..12].try_into().unwrap());
-    (seq, guest, data[12..].to_vec())
-}
 
 /// Guest 0 publishes an `avail.idx` more than a ring ahead.
 fn bogus_avail_index(f: &mut TestFrontend) {
@@ -80,34 +58,7 @@ fn republished_indirect_head(f: &mut TestFrontend) {
 
 /// Guest 0 publishes an indirect table one entry longer than the queue.
 fn oversized_indirect_table(f: &mut TestFrontend) {
-    let q = f.queue(0).unwrap();
-    let entries = q.size() + 1;
-    let (scratch, len) = q.scratch();
-    let data = scratch + u64::from(entries) * 16;
-    assert!(u64::from(entries) * 16 + 64 <= len);
-    for i in 0..entries {
-        let (flags, len) = if i + 1 < entries {
-            (VIRTQ_DESC_F_NEXT, 1)
-        } else {
-            (VIRTQ_DESC_F_WRITE, 64)
-        };
-        let desc = RawDesc {
-            addr: data,
-            len,
-            flags,
-            next: i + 1,
-        };
-        q.write_guest(scratch + u64::from(i) * 16, &desc.to_bytes())
-            .unwrap();
-    }
-    q.add_raw(&[RawDesc {
-        addr: scratch,
-        len: u32::from(entries) * 16,
-        flags: VIRTQ_DESC_F_INDIRECT,
-        next: 0,
-    }])
-    .unwrap();
-    q.kick().unwrap();
+    publish_oversized_indirect_table(f.queue(0).unwrap());
 }
 
 /// Guest 0 repeats `attack` (each round on a freshly reset queue, as after
