@@ -12,6 +12,7 @@
 //! With the `test-frontend` feature, [`testing`] holds an in-process
 //! vhost-user frontend that drives any backend over a real socket.
 
+pub mod activation;
 pub mod capabilities;
 pub mod chain;
 pub mod cli;

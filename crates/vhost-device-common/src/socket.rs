@@ -146,15 +146,18 @@ impl SocketArgs {
                 .into_iter()
                 .map(|p| BoundSocket::bind_with_mode(&p, self.socket_mode))
                 .collect(),
-            (None, Some(fd)) => (0..self.socket_count)
-                .map(|i| {
-                    let fd = fd.checked_add(RawFd::from(i)).ok_or(Error::BadSocketFd {
-                        fd,
-                        reason: "descriptor number overflows".into(),
-                    })?;
-                    BoundSocket::from_fd(fd)
-                })
-                .collect(),
+            (None, Some(fd)) => {
+                crate::activation::claim(fd, self.socket_count)?;
+                (0..self.socket_count)
+                    .map(|i| {
+                        let fd = fd.checked_add(RawFd::from(i)).ok_or(Error::BadSocketFd {
+                            fd,
+                            reason: "descriptor number overflows".into(),
+                        })?;
+                        BoundSocket::from_fd(fd)
+                    })
+                    .collect()
+            }
             _ => Err(Error::BadSocketFd {
                 fd: self.source.socket_fd.unwrap_or(-1),
                 reason: "give exactly one of --socket-path and --socket-fd".into(),

@@ -17,6 +17,9 @@ pub struct Device {
     /// Example invocations: the daemon, then the QEMU options that use it.
     pub daemon_example: &'static str,
     pub qemu_example: &'static str,
+    /// Device flags that serve a guest on host-free backends, for the
+    /// systemd test (`VHOST_DEVICE_ARGS` in the unit's environment file).
+    pub service_args: &'static [&'static str],
 }
 
 /// QEMU's options for a vhost-user device at `/tmp/<name>.sock`, where
@@ -46,6 +49,7 @@ pub const DEVICES: &[Device] = &[
         summary: "vhost-user virtio-i2c backend",
         daemon_example: "vhost-device-i2c --socket-path /tmp/i2c.sock --device-list sim:0x50=eeprom:256,sim:0x48=lm75",
         qemu_example: qemu!("i2c", "vhost-user-i2c-pci,chardev=i2c"),
+        service_args: &["--device-list", "sim:0x50=eeprom:256"],
     },
     Device {
         binary: "vhost-device-gpio",
@@ -53,6 +57,7 @@ pub const DEVICES: &[Device] = &[
         summary: "vhost-user virtio-gpio backend",
         daemon_example: "vhost-device-gpio --socket-path /tmp/gpio.sock --device-list s8 --sim-control /tmp/gpio.ctl",
         qemu_example: qemu!("gpio", "vhost-user-gpio-pci,chardev=gpio"),
+        service_args: &["--device-list", "s8"],
     },
     Device {
         binary: "vhost-device-sound",
@@ -60,6 +65,7 @@ pub const DEVICES: &[Device] = &[
         summary: "vhost-user virtio-snd backend",
         daemon_example: "vhost-device-sound --socket-path /tmp/snd.sock --backend null",
         qemu_example: qemu!("snd", "vhost-user-snd-pci,chardev=snd"),
+        service_args: &["--backend", "null"],
     },
     Device {
         binary: "vhost-device-gpu",
@@ -67,6 +73,7 @@ pub const DEVICES: &[Device] = &[
         summary: "vhost-user virtio-gpu backend",
         daemon_example: "vhost-device-gpu --socket-path /tmp/gpu.sock",
         qemu_example: qemu!("gpu", "vhost-user-gpu-pci,chardev=gpu"),
+        service_args: &["--headless"],
     },
     Device {
         binary: "vhost-device-can",
@@ -77,6 +84,7 @@ pub const DEVICES: &[Device] = &[
             "can",
             "vhost-user-test-device-pci,chardev=can,virtio-id=36,num_vqs=3,config_size=2"
         ),
+        service_args: &[],
     },
     Device {
         binary: "vhost-device-rpmsg",
@@ -87,6 +95,7 @@ pub const DEVICES: &[Device] = &[
             "rpmsg",
             "vhost-user-test-device-pci,chardev=rpmsg,virtio-id=7,num_vqs=2"
         ),
+        service_args: &[],
     },
     Device {
         binary: "vhost-device-bluetooth",
@@ -97,6 +106,7 @@ pub const DEVICES: &[Device] = &[
             "bt",
             "vhost-user-test-device-pci,chardev=bt,virtio-id=40,num_vqs=2,config_size=6"
         ),
+        service_args: &[],
     },
 ];
 

@@ -23,3 +23,30 @@ pub fn workspace_root() -> PathBuf {
 pub fn packaging_dir() -> PathBuf {
     workspace_root().join("packaging")
 }
+
+/// The device binary `name` built in this test's `target/<profile>/`,
+/// built first when it is missing (`cargo test -p xtask` alone; a
+/// workspace test run has built every device binary already). For tests.
+pub fn built_binary(name: &str) -> Result<PathBuf, String> {
+    // Tests run from target/<profile>/deps/.
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let profile = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .ok_or("no target directory")?;
+    let path = profile.join(name);
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--package", name, "--bin", name])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("cargo build of {name}: {status}"));
+        }
+    }
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{} was not built", path.display()))
+    }
+}

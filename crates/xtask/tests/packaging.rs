@@ -12,25 +12,8 @@ use std::process::Command;
 use xtask::descriptor::{check_capabilities, parse_descriptor};
 use xtask::{devices, packaging_dir, DEVICES};
 
-/// `target/<profile>`: this test runs from `target/<profile>/deps/`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_owned()
-}
-
-/// The built binary `name`, built first if `cargo test -p xtask` ran alone
-/// (a workspace test run has built every device binary already).
 fn binary(name: &str) -> PathBuf {
-    let path = profile_dir().join(name);
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--package", name, "--bin", name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build of {name} failed");
-    }
-    assert!(path.exists(), "{} was not built", path.display());
-    path
+    xtask::built_binary(name).unwrap()
 }
 
 fn descriptors() -> Vec<PathBuf> {
