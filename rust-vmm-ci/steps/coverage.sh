@@ -70,28 +70,5 @@ cargo llvm-cov report --summary-only "${filter[@]}" ||
 	notice "could not print the per-file table (the check below still applies)"
 
 measured="$(jq -r '.data[0].totals.lines.percent' "$summary")"
-echo "line coverage: ${measured}% (committed score: ${score}%)"
 
-if $update; then
-	new="$(awk -v m="$measured" 'BEGIN { printf "%.2f", int(m * 100) / 100 }')"
-	tmp="$(mktemp)"
-	jq --argjson s "$new" '.coverage_score = $s' "$config" >"$tmp"
-	mv "$tmp" "$config"
-	echo "updated $config: coverage_score $score -> $new"
-	exit 0
-fi
-
-verdict="$(awk -v m="$measured" -v s="$score" 'BEGIN {
-	if (m < s - 0.5) print "low"; else if (m > s + 0.5) print "high"; else print "ok"
-}')"
-case "$verdict" in
-low)
-	die "line coverage ${measured}% is more than 0.5 below the committed ${score}% in $config: add tests (or, if the drop is deliberate, run '$0 --update' and commit $config)"
-	;;
-high)
-	notice "line coverage ${measured}% is more than 0.5 above the committed ${score}%: please raise it with '$0 --update' and commit $config"
-	;;
-*)
-	echo "coverage ok"
-	;;
-esac
+check_coverage_score "$config" "$measured" "$update" "$0 --update"

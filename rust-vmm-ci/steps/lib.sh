@@ -53,6 +53,58 @@ use_debian_llvm() {
 	export LLVM_PROFDATA="${LLVM_PROFDATA:-$dir/llvm-profdata}"
 }
 
+# The Debian packages the crates list themselves, one per line: each
+# crates/<name>/apt-packages.txt or staging/<name>/apt-packages.txt
+# names one package per line, '#' starts a comment.
+crate_apt_packages() {
+	local list pkg
+	shopt -s nullglob
+	for list in "$REPO_ROOT"/crates/*/apt-packages.txt "$REPO_ROOT"/staging/*/apt-packages.txt; do
+		while read -r pkg _; do
+			case "$pkg" in
+			"" | "#"*) continue ;;
+			esac
+			echo "$pkg"
+		done <"$list"
+	done
+	shopt -u nullglob
+}
+
+# check_coverage_score CONFIG MEASURED UPDATE UPDATE_CMD: hold the
+# measured line coverage (percent) to CONFIG's coverage_score. With
+# UPDATE=true, write MEASURED (rounded down to two decimals) into CONFIG
+# instead. Fails when MEASURED is more than 0.5 below the score; more
+# than 0.5 above only prints a notice (see README.md: a good test landing
+# must not turn CI red for everyone). UPDATE_CMD is what the messages
+# tell the reader to run.
+check_coverage_score() {
+	local config="$1" measured="$2" update="$3" update_cmd="$4" score new tmp verdict
+	score="$(jq -r '.coverage_score' "$config")"
+	echo "line coverage: ${measured}% (committed score in $config: ${score}%)"
+	if [ "$update" = true ]; then
+		new="$(awk -v m="$measured" 'BEGIN { printf "%.2f", int(m * 100) / 100 }')"
+		tmp="$(mktemp)"
+		jq --argjson s "$new" '.coverage_score = $s' "$config" >"$tmp"
+		mv "$tmp" "$config"
+		echo "updated $config: coverage_score $score -> $new"
+		return 0
+	fi
+	verdict="$(awk -v m="$measured" -v s="$score" 'BEGIN {
+		if (m < s - 0.5) print "low"; else if (m > s + 0.5) print "high"; else print "ok"
+	}')"
+	case "$verdict" in
+	low)
+		die "line coverage ${measured}% is more than 0.5 below the committed ${score}% in $config: add tests (or, if the drop is deliberate, run '$update_cmd' and commit $config)"
+		;;
+	high)
+		notice "line coverage ${measured}% is more than 0.5 above the committed ${score}%: please raise it with '$update_cmd' and commit $config"
+		;;
+	*)
+		echo "coverage ok"
+		;;
+	esac
+}
+
 # Print a message and fail the step.
 die() {
 	echo "error: $*" >&2

@@ -49,16 +49,9 @@ APT_PACKAGES=(
 # A crate that needs more Debian packages (a C library's -dev package,
 # a tool its tests run) lists them in its own apt-packages.txt, one per
 # line, '#' starts a comment. Its owner edits only that file.
-shopt -s nullglob
-for list in crates/*/apt-packages.txt staging/*/apt-packages.txt; do
-	while read -r pkg _; do
-		case "$pkg" in
-		"" | "#"*) continue ;;
-		esac
-		APT_PACKAGES+=("$pkg")
-	done <"$list"
-done
-shopt -u nullglob
+while read -r pkg; do
+	APT_PACKAGES+=("$pkg")
+done < <(crate_apt_packages)
 
 installed() {
 	[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]
