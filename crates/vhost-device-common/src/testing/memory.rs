@@ -13,7 +13,25 @@ use super::error::FrontendError;
 use super::queue::QueueArea;
 use super::ring::{align_up, RingLayout};
 
+/// The guest's page: what the rings and areas of the plan are aligned to
+/// in guest-physical space. Virtio's unit, independent of the host.
 pub(crate) const PAGE_SIZE: u64 = 4096;
+
+/// The host's page size, the granule of the memfd offsets each region is
+/// mapped at (and that the backend maps them at). 4 KiB on x86_64; 4, 16
+/// or 64 KiB on aarch64, so it is asked for, not assumed.
+pub(crate) fn host_page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(page).map_or(PAGE_SIZE, |p| p.max(PAGE_SIZE))
+}
+
+/// The size of each of `regions` equal regions of `size` bytes, if each is a
+/// whole number of `page`-byte pages.
+fn region_size(size: usize, regions: usize, page: u64) -> Option<usize> {
+    size.checked_div(regions)
+        .filter(|r| r * regions == size && *r as u64 % page == 0)
+}
 
 /// Splits guest memory between `nq` queues: rings, then scratch areas, then
 /// data areas.
@@ -59,14 +77,12 @@ pub(crate) fn create_memory(
     base: u64,
     regions: usize,
 ) -> Result<(GuestMemoryMmap, Vec<VhostUserMemoryRegionInfo>), FrontendError> {
-    let region_size = size
-        .checked_div(regions)
-        .filter(|r| r * regions == size && *r as u64 % PAGE_SIZE == 0)
-        .ok_or_else(|| {
-            FrontendError::InvalidOptions(format!(
-                "{size:#x} bytes cannot be split into {regions} page-aligned regions"
-            ))
-        })?;
+    let page = host_page_size();
+    let region_size = region_size(size, regions, page).ok_or_else(|| {
+        FrontendError::InvalidOptions(format!(
+            "{size:#x} bytes cannot be split into {regions} regions of whole {page:#x}-byte host pages"
+        ))
+    })?;
     // SAFETY: the name is a valid NUL-terminated string and the flags are
     // valid for memfd_create.
     let fd =
@@ -142,6 +158,21 @@ mod tests {
             Err(FrontendError::InvalidOptions(_))
         ));
         assert_eq!(plan_memory(0, 3 * 4096, 1, 16, 4096).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn regions_are_whole_host_pages_of_any_size() {
+        // 1 MiB in 4 regions of 256 KiB: whole pages at 4K, 16K and 64K.
+        for page in [4 << 10, 16 << 10, 64 << 10] {
+            assert_eq!(region_size(1 << 20, 4, page), Some(256 << 10));
+        }
+        // 16 regions of 16 KiB: not a whole number of 64K pages.
+        assert_eq!(region_size(256 << 10, 16, 16 << 10), Some(16 << 10));
+        assert_eq!(region_size(256 << 10, 16, 64 << 10), None);
+        assert_eq!(region_size(1 << 20, 3, 4 << 10), None);
+        assert_eq!(region_size(1 << 20, 0, 4 << 10), None);
+        let host = host_page_size();
+        assert!(host >= PAGE_SIZE && host.is_power_of_two(), "{host}");
     }
 
     #[test]
