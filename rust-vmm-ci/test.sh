@@ -27,6 +27,8 @@ STEPS=(
 	coverage   # unit + integration tests under cargo-llvm-cov, score check
 	virgl      # gpu 3D mode on the real virglrenderer (private prefix in ~/.cache)
 	fuzz       # each cargo-fuzz target for 30 s on its committed corpus
+	msrv       # build + tests with Rust 1.85 (Debian trixie's), the declared rust-version
+	aarch64    # cross-build for aarch64, tests under qemu-user, aarch64 coverage
 	guest      # #[ignore]d guest/host-kernel tests via rust-vmm-ci/guest/run-tests.sh
 )
 

@@ -14,8 +14,8 @@
 # The root is our own, under ${VHOST_DEVICE_CACHE:-~/.cache/vhost-device}/
 # rust-trixie: the guest rig's trixie root is left alone. It is built on
 # first use (debootstrap and apt: a few minutes) and reused afterwards
-# while its stamp (this file and the crates' apt-packages.txt lists)
-# does not change; a cached run touches neither debootstrap nor apt.
+# while its stamp (the suite and package lists here, and the crates'
+# apt-packages.txt) does not change; a cached run touches neither debootstrap nor apt.
 #
 # The work tree and $CARGO_HOME are bind-mounted into the root at their
 # own paths, so cargo inside sees the same sources and crate cache as
@@ -69,26 +69,40 @@ trixie_mirror() {
 	echo "${m%/}"
 }
 
-# in_trixie CMD...: run CMD as root inside the trixie root, with /proc,
-# /sys and /dev, the work tree and $CARGO_HOME mounted in a private
-# mount namespace (nothing stays mounted when it ends). The environment
-# is cleared except for what is passed as NAME=VALUE through TRIXIE_ENV.
+# The script that enters the root, with /proc, /sys and /dev, the work
+# tree and $CARGO_HOME mounted (at their own paths) in the caller's new
+# mount namespace, so nothing stays mounted when it ends. /proc is bound,
+# not mounted afresh: a user namespace may not mount a proc of a pid
+# namespace it does not own. Arguments: root, work tree, cargo home,
+# then the command.
+TRIXIE_ENTER='
+	set -e
+	r="$1"; repo="$2"; ch="$3"; shift 3
+	mount --rbind /proc "$r/proc"
+	mount --rbind /sys "$r/sys"
+	mount --rbind /dev "$r/dev"
+	mkdir -p "$r$repo" "$r$ch"
+	mount --bind "$repo" "$r$repo"
+	mount --bind "$ch" "$r$ch"
+	exec chroot "$r" "$@"'
+
+# What follows TRIXIE_ENTER's script on its command line: its arguments,
+# and a cleared environment with only what the build needs, plus
+# TRIXIE_ENV (NAME=VALUE words the steps set), then CMD run in the work
+# tree.
 TRIXIE_ENV=()
+trixie_enter_args() {
+	TRIXIE_ARGS=("$TRIXIE_ROOT" "$REPO_ROOT" "$HOST_CARGO_HOME"
+		env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8
+		DEBIAN_FRONTEND=noninteractive CARGO_HOME="$HOST_CARGO_HOME"
+		CARGO_TERM_COLOR="$CARGO_TERM_COLOR" "${TRIXIE_ENV[@]}"
+		sh -c 'cd "$1" && shift && exec "$@"' sh "$REPO_ROOT" "$@")
+}
+
+# in_trixie CMD...: run CMD as root inside the trixie root.
 in_trixie() {
-	unshare --mount --propagation private -- sh -c '
-		set -e
-		r="$1"; repo="$2"; ch="$3"; shift 3
-		mount -t proc proc "$r/proc"
-		mount --rbind /sys "$r/sys"
-		mount --rbind /dev "$r/dev"
-		mkdir -p "$r$repo" "$r$ch"
-		mount --bind "$repo" "$r$repo"
-		mount --bind "$ch" "$r$ch"
-		exec chroot "$r" "$@"' sh "$TRIXIE_ROOT" "$REPO_ROOT" "$HOST_CARGO_HOME" \
-		env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
-		DEBIAN_FRONTEND=noninteractive CARGO_HOME="$HOST_CARGO_HOME" \
-		CARGO_TERM_COLOR="$CARGO_TERM_COLOR" "${TRIXIE_ENV[@]}" \
-		sh -c 'cd "$1" && shift && exec "$@"' sh "$REPO_ROOT" "$@"
+	trixie_enter_args "$@"
+	unshare --mount --propagation private -- sh -c "$TRIXIE_ENTER" sh "${TRIXIE_ARGS[@]}"
 }
 
 # in_trixie_emulated CMD...: as in_trixie, but in a user namespace of
@@ -100,29 +114,20 @@ in_trixie() {
 in_trixie_emulated() {
 	local qemu="$TRIXIE_ROOT/usr/bin/qemu-aarch64"
 	[ -x "$qemu" ] || die "$qemu missing: the trixie root is incomplete"
+	trixie_enter_args "$@"
+	# The magic and mask match ELF64, little-endian, ET_EXEC or ET_DYN,
+	# EM_AARCH64 (0xb7). F: the kernel opens the interpreter now, so it
+	# is found from inside the chroot too.
 	unshare --user --map-root-user --mount --propagation private -- sh -c '
 		set -e
-		r="$1"; repo="$2"; ch="$3"; qemu="$4"; shift 4
+		qemu="$1"; enter="$2"; shift 2
 		mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || {
 			echo "error: cannot mount binfmt_misc in a user namespace (needs Linux >= 6.7)" >&2
 			exit 1
 		}
-		# ELF64, little-endian, ET_EXEC or ET_DYN, EM_AARCH64 (0xb7).
-		# F: open the interpreter now, so it works inside the chroot.
 		printf "%s" ":qemu-aarch64:M::\\x7fELF\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\xb7\\x00:\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff:$qemu:F" \
 			>/proc/sys/fs/binfmt_misc/register
-		# A user namespace may not mount a new proc without its own
-		# pid namespace: bind the existing ones.
-		mount --rbind /proc "$r/proc"
-		mount --rbind /sys "$r/sys"
-		mount --rbind /dev "$r/dev"
-		mkdir -p "$r$repo" "$r$ch"
-		mount --bind "$repo" "$r$repo"
-		mount --bind "$ch" "$r$ch"
-		exec chroot "$r" "$@"' sh "$TRIXIE_ROOT" "$REPO_ROOT" "$HOST_CARGO_HOME" "$qemu" \
-		env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
-		CARGO_HOME="$HOST_CARGO_HOME" CARGO_TERM_COLOR="$CARGO_TERM_COLOR" "${TRIXIE_ENV[@]}" \
-		sh -c 'cd "$1" && shift && exec "$@"' sh "$REPO_ROOT" "$@"
+		exec sh -c "$enter" sh "$@"' sh "$qemu" "$TRIXIE_ENTER" "${TRIXIE_ARGS[@]}"
 }
 
 # Build (or reuse) the root. Serialised with a lock, so the two steps,
@@ -132,10 +137,9 @@ trixie_provision() {
 	[ "$(uname -m)" = x86_64 ] || die "the trixie root is set up for x86_64 hosts only"
 	trixie_collect_crate_packages
 	local stamp
-	stamp="$({
-		cat "${BASH_SOURCE[0]}"
-		printf '%s\n' "${TRIXIE_PACKAGES[@]}" "${TRIXIE_ARM64_PACKAGES[@]}"
-	} | sha256sum | cut -d' ' -f1)"
+	# What shapes the root: the suite and the package lists.
+	stamp="$(printf '%s\n' "$TRIXIE_SUITE" "${TRIXIE_PACKAGES[@]}" "${TRIXIE_ARM64_PACKAGES[@]}" |
+		sha256sum | cut -d' ' -f1)"
 	mkdir -p "$TRIXIE_CACHE"
 	exec 8>"$TRIXIE_CACHE/.lock"
 	flock 8 || die "cannot lock $TRIXIE_CACHE/.lock"
