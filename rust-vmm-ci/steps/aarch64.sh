@@ -83,7 +83,7 @@ done <"$skip_list"
 
 cargo_args=(--workspace --all-features --locked)
 in_trixie cargo build "${cargo_args[@]}" --all-targets
-in_trixie_emulated cargo test "${cargo_args[@]}" --lib --bins --tests -- --exact "${skips[@]}"
+in_trixie_emulated cargo test "${cargo_args[@]}" --no-fail-fast --lib --bins --tests -- --exact "${skips[@]}"
 
 # The test binaries (and the daemons they start), for llvm-cov.
 mapfile -t objects < <(in_trixie cargo test "${cargo_args[@]}" --lib --bins --tests --no-run \

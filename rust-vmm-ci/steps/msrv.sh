@@ -34,4 +34,4 @@ esac
 
 in_trixie cargo build --workspace --all-targets --all-features --locked
 # Unit and integration tests; doctests run in the doc step.
-in_trixie cargo test --workspace --all-features --locked --lib --bins --tests
+in_trixie cargo test --workspace --all-features --locked --no-fail-fast --lib --bins --tests
