@@ -47,6 +47,11 @@ TRIXIE_ARM64_PACKAGES=(
 	libc6-dev
 	libasound2-dev
 	libpipewire-0.3-dev
+	# What an aarch64 PipeWire client loads at run time (the protocol and
+	# client-node modules, the SPA support plugins): without them an
+	# aarch64 daemon's pw_stream_new fails under qemu-user.
+	libpipewire-0.3-modules
+	libspa-0.2-modules
 )
 
 # The crates' own Debian packages: installed natively (tools their
