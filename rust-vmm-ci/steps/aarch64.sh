@@ -94,8 +94,9 @@ mapfile -t objects < <(in_trixie cargo test "${cargo_args[@]}" --lib --bins --te
 # workspace's sources minus the config's exclude_path), from the profiles
 # of every aarch64 process above.
 exclude="$(jq -r '.exclude_path // ""' "$config")"
-object_args=()
-for o in "${objects[@]}"; do object_args+=(-object "$o"); done
+# llvm-cov takes the first binary as an argument, the others as -object.
+object_args=("${objects[0]}")
+for o in "${objects[@]:1}"; do object_args+=(-object "$o"); done
 in_trixie "llvm-profdata-$TRIXIE_LLVM" merge -sparse -o "$profiles/merged.profdata" "$profiles"/*.profraw
 summary="$target_dir/coverage-summary.json"
 in_trixie "llvm-cov-$TRIXIE_LLVM" export -summary-only -instr-profile "$profiles/merged.profdata" \
