@@ -339,7 +339,17 @@ impl VirtioDevice for SoundDevice {
     }
 
     fn queue_stopped(&mut self, index: usize) {
-        self.forget_queue(index);
+        // QEMU stops every queue together when the device stops, and sends
+        // no RESET_DEVICE when the machine is reset: the control queue's stop
+        // is the one sign that the driver's session is over. A stream left
+        // Running would refuse the next driver's SET_PARAMS (found by the
+        // guest scenario that resets the machine mid-stream); its held
+        // buffers are dropped either way, so no driver could go on with it.
+        if index == protocol::CONTROL_QUEUE {
+            self.reset_all();
+        } else {
+            self.forget_queue(index);
+        }
     }
 
     fn reset(&mut self) {

@@ -323,6 +323,23 @@ impl Rig {
 }
 
 #[test]
+fn a_stopped_control_queue_ends_the_session() {
+    let mut r = rig();
+    r.play_setup(3840);
+    assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_START, 0)), VIRTIO_SND_S_OK);
+    r.tx(0, &[0; 3840]);
+    // A data queue stopping alone forgets its buffers, not the streams.
+    r.dev.queue_stopped(TX_QUEUE);
+    assert_eq!(r.dev.held_io(0), 0);
+    assert_eq!(r.dev.stream_state(0), Some(PcmState::Running));
+    // The control queue stopping (a machine reset) resets the streams, so
+    // the next driver can set them up.
+    r.dev.queue_stopped(CONTROL_QUEUE);
+    assert_eq!(r.dev.stream_state(0), Some(PcmState::Idle));
+    r.play_setup(3840);
+}
+
+#[test]
 fn reset_forgets_everything() {
     let mut r = rig();
     r.event_buffer();
