@@ -34,6 +34,21 @@ const QEMU_CONTROLS: [&str; 4] = [
     "vhost-user-snd-pci,chardev=snd0,controls=on",
 ];
 
+/// A scenario with the daemon's wav backend writing into the scenario's
+/// log directory, with `extra` daemon arguments.
+fn wav_scenario(name: &str, extra: &[&str]) -> Scenario {
+    let mut args = vec![
+        "--socket-path",
+        "{sock}",
+        "--backend",
+        "wav",
+        "--wav-dir",
+        "{dir}",
+    ];
+    args.extend_from_slice(extra);
+    Scenario::new(name).backend(BIN, &args)
+}
+
 /// Distinct samples, so a dropped, repeated or reordered frame shows.
 fn signal(frames: usize, channels: usize) -> Vec<u8> {
     (0..frames * channels)
@@ -75,25 +90,15 @@ fn guest_sound_default_qemu_line_plays_and_records() {
     write_wav(&source, 2, &recorded);
     let expect = files.path().join("expect.raw");
     std::fs::write(&expect, &recorded).unwrap();
-    let result = Scenario::new("guest_sound_default_qemu_line_plays_and_records")
-        .backend(
-            BIN,
-            &[
-                "--socket-path",
-                "{sock}",
-                "--backend",
-                "wav",
-                "--wav-dir",
-                "{dir}",
-                "--wav-input",
-                source.to_str().unwrap(),
-            ],
-        )
-        .qemu_args(&QEMU_DEFAULT)
-        .guest_file(&wav, "/rig/two-seconds.wav")
-        .guest_file(&expect, "/rig/expect.raw")
-        .guest_script(
-            "set -e\n\
+    let result = wav_scenario(
+        "guest_sound_default_qemu_line_plays_and_records",
+        &["--wav-input", source.to_str().unwrap()],
+    )
+    .qemu_args(&QEMU_DEFAULT)
+    .guest_file(&wav, "/rig/two-seconds.wav")
+    .guest_file(&expect, "/rig/expect.raw")
+    .guest_script(
+        "set -e\n\
              aplay -l\n\
              arecord -l\n\
              aplay -l | grep -q 'device 0'\n\
@@ -108,10 +113,10 @@ fn guest_sound_default_qemu_line_plays_and_records() {
              tail -c +45 /tmp/cap.wav > /tmp/cap.raw\n\
              cmp /tmp/cap.raw /rig/expect.raw\n\
              echo CAPTURE-MATCHES\n",
-        )
-        .timeout(Duration::from_secs(120))
-        .run()
-        .expect("scenario could not start");
+    )
+    .timeout(Duration::from_secs(120))
+    .run()
+    .expect("scenario could not start");
     result.assert_success();
     assert!(
         !result
@@ -152,28 +157,15 @@ fn guest_sound_controls_amixer_volume_mute_and_six_channels() {
     let six = files.path().join("six.wav");
     let six_samples = signal(9600, 6);
     write_wav(&six, 6, &six_samples);
-    let result = Scenario::new("guest_sound_controls_amixer_volume_mute_and_six_channels")
-        .backend(
-            BIN,
-            &[
-                "--socket-path",
-                "{sock}",
-                "--backend",
-                "wav",
-                "--wav-dir",
-                "{dir}",
-                "--controls",
-                "--outputs",
-                "2",
-                "--output-channels",
-                "2,6",
-            ],
-        )
-        .qemu_args(&QEMU_CONTROLS)
-        .guest_file(&stereo, "/rig/stereo.wav")
-        .guest_file(&six, "/rig/six.wav")
-        .guest_script(
-            "set -e\n\
+    let result = wav_scenario(
+        "guest_sound_controls_amixer_volume_mute_and_six_channels",
+        &["--controls", "--outputs", "2", "--output-channels", "2,6"],
+    )
+    .qemu_args(&QEMU_CONTROLS)
+    .guest_file(&stereo, "/rig/stereo.wav")
+    .guest_file(&six, "/rig/six.wav")
+    .guest_script(
+        "set -e\n\
              amixer -c 0 controls\n\
              amixer -c 0 sget PCM,0\n\
              amixer -c 0 sset PCM,0 50%\n\
@@ -187,10 +179,10 @@ fn guest_sound_controls_amixer_volume_mute_and_six_channels() {
              aplay -l | grep -q 'device 1'\n\
              aplay -D hw:0,1 --period-size=960 --buffer-size=7680 /rig/six.wav\n\
              echo MIXER-DONE\n",
-        )
-        .timeout(Duration::from_secs(90))
-        .run()
-        .expect("scenario could not start");
+    )
+    .timeout(Duration::from_secs(90))
+    .run()
+    .expect("scenario could not start");
     result.assert_success();
     assert!(
         result.guest_output.contains("Playback Volume"),
@@ -242,18 +234,7 @@ fn guest_sound_plays_after_a_machine_reset_mid_stream() {
         .flat_map(|c| c.to_vec())
         .collect();
     write_wav(&short, 2, &second);
-    let result = Scenario::new("guest_sound_plays_after_a_machine_reset_mid_stream")
-        .backend(
-            BIN,
-            &[
-                "--socket-path",
-                "{sock}",
-                "--backend",
-                "wav",
-                "--wav-dir",
-                "{dir}",
-            ],
-        )
+    let result = wav_scenario("guest_sound_plays_after_a_machine_reset_mid_stream", &[])
         .qemu_args(&QEMU_DEFAULT)
         .guest_file(&long, "/rig/long.wav")
         .guest_file(&short, "/rig/short.wav")
