@@ -51,8 +51,8 @@ pub struct SocketArgs {
     pub sandbox: SandboxArgs,
 
     /// Print the backend's capabilities as JSON (the vhost-user.json schema
-    /// libvirt reads) and exit. Other flags are ignored (cli::run looks for
-    /// this one before it parses the others).
+    /// libvirt reads) and exit. Other flags are ignored.
+    // cli::run looks for it before it parses the others.
     #[arg(long)]
     pub print_capabilities: bool,
 }

@@ -4,8 +4,10 @@
 //! pages and shell completions generated from each binary's clap
 //! definition, and the packaging files' checks.
 
+pub mod completions;
 pub mod descriptor;
 pub mod devices;
+pub mod man;
 
 pub use devices::{Device, DEVICES};
 

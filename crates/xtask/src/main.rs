@@ -4,7 +4,10 @@
 
 use std::process::ExitCode;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
+use xtask::DEVICES;
 
 /// The project's chores.
 #[derive(Parser, Debug)]
@@ -18,12 +21,30 @@ struct Cli {
 enum Chore {
     /// Check packaging/vhost-user/*.json against vhost-user.json's rules.
     Descriptors,
+    /// Write a man page per binary (and per subcommand) into DIR.
+    Man {
+        /// Output directory (install its files into share/man/man1/).
+        #[arg(long, value_name = "DIR", default_value = "target/packaging/man")]
+        out: PathBuf,
+    },
+    /// Write bash, zsh and fish completions into DIR, laid out as share/.
+    Completions {
+        /// Output directory (its subdirectories go under share/).
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "target/packaging/completions"
+        )]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.chore {
         Chore::Descriptors => check_descriptors(),
+        Chore::Man { out } => xtask::man::generate(DEVICES, &root(out)).map(report),
+        Chore::Completions { out } => xtask::completions::generate(DEVICES, &root(out)).map(report),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -45,4 +66,20 @@ fn check_descriptors() -> Result<(), String> {
         println!("{}: {} ({})", path.display(), d.kind, d.binary);
     }
     Ok(())
+}
+
+/// A relative output path is relative to the workspace root, wherever
+/// `cargo xtask` runs from.
+fn root(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        xtask::workspace_root().join(path)
+    }
+}
+
+fn report(files: Vec<PathBuf>) {
+    for f in files {
+        println!("{}", f.display());
+    }
 }
