@@ -24,6 +24,7 @@ STEPS=(
 	clippy     # all targets and features, -D warnings
 	doc        # rustdoc -D warnings, and the doctests
 	deny       # licences, bans, sources (offline; no advisories)
+	package    # cargo package of every publishable crate (no rebuild)
 	coverage   # unit + integration tests under cargo-llvm-cov, score check
 	virgl      # gpu 3D mode on the real virglrenderer (private prefix in ~/.cache)
 	fuzz       # each cargo-fuzz target for 30 s on its committed corpus

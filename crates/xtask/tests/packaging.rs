@@ -76,3 +76,45 @@ fn descriptors_follow_the_schema_and_their_binary_agrees() {
         assert_eq!(String::from_utf8(out.stdout).unwrap(), printed);
     }
 }
+
+/// Every crate that can be published has what crates.io shows.
+#[test]
+fn publishable_crates_have_their_metadata() {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(xtask::workspace_root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = meta["packages"].as_array().unwrap();
+    let mut published = 0;
+    for p in packages {
+        let name = p["name"].as_str().unwrap();
+        if p["publish"] == serde_json::json!([]) {
+            continue;
+        }
+        published += 1;
+        for key in ["description", "license", "repository", "readme"] {
+            assert!(
+                p[key].as_str().is_some_and(|v| !v.is_empty()),
+                "{name}: no {key}"
+            );
+        }
+        for key in ["keywords", "categories"] {
+            let list = p[key].as_array().unwrap();
+            assert!(
+                !list.is_empty() && list.len() <= 5,
+                "{name}: {key} {list:?}"
+            );
+        }
+    }
+    // The shared core and the seven devices.
+    assert_eq!(published, 1 + DEVICES.len());
+}
