@@ -25,6 +25,7 @@ STEPS=(
 	doc        # rustdoc -D warnings, and the doctests
 	deny       # licences, bans, sources (offline; no advisories)
 	package    # cargo package of every publishable crate (no rebuild)
+	musl       # pure-Rust devices type-check for x86_64-unknown-linux-musl
 	coverage   # unit + integration tests under cargo-llvm-cov, score check
 	virgl      # gpu 3D mode on the real virglrenderer (private prefix in ~/.cache)
 	fuzz       # each cargo-fuzz target for 30 s on its committed corpus

@@ -142,8 +142,9 @@ fn read_funcs(fd: &impl AsRawFd) -> std::io::Result<u64> {
     // i2c-dev's requests are plain numbers (linux/i2c-dev.h), not _IOC()
     // encodings with a size and direction, so 0x0705 is the same on every
     // architecture. The kernel writes an unsigned long, whose width
-    // `c_ulong` follows on each target.
-    const I2C_FUNCS: libc::c_ulong = 0x0705;
+    // `c_ulong` follows on each target. The request's own type is c_ulong on
+    // glibc, c_int on musl: `libc::Ioctl`.
+    const I2C_FUNCS: libc::Ioctl = 0x0705;
     let mut funcs: libc::c_ulong = 0;
     // SAFETY: I2C_FUNCS writes one unsigned long through the pointer, which
     // points at `funcs` for the duration of the call; the fd is open.
