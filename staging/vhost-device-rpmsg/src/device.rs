@@ -30,15 +30,17 @@ use vhost_device_common::{
 use vm_memory::ByteValued;
 use vmm_sys_util::timerfd::TimerFd;
 
+use crate::backend::mmsg::BATCH;
 use crate::backend::unix::{Listener, UnixPort};
 use crate::backend::Port;
+use crate::batch::{RxBatch, TxBatch};
 use crate::endpoints::Endpoints;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::ports::{PortSlot, Tokens};
 use crate::protocol::{
-    header, rpmsg_ns_msg, Announcement, NsOp, MAX_RPMSG_BUF_SIZE, NUM_QUEUES, RPMSG_MTU,
-    RPMSG_NS_ADDR, RX_QUEUE, TX_QUEUE, VIRTIO_RPMSG_F_NS,
+    header, rpmsg_ns_msg, Announcement, NsOp, NUM_QUEUES, RPMSG_MTU, RPMSG_NS_ADDR, RX_QUEUE,
+    TX_QUEUE, VIRTIO_RPMSG_F_NS,
 };
 
 /// How long after the first announcement the device announces again the
@@ -89,6 +91,12 @@ pub struct RpmsgDevice {
     reannounce_left: u8,
     stats: Stats,
     log: RateLimited,
+    /// This kick's guest messages, sent per channel in one call.
+    tx_batch: TxBatch,
+    /// Host messages of one receive call.
+    rx_batch: RxBatch,
+    /// Slots whose epoll interest may have changed during a TX drain.
+    touched: Vec<usize>,
 }
 
 impl RpmsgDevice {
@@ -114,6 +122,9 @@ impl RpmsgDevice {
             reannounce_left: 0,
             stats: Stats::default(),
             log: RateLimited::default(),
+            tx_batch: TxBatch::default(),
+            rx_batch: RxBatch::default(),
+            touched: Vec::new(),
         })
     }
 
@@ -135,24 +146,29 @@ impl RpmsgDevice {
 
     // ---- guest to host -------------------------------------------------
 
-    /// Handles every TX chain and returns it at once.
+    /// Handles every TX chain and returns it at once. The messages leave
+    /// for their host peers together, once the kick's chains are read (or
+    /// every [`BATCH`] messages), before the driver hears of its buffers.
     fn process_tx(&mut self, queues: &mut Queues<'_>) {
         let Some(mut queue) = queues.get(TX_QUEUE) else {
             return;
         };
-        let mut touched = Vec::new();
         queue.drain(|chain, mem| {
-            if let Err(e) = self.handle_tx(&chain, mem, &mut touched) {
+            if let Err(e) = self.handle_tx(&chain, mem) {
                 self.report(&e);
             }
             Some(0)
         });
+        self.flush_tx();
         drop(queue);
+        let mut touched = std::mem::take(&mut self.touched);
         touched.sort_unstable();
         touched.dedup();
-        for slot in touched {
+        for &slot in &touched {
             self.sync(slot);
         }
+        touched.clear();
+        self.touched = touched;
         if self.reannounce_left > 0 && self.endpoints.configured().all(|c| c.remote.is_some()) {
             // Every channel is in use: no re-announcement will be needed,
             // and an idle device must not wake up for one.
@@ -162,50 +178,78 @@ impl RpmsgDevice {
         self.fill_rx(queues);
     }
 
-    fn handle_tx(
-        &mut self,
-        chain: &DescChain,
-        mem: &GuestMem,
-        touched: &mut Vec<usize>,
-    ) -> Result<()> {
-        let mut buf = [0u8; RPMSG_MTU];
-        match Message::decode(&mut chain.reader(mem), &mut buf)? {
-            Message::Ns { ann, .. } => self.guest_ns(&ann),
+    /// Decodes a TX chain straight into the batch.
+    fn handle_tx(&mut self, chain: &DescChain, mem: &GuestMem) -> Result<()> {
+        if self.tx_batch.is_full() {
+            self.flush_tx();
+        }
+        let Some(buf) = self.tx_batch.next_buf() else {
+            return Err(Error::io("TX batch")(
+                std::io::ErrorKind::OutOfMemory.into(),
+            ));
+        };
+        match Message::decode(&mut chain.reader(mem), buf)? {
+            Message::Ns { ann, .. } => {
+                // Batched messages go to the channels as they were before
+                // this message changes the table (a reused slot).
+                self.flush_tx();
+                self.guest_ns(&ann)
+            }
             Message::Data { src, dst, payload } => {
+                let len = payload.len();
                 let route = self.endpoints.route(src, dst)?;
-                touched.push(route.slot);
-                if payload.is_empty() {
+                if self.touched.last() != Some(&route.slot) {
+                    self.touched.push(route.slot);
+                }
+                if len == 0 {
                     // A seqpacket peer cannot tell an empty message from a
                     // hang-up, so empty messages stop here.
                     debug!("empty message from {src:#x} to {dst:#x} not forwarded");
                     return Ok(());
                 }
-                self.send_to_host(route.slot, payload)
+                self.tx_batch.push(route.slot, len);
+                Ok(())
             }
         }
     }
 
-    /// Sends a guest message to its host peer now, or queues it behind the
-    /// ones already waiting.
-    fn send_to_host(&mut self, slot: usize, payload: &[u8]) -> Result<()> {
+    /// Sends the batched guest messages, one call per run to the same
+    /// channel; what a peer does not take now is queued behind the ones
+    /// already waiting.
+    fn flush_tx(&mut self) {
+        let mut start = 0;
+        while let Some((slot, end)) = self.tx_batch.run_from(start) {
+            self.send_run(slot, start..end);
+            start = end;
+        }
+        self.tx_batch.clear();
+    }
+
+    fn send_run(&mut self, slot: usize, run: std::ops::Range<usize>) {
+        let mut sent = 0;
         let waiting = self.endpoints.get(slot).map_or(0, |c| c.queued());
-        if waiting == 0 {
-            if let Some(p) = self.ports.get_mut(slot).and_then(Option::as_mut) {
-                match p.port.send(payload) {
-                    Ok(()) => {
-                        self.stats.to_host += 1;
-                        return Ok(());
-                    }
-                    Err(e) if is_transient(&e) => {}
-                    Err(e) => {
-                        debug!("channel slot {slot}: host peer send failed: {e}");
-                        p.port.disconnect();
-                        p.forget_connection();
-                    }
+        if let (0, Some(Some(p))) = (waiting, self.ports.get_mut(slot)) {
+            let mut out = [&[][..]; BATCH];
+            match p
+                .port
+                .send_many(self.tx_batch.payloads(run.clone(), &mut out))
+            {
+                Ok(n) => sent = n,
+                Err(e) if is_transient(&e) => {}
+                Err(e) => {
+                    debug!("channel slot {slot}: host peer send failed: {e}");
+                    p.port.disconnect();
+                    p.forget_connection();
                 }
             }
         }
-        self.endpoints.queue_to_host(slot, payload)
+        self.stats.to_host += sent as u64;
+        for i in run.skip(sent) {
+            let queued = self.endpoints.queue_to_host(slot, self.tx_batch.payload(i));
+            if let Err(e) = queued {
+                self.report(&e);
+            }
+        }
     }
 
     /// Sends what waits for a host peer that became writable.
@@ -215,11 +259,19 @@ impl RpmsgDevice {
         else {
             return;
         };
-        while let Some(msg) = channel.front() {
-            match p.port.send(msg) {
-                Ok(()) => {
-                    channel.pop();
-                    self.stats.to_host += 1;
+        loop {
+            let mut out = [&[][..]; BATCH];
+            let n = channel.waiting(&mut out);
+            if n == 0 {
+                break;
+            }
+            match p.port.send_many(out.get(..n).unwrap_or_default()) {
+                Ok(sent) => {
+                    channel.pop(sent);
+                    self.stats.to_host += sent as u64;
+                    if sent < n {
+                        break;
+                    }
                 }
                 Err(e) if is_transient(&e) => break,
                 Err(e) => {
@@ -359,40 +411,12 @@ impl RpmsgDevice {
             return;
         };
         while let Some((src, ns)) = self.ns_out.pop_front() {
-            if !self.deliver(&mut queue, src, RPMSG_NS_ADDR, ns.as_slice()) {
+            let (free, log) = (&mut self.rx_free, &self.log);
+            if !deliver(free, log, &mut queue, src, RPMSG_NS_ADDR, ns.as_slice()) {
                 self.ns_out.push_front((src, ns));
                 break;
             }
         }
-    }
-
-    /// Writes one message into the next usable RX buffer and completes it.
-    /// False if no buffer is free. Buffers too small for a header and the
-    /// message (no real driver posts those) are returned empty.
-    fn deliver(&mut self, queue: &mut Queue<'_>, src: u32, dst: u32, payload: &[u8]) -> bool {
-        let mem = queue.memory();
-        while let Some(chain) = self.rx_free.pop_front() {
-            let mut writer = chain.writer(mem);
-            let written = writer
-                .write_obj(header(src, dst, payload.len()))
-                .and_then(|()| writer.write_all(payload));
-            match written {
-                Ok(()) => {
-                    queue.complete(chain.head(), writer.used_len());
-                    return true;
-                }
-                Err(e) => {
-                    self.log.warn(|| {
-                        format!(
-                            "RX buffer of {} bytes unusable: {e}",
-                            chain.writable().total_len()
-                        )
-                    });
-                    queue.complete(chain.head(), 0);
-                }
-            }
-        }
-        false
     }
 
     /// Moves messages from a host port into RX buffers while both last.
@@ -408,37 +432,55 @@ impl RpmsgDevice {
         let Some(mut queue) = queues.get(RX_QUEUE) else {
             return;
         };
-        // One byte more than the MTU tells an oversize message apart.
-        let mut buf = [0u8; MAX_RPMSG_BUF_SIZE];
-        while !self.rx_free.is_empty() {
-            let Some(p) = self.ports.get_mut(slot).and_then(Option::as_mut) else {
-                break;
-            };
-            match p.port.recv(&mut buf[..]) {
-                Ok(Some(n)) if n <= RPMSG_MTU => {
-                    let msg = buf.get(..n).unwrap_or_default();
-                    if self.deliver(&mut queue, local, remote, msg) {
+        // No more than there are buffers: the rest stays in the socket and
+        // pushes back on the host program.
+        let room = self.rx_free.len().min(BATCH);
+        let Some(p) = self.ports.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if room == 0 {
+            return;
+        }
+        // One call per wake-up: if the batch comes back full, more may
+        // wait, and the level-triggered epoll wakes the worker again for
+        // them; trying again now would cost a call that usually finds none.
+        let (bufs, lens) = self.rx_batch.room(room);
+        let got = match p.port.recv_many(bufs, lens) {
+            Ok(got) => got,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::WouldBlock || p.hung_up {
+                    p.port.disconnect();
+                    p.forget_connection();
+                }
+                return;
+            }
+        };
+        let mut hung_up = false;
+        for i in 0..got {
+            match self.rx_batch.len_of(i) {
+                0 => {
+                    hung_up = true;
+                    break;
+                }
+                n if n <= RPMSG_MTU => {
+                    let (free, log) = (&mut self.rx_free, &self.log);
+                    if deliver(free, log, &mut queue, local, remote, self.rx_batch.msg(i)) {
                         self.stats.to_guest += 1;
                     }
                 }
-                Ok(Some(n)) => {
+                n => {
                     let name = self.endpoints.get(slot).map(|c| c.name.clone());
                     self.log.warn(|| {
                         format!("channel {name:?}: host message of {n}+ bytes over the MTU (496) dropped")
                     });
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if p.hung_up {
-                        p.port.disconnect();
-                        p.forget_connection();
-                    }
-                    break;
-                }
-                Ok(None) | Err(_) => {
-                    p.port.disconnect();
-                    p.forget_connection();
-                    break;
-                }
+            }
+        }
+        // Fewer than asked for: the socket is empty for now.
+        if let Some(p) = self.ports.get_mut(slot).and_then(Option::as_mut) {
+            if hung_up || (got < room && p.hung_up) {
+                p.port.disconnect();
+                p.forget_connection();
             }
         }
     }
@@ -518,6 +560,42 @@ impl RpmsgDevice {
     }
 }
 
+/// Writes one message into the next usable RX buffer and completes it.
+/// False if no buffer is free. Buffers too small for a header and the
+/// message (no real driver posts those) are returned empty.
+fn deliver(
+    free: &mut VecDeque<DescChain>,
+    log: &RateLimited,
+    queue: &mut Queue<'_>,
+    src: u32,
+    dst: u32,
+    payload: &[u8],
+) -> bool {
+    let mem = queue.memory();
+    while let Some(chain) = free.pop_front() {
+        let mut writer = chain.writer(mem);
+        let written = writer
+            .write_obj(header(src, dst, payload.len()))
+            .and_then(|()| writer.write_all(payload));
+        match written {
+            Ok(()) => {
+                queue.complete(chain.head(), writer.used_len());
+                return true;
+            }
+            Err(e) => {
+                log.warn(|| {
+                    format!(
+                        "RX buffer of {} bytes unusable: {e}",
+                        chain.writable().total_len()
+                    )
+                });
+                queue.complete(chain.head(), 0);
+            }
+        }
+    }
+    false
+}
+
 fn is_transient(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -535,6 +613,9 @@ impl VirtioDevice for RpmsgDevice {
                 libc::SYS_bind,
                 libc::SYS_listen,
                 libc::SYS_connect,
+                // A batch of host messages per call (backend::mmsg).
+                libc::SYS_sendmmsg,
+                libc::SYS_recvmmsg,
                 // Their permissions (--socket-mode); glibc's chmod is
                 // fchmodat, or chmod on older x86-64 builds.
                 libc::SYS_fchmodat,

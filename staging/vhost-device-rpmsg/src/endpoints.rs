@@ -22,6 +22,9 @@ pub const MAX_GUEST_CHANNELS: usize = 32;
 /// up to [`RPMSG_RESERVED_ADDRESSES`], skipping configured ones.
 pub const GUEST_LOCAL_BASE: u32 = 0x300;
 
+/// Spare message buffers a channel keeps.
+const SPARE: usize = 64;
+
 /// Who made a channel.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -44,6 +47,9 @@ pub struct Channel {
     /// Who made it.
     pub origin: Origin,
     to_host: VecDeque<Vec<u8>>,
+    /// Buffers of sent messages, kept for the next ones so that a slow
+    /// peer does not cost an allocation per message (at most [`SPARE`]).
+    spare: Vec<Vec<u8>>,
     /// Guest messages dropped because the host peer was slow or absent.
     pub dropped: u64,
 }
@@ -56,6 +62,7 @@ impl Channel {
             remote,
             origin,
             to_host: VecDeque::new(),
+            spare: Vec::new(),
             dropped: 0,
         }
     }
@@ -70,9 +77,26 @@ impl Channel {
         self.to_host.front().map(Vec::as_slice)
     }
 
-    /// Drops the oldest waiting message (it was sent).
-    pub fn pop(&mut self) {
-        self.to_host.pop_front();
+    /// The oldest waiting messages, as many as fit in `out`; returns how
+    /// many.
+    pub fn waiting<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
+        let mut n = 0;
+        for (slot, msg) in out.iter_mut().zip(&self.to_host) {
+            *slot = msg;
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops the `n` oldest waiting messages (they were sent).
+    pub fn pop(&mut self, n: usize) {
+        for _ in 0..n {
+            match self.to_host.pop_front() {
+                Some(buf) if self.spare.len() < SPARE => self.spare.push(buf),
+                Some(_) => {}
+                None => break,
+            }
+        }
     }
 }
 
@@ -241,7 +265,10 @@ impl Endpoints {
                 dropped: channel.dropped,
             });
         }
-        channel.to_host.push_back(msg.to_vec());
+        let mut buf = channel.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(msg);
+        channel.to_host.push_back(buf);
         Ok(())
     }
 
@@ -368,7 +395,17 @@ mod tests {
         let c = t.get_mut(1).unwrap();
         assert_eq!(c.queued(), 2);
         assert_eq!(c.front(), Some(&b"a"[..]));
-        c.pop();
+        c.pop(1);
         assert_eq!(c.front(), Some(&b"b"[..]));
+        let mut out = [&[][..]; 4];
+        assert_eq!(c.waiting(&mut out), 1);
+        assert_eq!(out[0], b"b");
+        c.pop(5);
+        assert_eq!(c.queued(), 0);
+        // The sent messages' buffers carry the next ones.
+        assert_eq!(c.spare.len(), 2);
+        t.queue_to_host(1, b"e").unwrap();
+        assert_eq!(t.get(1).unwrap().front(), Some(&b"e"[..]));
+        assert_eq!(t.get(1).unwrap().spare.len(), 1);
     }
 }

@@ -13,7 +13,8 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Socket, Type};
 
-use super::unix::{recv, send};
+use super::mmsg::HostBuf;
+use super::unix::{recv, recv_many, send, send_many};
 use super::Port;
 
 /// Both ends of one link, held for the daemon's lifetime.
@@ -61,5 +62,13 @@ impl Port for LinkPort {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         // The daemon holds both ends, so the link never hangs up.
         recv(Some(&self.end), buf)
+    }
+
+    fn send_many(&mut self, msgs: &[&[u8]]) -> io::Result<usize> {
+        send_many(Some(&self.end), msgs)
+    }
+
+    fn recv_many(&mut self, bufs: &mut [HostBuf], lens: &mut [usize]) -> io::Result<usize> {
+        recv_many(Some(&self.end), bufs, lens)
     }
 }

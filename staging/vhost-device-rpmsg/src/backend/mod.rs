@@ -15,11 +15,14 @@
 
 pub mod echo;
 pub mod link;
+pub mod mmsg;
 pub mod unix;
 
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
+
+use mmsg::HostBuf;
 
 /// The host side of one channel.
 pub trait Port: Send + fmt::Debug {
@@ -48,6 +51,43 @@ pub trait Port: Send + fmt::Debug {
     /// `buf` (make `buf` longer than the MTU to tell). `WouldBlock` when none
     /// waits; `Ok(None)` when the peer hung up.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+
+    /// Sends `msgs` in order, as many as the peer takes now; returns how
+    /// many, at least one. `WouldBlock` if it takes none, `NotConnected`
+    /// when there is no peer. Ports on a socket do it in one system call.
+    fn send_many(&mut self, msgs: &[&[u8]]) -> io::Result<usize> {
+        let mut sent = 0;
+        for msg in msgs {
+            match self.send(msg) {
+                Ok(()) => sent += 1,
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Receives up to `bufs.len()` messages, writing each one's length (as
+    /// [`Port::recv`] counts it) to `lens`; returns how many, at least one.
+    /// `WouldBlock` when none waits. A length of 0 is the peer's hang-up,
+    /// and ends the batch.
+    fn recv_many(&mut self, bufs: &mut [HostBuf], lens: &mut [usize]) -> io::Result<usize> {
+        let mut got = 0;
+        for (buf, len) in bufs.iter_mut().zip(lens.iter_mut()) {
+            match self.recv(buf) {
+                Ok(n) => {
+                    *len = n.unwrap_or(0);
+                    got += 1;
+                    if n.is_none() {
+                        break;
+                    }
+                }
+                Err(e) if got == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(got)
+    }
 
     /// Forgets the current host peer (it hung up or failed).
     fn disconnect(&mut self) {}

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::mmsg::{self, HostBuf};
 use super::Port;
 use crate::error::{Error, Result};
 
@@ -134,6 +135,14 @@ impl Port for UnixPort {
         recv(self.peer.as_ref(), buf)
     }
 
+    fn send_many(&mut self, msgs: &[&[u8]]) -> io::Result<usize> {
+        send_many(self.peer.as_ref(), msgs)
+    }
+
+    fn recv_many(&mut self, bufs: &mut [HostBuf], lens: &mut [usize]) -> io::Result<usize> {
+        recv_many(self.peer.as_ref(), bufs, lens)
+    }
+
     fn disconnect(&mut self) {
         self.peer = None;
     }
@@ -148,6 +157,24 @@ pub(crate) fn send(socket: Option<&Socket>, msg: &[u8]) -> io::Result<()> {
     } else {
         Err(io::Error::new(io::ErrorKind::WriteZero, "short send"))
     }
+}
+
+/// Sends a batch on a seqpacket socket, if there is one (see
+/// [`mmsg::send_many`]).
+pub(crate) fn send_many(socket: Option<&Socket>, msgs: &[&[u8]]) -> io::Result<usize> {
+    let socket = socket.ok_or(io::ErrorKind::NotConnected)?;
+    mmsg::send_many(socket.as_raw_fd(), msgs)
+}
+
+/// Receives a batch from a seqpacket socket, if there is one (see
+/// [`mmsg::recv_many`]).
+pub(crate) fn recv_many(
+    socket: Option<&Socket>,
+    bufs: &mut [HostBuf],
+    lens: &mut [usize],
+) -> io::Result<usize> {
+    let socket = socket.ok_or(io::ErrorKind::NotConnected)?;
+    mmsg::recv_many(socket.as_raw_fd(), bufs, lens)
 }
 
 /// Receives one message from a seqpacket socket. `Ok(None)` on hang-up (a
