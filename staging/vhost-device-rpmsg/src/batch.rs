@@ -7,12 +7,15 @@
 //!   their host peers together (one `sendmmsg` per run of messages to the
 //!   same channel).
 //! - [`RxBatch`]: host messages taken from a socket in one `recvmmsg`, on
-//!   their way into RX buffers.
+//!   their way into RX buffers ([`deliver`]).
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
+use vhost_device_common::{DescChain, Queue, RateLimited};
+
 use crate::backend::mmsg::{HostBuf, BATCH};
-use crate::protocol::{MAX_RPMSG_BUF_SIZE, RPMSG_MTU};
+use crate::protocol::{header, MAX_RPMSG_BUF_SIZE, RPMSG_MTU};
 
 /// Guest messages on their way to host ports.
 #[derive(Debug)]
@@ -140,6 +143,42 @@ impl RxBatch {
             .and_then(|b| b.get(..self.len_of(i)))
             .unwrap_or_default()
     }
+}
+
+/// Writes one message into the next usable RX buffer and completes it.
+/// False if no buffer is free. Buffers too small for a header and the
+/// message (no real driver posts those) are returned empty.
+pub fn deliver(
+    free: &mut VecDeque<DescChain>,
+    log: &RateLimited,
+    queue: &mut Queue<'_>,
+    src: u32,
+    dst: u32,
+    payload: &[u8],
+) -> bool {
+    let mem = queue.memory();
+    while let Some(chain) = free.pop_front() {
+        let mut writer = chain.writer(mem);
+        let written = writer
+            .write_obj(header(src, dst, payload.len()))
+            .and_then(|()| writer.write_all(payload));
+        match written {
+            Ok(()) => {
+                queue.complete(chain.head(), writer.used_len());
+                return true;
+            }
+            Err(e) => {
+                log.warn(|| {
+                    format!(
+                        "RX buffer of {} bytes unusable: {e}",
+                        chain.writable().total_len()
+                    )
+                });
+                queue.complete(chain.head(), 0);
+            }
+        }
+    }
+    false
 }
 
 #[cfg(test)]

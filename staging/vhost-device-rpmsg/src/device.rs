@@ -24,8 +24,7 @@ use std::time::Duration;
 
 use log::{debug, info};
 use vhost_device_common::{
-    DescChain, DeviceResult, EventRegistry, EventSet, GuestMem, Queue, Queues, RateLimited,
-    VirtioDevice,
+    DescChain, DeviceResult, EventRegistry, EventSet, GuestMem, Queues, RateLimited, VirtioDevice,
 };
 use vm_memory::ByteValued;
 use vmm_sys_util::timerfd::TimerFd;
@@ -33,14 +32,14 @@ use vmm_sys_util::timerfd::TimerFd;
 use crate::backend::mmsg::BATCH;
 use crate::backend::unix::{Listener, UnixPort};
 use crate::backend::Port;
-use crate::batch::{RxBatch, TxBatch};
+use crate::batch::{deliver, RxBatch, TxBatch};
 use crate::endpoints::Endpoints;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::ports::{PortSlot, Tokens};
 use crate::protocol::{
-    header, rpmsg_ns_msg, Announcement, NsOp, NUM_QUEUES, RPMSG_MTU, RPMSG_NS_ADDR, RX_QUEUE,
-    TX_QUEUE, VIRTIO_RPMSG_F_NS,
+    rpmsg_ns_msg, Announcement, NsOp, NUM_QUEUES, RPMSG_MTU, RPMSG_NS_ADDR, RX_QUEUE, TX_QUEUE,
+    VIRTIO_RPMSG_F_NS,
 };
 
 /// How long after the first announcement the device announces again the
@@ -558,42 +557,6 @@ impl RpmsgDevice {
         }
         self.sync(slot);
     }
-}
-
-/// Writes one message into the next usable RX buffer and completes it.
-/// False if no buffer is free. Buffers too small for a header and the
-/// message (no real driver posts those) are returned empty.
-fn deliver(
-    free: &mut VecDeque<DescChain>,
-    log: &RateLimited,
-    queue: &mut Queue<'_>,
-    src: u32,
-    dst: u32,
-    payload: &[u8],
-) -> bool {
-    let mem = queue.memory();
-    while let Some(chain) = free.pop_front() {
-        let mut writer = chain.writer(mem);
-        let written = writer
-            .write_obj(header(src, dst, payload.len()))
-            .and_then(|()| writer.write_all(payload));
-        match written {
-            Ok(()) => {
-                queue.complete(chain.head(), writer.used_len());
-                return true;
-            }
-            Err(e) => {
-                log.warn(|| {
-                    format!(
-                        "RX buffer of {} bytes unusable: {e}",
-                        chain.writable().total_len()
-                    )
-                });
-                queue.complete(chain.head(), 0);
-            }
-        }
-    }
-    false
 }
 
 fn is_transient(e: &std::io::Error) -> bool {
