@@ -9,7 +9,7 @@
 //! our device crate. A "request" of the load runs is one message there and
 //! back: posted on TX, completed when its echo fills an RX buffer.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -61,11 +61,6 @@ fn field(data: &[u8], at: usize) -> Option<u32> {
 
 /// The host program: echoes every message on the channel socket from its
 /// own thread until the daemon hangs up or it is stopped.
-///
-/// It takes what has arrived in one `recvmmsg` (blocking for the first) and
-/// echoes it in one `sendmmsg`, as a host program written for throughput
-/// would: with a call per message the peer, not the daemon, was the limit
-/// of the pipelined figure (see BENCHMARKS.md, "rpmsg").
 #[derive(Debug)]
 pub struct Peer {
     stop: Arc<AtomicBool>,
@@ -82,12 +77,14 @@ impl Peer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = thread::spawn(move || {
-            let mut batch = EchoBatch::new();
+            let mut buf = [0u8; 512];
+            let mut s = &stream;
             while !flag.load(Ordering::Relaxed) {
-                match batch.recv(stream.as_raw_fd()) {
+                match s.read(&mut buf) {
                     Ok(0) => return,
                     Ok(n) => {
-                        if batch.send(stream.as_raw_fd(), n).is_err() {
+                        let Some(msg) = buf.get(..n) else { return };
+                        if std::io::Write::write(&mut s, msg).is_err() {
                             return;
                         }
                     }
@@ -104,95 +101,6 @@ impl Peer {
             stop,
             thread: Some(thread),
         })
-    }
-}
-
-/// Messages the peer moves per system call at most.
-const PEER_BATCH: usize = 64;
-
-/// The peer's buffers and the `mmsghdr`s that point into them.
-struct EchoBatch {
-    bufs: Box<[[u8; BUF_SIZE as usize]; PEER_BATCH]>,
-    iovs: Box<[libc::iovec; PEER_BATCH]>,
-    hdrs: Box<[libc::mmsghdr; PEER_BATCH]>,
-}
-
-// SAFETY: the raw pointers in `iovs` and `hdrs` point only into the
-// struct's own boxes, which move with it.
-unsafe impl Send for EchoBatch {}
-
-impl EchoBatch {
-    fn new() -> Self {
-        let mut b = EchoBatch {
-            bufs: Box::new([[0u8; BUF_SIZE as usize]; PEER_BATCH]),
-            iovs: Box::new(
-                [libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                }; PEER_BATCH],
-            ),
-            // SAFETY: all-zero is a valid mmsghdr (no name, no control).
-            hdrs: Box::new(unsafe { std::mem::zeroed() }),
-        };
-        for ((buf, iov), h) in b
-            .bufs
-            .iter_mut()
-            .zip(b.iovs.iter_mut())
-            .zip(b.hdrs.iter_mut())
-        {
-            iov.iov_base = buf.as_mut_ptr().cast();
-            h.msg_hdr.msg_iov = std::ptr::from_mut(iov);
-            h.msg_hdr.msg_iovlen = 1;
-        }
-        b
-    }
-
-    /// Waits for a message (up to the socket's read timeout) and takes
-    /// every other one already there; returns how many, 0 on hang-up.
-    fn recv(&mut self, fd: RawFd) -> std::io::Result<usize> {
-        for iov in self.iovs.iter_mut() {
-            iov.iov_len = BUF_SIZE as usize;
-        }
-        // SAFETY: every header points at its own iovec, and every iovec at
-        // its own buffer of BUF_SIZE bytes; all live in `self`.
-        let got = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                PEER_BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
-        };
-        let got = usize::try_from(got).map_err(|_| std::io::Error::last_os_error())?;
-        // A zero-length message is the daemon's hang-up (it never sends
-        // empty ones).
-        match self.hdrs.get(..got) {
-            Some(h) if h.iter().all(|h| h.msg_len > 0) => Ok(got),
-            _ => Ok(0),
-        }
-    }
-
-    /// Echoes the `n` messages just received, blocking until all are sent.
-    fn send(&mut self, fd: RawFd, n: usize) -> std::io::Result<()> {
-        for (iov, h) in self.iovs.iter_mut().zip(self.hdrs.iter()).take(n) {
-            iov.iov_len = h.msg_len as usize;
-        }
-        let mut done = 0;
-        while done < n {
-            let rest = self.hdrs.get_mut(done..n).unwrap_or_default();
-            // SAFETY: as in `recv`; the kernel only reads the buffers.
-            let sent = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    rest.as_mut_ptr(),
-                    libc::c_uint::try_from(rest.len()).unwrap_or(0),
-                    libc::MSG_NOSIGNAL,
-                )
-            };
-            done += usize::try_from(sent).map_err(|_| std::io::Error::last_os_error())?;
-        }
-        Ok(())
     }
 }
 
