@@ -17,20 +17,29 @@ use vhost_device_common::{DescChain, Queue, RateLimited};
 use crate::backend::mmsg::{HostBuf, BATCH};
 use crate::protocol::{header, MAX_RPMSG_BUF_SIZE, RPMSG_MTU};
 
+/// Guest messages a TX drain holds before it sends them. Smaller than
+/// [`BATCH`] on purpose: a host peer on another CPU starts on the first
+/// messages while the device decodes the rest, so its answers are often
+/// there before the worker would go back to sleep (with the whole drain in
+/// one call, the measured wake-ups per message went up by a fifth).
+pub const TX_BATCH: usize = 16;
+
+const _: () = assert!(TX_BATCH <= BATCH);
+
 /// Guest messages on their way to host ports.
 #[derive(Debug)]
 pub struct TxBatch {
     bufs: Box<[[u8; RPMSG_MTU]]>,
     /// Per message: its channel slot and length.
-    msgs: [(usize, usize); BATCH],
+    msgs: [(usize, usize); TX_BATCH],
     len: usize,
 }
 
 impl Default for TxBatch {
     fn default() -> Self {
         TxBatch {
-            bufs: vec![[0u8; RPMSG_MTU]; BATCH].into_boxed_slice(),
-            msgs: [(0, 0); BATCH],
+            bufs: vec![[0u8; RPMSG_MTU]; TX_BATCH].into_boxed_slice(),
+            msgs: [(0, 0); TX_BATCH],
             len: 0,
         }
     }
@@ -39,7 +48,7 @@ impl Default for TxBatch {
 impl TxBatch {
     /// Whether no further message fits.
     pub fn is_full(&self) -> bool {
-        self.len >= BATCH
+        self.len >= TX_BATCH
     }
 
     /// Whether it holds nothing.
@@ -213,14 +222,14 @@ mod tests {
     #[test]
     fn holds_at_most_a_batch() {
         let mut b = TxBatch::default();
-        for _ in 0..BATCH {
+        for _ in 0..TX_BATCH {
             assert!(!b.is_full());
             push(&mut b, 0, b"x");
         }
         assert!(b.is_full());
         assert!(b.next_buf().is_none());
         b.push(0, 1);
-        assert_eq!(b.run_from(0), Some((0, BATCH)));
+        assert_eq!(b.run_from(0), Some((0, TX_BATCH)));
         let mut r = RxBatch::default();
         assert_eq!(r.room(BATCH + 5).0.len(), BATCH);
         assert_eq!(r.msg(0), &[] as &[u8]);

@@ -146,8 +146,9 @@ impl RpmsgDevice {
     // ---- guest to host -------------------------------------------------
 
     /// Handles every TX chain and returns it at once. The messages leave
-    /// for their host peers together, once the kick's chains are read (or
-    /// every [`BATCH`] messages), before the driver hears of its buffers.
+    /// for their host peers in batches (every [`crate::batch::TX_BATCH`]
+    /// messages and at the end of the drain), before the driver hears of
+    /// its buffers.
     fn process_tx(&mut self, queues: &mut Queues<'_>) {
         let Some(mut queue) = queues.get(TX_QUEUE) else {
             return;
