@@ -41,6 +41,19 @@ const NO_IOV: libc::iovec = libc::iovec {
     iov_len: 0,
 };
 
+/// The flags argument of `sendmmsg`/`recvmmsg`: a `c_int` in glibc, a
+/// `c_uint` in musl.
+#[cfg(not(target_env = "musl"))]
+const fn flags(f: libc::c_int) -> libc::c_int {
+    f
+}
+
+#[cfg(target_env = "musl")]
+const fn flags(f: libc::c_int) -> libc::c_uint {
+    // MSG_* flags are small and positive.
+    f as libc::c_uint
+}
+
 fn vlen(n: usize) -> libc::c_uint {
     libc::c_uint::try_from(n).unwrap_or(libc::c_uint::MAX)
 }
@@ -67,7 +80,7 @@ pub fn send_many(fd: RawFd, msgs: &[&[u8]]) -> io::Result<usize> {
             fd,
             hdrs.as_mut_ptr(),
             vlen(msgs.len()),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT),
         )
     };
     // Every message of a seqpacket socket goes whole or not at all.
@@ -98,7 +111,7 @@ pub fn recv_many(fd: RawFd, bufs: &mut [HostBuf], lens: &mut [usize]) -> io::Res
             fd,
             hdrs.as_mut_ptr(),
             vlen(n),
-            libc::MSG_DONTWAIT,
+            flags(libc::MSG_DONTWAIT),
             std::ptr::null_mut(),
         )
     };
