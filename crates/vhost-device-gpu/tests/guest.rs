@@ -67,9 +67,15 @@ const BARS: [[u8; 3]; 8] = [
 ];
 
 fn run(name: &str, daemon_args: &[&str], qemu_device: &str, script: &str) -> ScenarioResult {
+    run_scenario(scenario(name, daemon_args, qemu_device, script))
+}
+
+/// The daemon with `daemon_args` behind QEMU's `qemu_device`, running
+/// `script`.
+fn scenario(name: &str, daemon_args: &[&str], qemu_device: &str, script: &str) -> Scenario {
     let mut args = vec!["--socket-path", "{sock}"];
     args.extend_from_slice(daemon_args);
-    let out = Scenario::new(name)
+    Scenario::new(name)
         .backend(BIN, &args)
         .qemu_args(&[
             "-chardev",
@@ -79,8 +85,13 @@ fn run(name: &str, daemon_args: &[&str], qemu_device: &str, script: &str) -> Sce
         ])
         .guest_script(script)
         .timeout(TIMEOUT)
+}
+
+/// Runs `scenario`, which must pass.
+fn run_scenario(scenario: Scenario) -> ScenarioResult {
+    let out = scenario
         .run()
-        .unwrap_or_else(|e| panic!("{name} could not start: {e}"));
+        .unwrap_or_else(|e| panic!("scenario could not start: {e}"));
     out.assert_success();
     out
 }
@@ -167,6 +178,32 @@ fn guest_gpu_vga_colour_bars() {
     let bars = image(&out, "bars");
     assert_eq!((bars.width, bars.height), fb_size(&out));
     assert_bars(&bars, &out);
+}
+
+/// A machine reset after the colour bars (issue #17): the next boot's driver
+/// creates its resources again, with the same ids, and shows the bars
+/// again, through the same daemon and connection.
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_gpu_colour_bars_after_a_machine_reset() {
+    let script = format!(
+        "{WAIT_FB}\n{COLOUR_BARS}\nrig-screendump \"bars-$RIG_BOOT\"\n\
+         [ \"$RIG_BOOT\" -gt 1 ] || rig_reset\n"
+    );
+    let out = run_scenario(
+        scenario(
+            "guest_gpu_colour_bars_after_a_machine_reset",
+            &[],
+            "vhost-user-gpu-pci,chardev=vgpu",
+            &script,
+        )
+        .resets(1),
+    );
+    for name in ["bars-1", "bars-2"] {
+        let bars = image(&out, name);
+        assert_eq!((bars.width, bars.height), fb_size(&out), "{name}");
+        assert_bars(&bars, &out);
+    }
 }
 
 #[test]
