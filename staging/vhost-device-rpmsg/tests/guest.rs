@@ -220,35 +220,44 @@ fn connect(path: &Path, stop: &AtomicBool) -> Option<Socket> {
     None
 }
 
-/// Serves one channel socket until told to stop or the daemon hangs up,
-/// answering each message with `answer` (None: no reply).
+/// Serves one channel socket until told to stop, answering each message
+/// with `answer` (None: no reply), and connects again when the daemon hangs
+/// up (as it may when the guest's machine is reset).
 fn serve(
     path: PathBuf,
     stop: Arc<AtomicBool>,
     mut answer: impl FnMut(&[u8]) -> Option<Vec<u8>> + Send + 'static,
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
-        let Some(s) = connect(&path, &stop) else {
-            return;
-        };
-        let mut buf = [0u8; 1024];
-        while !stop.load(Ordering::Relaxed) {
-            match (&s).read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if let Some(reply) = answer(&buf[..n]) {
-                        s.send(&reply).unwrap();
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return,
-            }
+        while let Some(s) = connect(&path, &stop) {
+            serve_connection(&s, &stop, &mut answer);
         }
     })
+}
+
+/// One connection of [`serve`], until a hang-up or `stop`.
+fn serve_connection(
+    s: &Socket,
+    stop: &AtomicBool,
+    answer: &mut impl FnMut(&[u8]) -> Option<Vec<u8>>,
+) {
+    let mut buf = [0u8; 1024];
+    while !stop.load(Ordering::Relaxed) {
+        match (&*s).read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if let Some(reply) = answer(&buf[..n]) {
+                    s.send(&reply).unwrap();
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 #[test]
@@ -428,11 +437,13 @@ fn guest_rpmsg_two_devices_linked() {
     );
 }
 
-#[test]
-#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
-fn guest_rpmsg_no_channels_still_probes() {
-    Scenario::new("guest_rpmsg_no_channels_still_probes")
-        .backend(BIN, &["--socket-path", "{sock}"])
+/// One device on the daemon with `args` beside its socket, and the guest's
+/// rpmsg_char and rpmsg_ctrl loaded.
+fn one_device(name: &str, args: &[&str]) -> Scenario {
+    let mut all = vec!["--socket-path", "{sock}"];
+    all.extend_from_slice(args);
+    Scenario::new(name)
+        .backend(BIN, &all)
         .qemu_args(&[
             "-chardev",
             "socket,id=rpmsg0,path={sock}",
@@ -440,6 +451,12 @@ fn guest_rpmsg_no_channels_still_probes() {
             "vhost-user-test-device-pci,chardev=rpmsg0,virtio-id=7,num_vqs=2",
         ])
         .modules(&["rpmsg_char", "rpmsg_ctrl"])
+}
+
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_rpmsg_no_channels_still_probes() {
+    one_device("guest_rpmsg_no_channels_still_probes", &[])
         .guest_script(
             "set -e\n\
              n=0\n\
@@ -454,4 +471,51 @@ fn guest_rpmsg_no_channels_still_probes() {
         .run()
         .expect("scenario could not start")
         .assert_success();
+}
+
+/// A machine reset after using a host service (issue #17): the next boot's
+/// driver probes again, gets the daemon's channel announcements again, and
+/// reaches the same host service.
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_rpmsg_works_after_a_machine_reset() {
+    let tmp = tempfile::Builder::new()
+        .prefix("vdrpmsg")
+        .tempdir()
+        .unwrap();
+    let sock = tmp.path().join("svc.sock");
+    let stop = Arc::new(AtomicBool::new(false));
+    let svc = serve(sock.clone(), Arc::clone(&stop), |m| {
+        Some([&b"svc:"[..], m].concat())
+    });
+    let channel = format!("name=rig-svc,addr=0x402,socket={}", sock.display());
+    let result = one_device(
+        "guest_rpmsg_works_after_a_machine_reset",
+        &["--channel", &channel],
+    )
+        .resets(1)
+        .guest_script(
+            "set -e\n\
+             n=0\n\
+             until [ -c /dev/rpmsg_ctrl0 ] && grep -qs rig-svc /sys/bus/rpmsg/devices/*/name; do\n\
+                 n=$((n + 1)); [ $n -lt 300 ] || { echo 'no rig-svc channel'; ls /sys/bus/rpmsg/devices; exit 1; }\n\
+                 sleep 0.1\n\
+             done\n\
+             rig-rpmsg /dev/rpmsg_ctrl0 rig-ept 3000 0x402 \"ping-$RIG_BOOT\" | sed \"s/^/BOOT $RIG_BOOT /\"\n\
+             [ \"$RIG_BOOT\" -gt 1 ] || rig_reset\n",
+        )
+        .timeout(Duration::from_secs(240))
+        .run()
+        .expect("scenario could not start");
+    stop.store(true, Ordering::Relaxed);
+    svc.join().unwrap();
+    result.assert_success();
+    for boot in [1, 2] {
+        let line = format!("BOOT {boot} recv: svc:ping-{boot}");
+        assert!(
+            result.guest_output.lines().any(|l| l.trim_end() == line),
+            "no {line:?}\n{}",
+            result.report()
+        );
+    }
 }
