@@ -5,6 +5,7 @@
 //! definition, and the packaging files' checks.
 
 pub mod completions;
+pub mod demo;
 pub mod descriptor;
 pub mod devices;
 pub mod man;
@@ -28,14 +29,14 @@ pub fn packaging_dir() -> PathBuf {
 
 /// The device binary `name` built in this test's `target/<profile>/`,
 /// built first when it is missing (`cargo test -p xtask` alone; a
-/// workspace test run has built every device binary already). For tests.
+/// workspace test run has built every device binary already).
 pub fn built_binary(name: &str) -> Result<PathBuf, String> {
-    // Tests run from target/<profile>/deps/.
+    // Tests run from target/<profile>/deps/, xtask from target/<profile>/.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let profile = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .ok_or("no target directory")?;
+    let mut profile = exe.parent().ok_or("no target directory")?;
+    if profile.ends_with("deps") {
+        profile = profile.parent().ok_or("no target directory")?;
+    }
     let path = profile.join(name);
     if !path.exists() {
         let status = std::process::Command::new(env!("CARGO"))

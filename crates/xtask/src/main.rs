@@ -19,6 +19,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Chore {
+    /// Boot one guest with every device on host-free backends; print the
+    /// summary table and where the screendump and logs are.
+    Demo,
     /// Check packaging/vhost-user/*.json against vhost-user.json's rules.
     Descriptors,
     /// Write a man page per binary (and per subcommand) into DIR.
@@ -42,6 +45,7 @@ enum Chore {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.chore {
+        Chore::Demo => xtask::demo::run(),
         Chore::Descriptors => check_descriptors(),
         Chore::Man { out } => xtask::man::generate(DEVICES, &root(out)).map(report),
         Chore::Completions { out } => xtask::completions::generate(DEVICES, &root(out)).map(report),
