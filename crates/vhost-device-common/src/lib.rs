@@ -43,5 +43,5 @@ pub use error::{ChainError, Error};
 pub use events::EventRegistry;
 pub use ratelimit::RateLimited;
 pub use sandbox::{SandboxArgs, SeccompMode, SeccompPolicy};
-pub use socket::SocketArgs;
+pub use socket::{SocketArgs, SocketFileGuard};
 pub use vmm_sys_util::epoll::EventSet;

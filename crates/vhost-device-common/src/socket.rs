@@ -287,6 +287,28 @@ impl BoundSocket {
     }
 }
 
+/// Removes a socket file of the daemon's own (a control or channel socket
+/// beside the vhost-user one) when dropped, so that it goes with the daemon.
+#[derive(Debug)]
+pub struct SocketFileGuard {
+    path: std::path::PathBuf,
+}
+
+impl SocketFileGuard {
+    /// Takes charge of removing `path`.
+    pub fn new(path: &std::path::Path) -> Self {
+        SocketFileGuard {
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl Drop for SocketFileGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 impl Drop for BoundSocket {
     fn drop(&mut self) {
         if let Some(path) = &self.created {

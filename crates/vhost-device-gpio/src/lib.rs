@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use backend::cdev::CdevChip;
-use backend::sim::{ControlGuard, SimChip, SimWorld, MAX_SIM_LINES};
+use backend::sim::{SimChip, SimWorld, MAX_SIM_LINES};
 use backend::GpioBackend;
 pub use device::GpioDevice;
 pub use error::{Error, Result};
@@ -113,7 +113,7 @@ enum GuestChip {
 #[derive(Debug)]
 pub struct GpioConfig {
     guests: Vec<GuestChip>,
-    _controls: Vec<ControlGuard>,
+    _controls: Vec<vhost_device_common::SocketFileGuard>,
 }
 
 impl GpioConfig {

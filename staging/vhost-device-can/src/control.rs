@@ -10,33 +10,23 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use log::warn;
 
+use vhost_device_common::SocketFileGuard;
+
 use crate::backend::bus::VirtualBus;
 use crate::error::{Error, Result};
-
-/// Removes the socket file when the daemon ends.
-#[derive(Debug)]
-pub struct ControlGuard {
-    path: PathBuf,
-}
-
-impl Drop for ControlGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
 
 /// Longest command line a client may send.
 const MAX_COMMAND: u64 = 128;
 
 /// Listens on `path` and serves each client on a thread of its own.
-pub fn serve(bus: Arc<VirtualBus>, path: &Path) -> Result<ControlGuard> {
+pub fn serve(bus: Arc<VirtualBus>, path: &Path) -> Result<SocketFileGuard> {
     let _ = std::fs::remove_file(path);
     let listener =
         UnixListener::bind(path).map_err(|e| Error::io(format!("{}", path.display()), e))?;
@@ -61,9 +51,7 @@ pub fn serve(bus: Arc<VirtualBus>, path: &Path) -> Result<ControlGuard> {
             }
         })
         .map_err(|e| Error::io("control thread", e))?;
-    Ok(ControlGuard {
-        path: path.to_owned(),
-    })
+    Ok(SocketFileGuard::new(path))
 }
 
 fn serve_client(bus: &VirtualBus, stream: UnixStream) -> io::Result<()> {

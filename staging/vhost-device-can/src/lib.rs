@@ -74,7 +74,7 @@ pub struct CanConfig {
     seats: Vec<Seat>,
     bus: Arc<VirtualBus>,
     backlog: usize,
-    _control: Option<control::ControlGuard>,
+    _control: Option<vhost_device_common::SocketFileGuard>,
 }
 
 impl CanConfig {

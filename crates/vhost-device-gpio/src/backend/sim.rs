@@ -17,14 +17,14 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use log::{debug, warn};
-use vhost_device_common::{EventRegistry, EventSet};
+use vhost_device_common::{EventRegistry, EventSet, SocketFileGuard};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{Direction, Edge, Edges, GpioBackend, IrqNote};
@@ -223,7 +223,7 @@ impl SimWorld {
     /// Binds the control socket at `path` and serves it from a thread for
     /// the life of the process. The returned guard removes the socket file
     /// when dropped.
-    pub fn serve_control(self: &Arc<Self>, path: &Path) -> Result<ControlGuard> {
+    pub fn serve_control(self: &Arc<Self>, path: &Path) -> Result<SocketFileGuard> {
         let control_error = |what, source| Error::Control {
             path: path.to_owned(),
             what,
@@ -278,21 +278,7 @@ impl SimWorld {
                 }
             })
             .map_err(|e| control_error("spawn its thread", e))?;
-        Ok(ControlGuard {
-            path: path.to_owned(),
-        })
-    }
-}
-
-/// Removes the control socket file when dropped.
-#[derive(Debug)]
-pub struct ControlGuard {
-    path: PathBuf,
-}
-
-impl Drop for ControlGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        Ok(SocketFileGuard::new(path))
     }
 }
 
