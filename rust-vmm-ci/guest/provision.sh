@@ -94,6 +94,9 @@ chmod +x "$ROOT/usr/sbin/policy-rc.d"
 # Guest-side tools: unpacked into the initramfs from the same root.
 GUEST_PKGS=(busybox-static dash i2c-tools gpiod alsa-utils can-utils bluez libdrm-tests iproute2 kmod)
 HOST_PKGS=(qemu-system-x86 ipxe-qemu seabios gcc make libc6-dev xz-utils)
+# BlueZ's emulated controller (btvirt) for the bluetooth H:4 scenario, run on
+# the host through the root's loader like QEMU.
+HOST_PKGS+=(bluez-test-tools)
 
 log "apt-get update in the root"
 in_root apt-get update -qq >"$CACHE/apt.log" 2>&1 || die "apt-get update in root failed, see $CACHE/apt.log"
@@ -233,6 +236,7 @@ log "building the initramfs"
 STAGE="$CACHE/initramfs.d"
 rm -rf "$STAGE"
 mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,lib/x86_64-linux-gnu,lib64,etc,proc,sys,dev,tmp,run,rig,root,mnt,usr/share}
+mkdir -p "$STAGE/usr/libexec/bluetooth"   # bluetoothd, started by rig-bluetoothd
 ln -s lib "$STAGE/usr/lib"
 
 # Binaries (paths inside the root). Real tools go to /usr/{bin,sbin} and come
@@ -244,6 +248,7 @@ TOOLS=(
   /usr/bin/aplay /usr/bin/arecord /usr/bin/amixer /usr/bin/speaker-test /usr/bin/alsactl
   /usr/bin/cansend /usr/bin/candump /usr/bin/cangen /usr/bin/cansequence /usr/bin/isotpsend /usr/bin/isotprecv
   /usr/bin/hciconfig /usr/bin/btmgmt /usr/bin/hcitool /usr/bin/bluetoothctl
+  /usr/bin/dbus-daemon /usr/bin/dbus-send /usr/libexec/bluetooth/bluetoothd
   /usr/bin/modetest /usr/bin/proptest /usr/bin/vbltest
   /usr/bin/ip /usr/sbin/ip /bin/ip
   /usr/bin/dash

@@ -16,7 +16,7 @@ use vhost_device_common::SocketArgs;
     after_help = "Examples:\n  \
         vhost-device-bluetooth --socket-path /tmp/bt.sock\n  \
         vhost-device-bluetooth --socket-path /tmp/bt.sock --socket-count 2 --bdaddr 52:54:00:b7:00:10\n  \
-        vhost-device-bluetooth --socket-path /tmp/bt.sock --backend unix:/tmp/bt-server-bredrle\n  \
+        vhost-device-bluetooth --socket-path /tmp/bt.sock --backend unix:/tmp/bt-server-bredr\n  \
         vhost-device-bluetooth --socket-path /tmp/bt.sock --backend tcp:127.0.0.1:6402\n  \
         vhost-device-bluetooth --socket-path /tmp/bt.sock --backend serial:/dev/ttyUSB0@115200\n  \
         vhost-device-bluetooth --socket-path /tmp/bt.sock --backend hci:0"

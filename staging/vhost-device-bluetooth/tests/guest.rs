@@ -7,6 +7,9 @@
 //! guest sees hci0 and hci1 on the daemon's shared radio: hci0 is brought
 //! up, inspected through mgmt, taken down and up again; then hci1 is made
 //! discoverable and advertises, and hci0's inquiry and LE scan find it.
+//! Two more scenarios put BlueZ on one side each: its emulated controller
+//! (`btvirt`) behind the H:4 stream backend, and bluetoothd with
+//! `bluetoothctl` in the guest.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -148,4 +151,160 @@ echo "GUEST DONE"
         );
     }
     assert!(out.contains("GUEST DONE"), "{out}");
+}
+
+/// Where `btvirt -s` serves its BR/EDR-only controller (the path is fixed in
+/// BlueZ's emulator). Its BR/EDR/LE and LE servers are no use on a host
+/// kernel without the AF_ALG socket family (`CONFIG_CRYPTO_USER_API_*`):
+/// their emulated controller needs it for LE crypto, fails to create, and
+/// btvirt closes every connection to them at once.
+const BTVIRT_BREDR: &str = "/tmp/bt-server-bredr";
+
+/// BlueZ's `btvirt -s`, run from the rig's root through its loader as the
+/// rig runs QEMU (provisioned from trixie's bluez-test-tools).
+fn btvirt() -> Backend {
+    let image = vhost_device_rig::GuestImage::locate().expect("rig not provisioned");
+    let root = &image.root;
+    let btvirt = root.join("usr/bin/btvirt");
+    assert!(
+        btvirt.exists(),
+        "{} is missing: re-run rust-vmm-ci/guest/provision.sh (bluez-test-tools)",
+        btvirt.display()
+    );
+    let libs = format!(
+        "{}:{}",
+        root.join("usr/lib/x86_64-linux-gnu").display(),
+        root.join("lib/x86_64-linux-gnu").display()
+    );
+    // A socket left by an earlier run would end the wait before btvirt
+    // listens; btvirt itself replaces it.
+    let _ = std::fs::remove_file(BTVIRT_BREDR);
+    Backend::new(root.join("lib64/ld-linux-x86-64.so.2"))
+        .args(&[
+            "--library-path".to_owned(),
+            libs,
+            btvirt.display().to_string(),
+            "-s".to_owned(),
+        ])
+        .wait_for_socket(BTVIRT_BREDR)
+}
+
+/// The guest's hci0 is BlueZ's emulated BR/EDR controller: the daemon's
+/// H:4 stream backend connects to `btvirt -s`, and Linux's init sequence,
+/// `hciconfig` and mgmt run against it. btvirt's controller differs from
+/// the built-in one in what the guest can see: address 00:AA:01:00:00:42
+/// (btvirt's fixed one), HCI version 5 (3.0, the built-in says 9) and no LE.
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_bluetooth_h4_stream_to_btvirt() {
+    let daemon = Backend::new(env!("CARGO_BIN_EXE_vhost-device-bluetooth"))
+        .args(&[
+            "--socket-path",
+            "{sock}",
+            "--backend",
+            &format!("unix:{BTVIRT_BREDR}"),
+        ])
+        .env("RUST_LOG", "info");
+    let script = r#"set -e
+n=0
+until [ -e /sys/class/bluetooth/hci0 ]; do
+    n=$((n + 1)); [ $n -lt 200 ] || { echo "no hci0"; exit 1; }
+    sleep 0.1
+done
+hciconfig hci0 up
+hciconfig -a hci0
+hciconfig hci0 | grep -q "UP RUNNING" && echo "UP"
+hciconfig -a hci0 | sed -n 's/.*HCI Version: \([^ ]*\) .*/HCI VERSION \1/p'
+btmgmt --index 0 info
+btmgmt --index 0 info | sed -n 's/^\s*addr \([0-9A-F:]*\) version \([0-9]*\) manufacturer \([0-9]*\) .*/INFO ADDR \1 VERSION \2 MANUFACTURER \3/p'
+btmgmt --index 0 info | sed -n 's/^\s*supported settings: \(.*\)$/INFO SUPPORTED \1/p'
+hciconfig hci0 down
+hciconfig hci0 up
+hciconfig hci0 | grep -q "UP RUNNING" && echo "UP AGAIN"
+echo "GUEST DONE"
+"#;
+    let qemu = [
+        "-chardev",
+        "socket,id=bt0,path={sock1}",
+        "-device",
+        "vhost-user-test-device-pci,chardev=bt0,virtio-id=40,num_vqs=2,config_size=6",
+    ];
+    let result = Scenario::new("guest_bluetooth_h4_stream_to_btvirt")
+        .backend_with(btvirt())
+        .backend_with(daemon)
+        .qemu_args(&qemu)
+        .guest_script(script)
+        .timeout(Duration::from_secs(120))
+        .run()
+        .expect("scenario could not start");
+    result.assert_success();
+    let out = &result.guest_output;
+    let has = |line: &str| out.lines().any(|l| l.trim_end() == line);
+    assert!(has("UP"), "{out}");
+    // btvirt's BR/EDR controller: its fixed address, Bluetooth 3.0, and
+    // the Linux Foundation's company ID (as the built-in's).
+    assert!(
+        has("INFO ADDR 00:AA:01:00:00:42 VERSION 5 MANUFACTURER 1521"),
+        "{out}"
+    );
+    assert!(has("HCI VERSION 3.0"), "{out}");
+    let supported = out
+        .lines()
+        .find_map(|l| l.strip_prefix("INFO SUPPORTED "))
+        .unwrap_or_else(|| panic!("no supported settings: {out}"));
+    let words: Vec<&str> = supported.split_whitespace().collect();
+    assert!(words.contains(&"br/edr"), "{supported}");
+    // The built-in controller supports LE; btvirt's BR/EDR one does not.
+    assert!(!words.contains(&"le"), "{supported}");
+    assert!(has("UP AGAIN"), "{out}");
+    assert!(has("GUEST DONE"), "{out}");
+}
+
+/// bluetoothd and a D-Bus system bus in the guest (`rig-bluetoothd`), on
+/// the built-in controller: bluetoothd takes the adapter through mgmt,
+/// powers it and names it from main.conf, and `bluetoothctl show` reports
+/// the controller's address, Powered and the name, which the controller
+/// itself then reads back to `hciconfig`.
+#[test]
+#[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
+fn guest_bluetooth_bluetoothctl_show() {
+    let daemon = Backend::new(env!("CARGO_BIN_EXE_vhost-device-bluetooth"))
+        .args(&["--socket-path", "{sock}", "--bdaddr", "52:54:00:b7:00:20"])
+        .env("RUST_LOG", "info");
+    let script = r#"set -e
+n=0
+until [ -e /sys/class/bluetooth/hci0 ]; do
+    n=$((n + 1)); [ $n -lt 200 ] || { echo "no hci0"; exit 1; }
+    sleep 0.1
+done
+mkdir -p /etc/bluetooth
+printf '[General]\nName = rig-guest\n' >/etc/bluetooth/main.conf
+rig-bluetoothd
+n=0
+until timeout 5 bluetoothctl show 2>&1 | grep -q "Powered: yes"; do
+    n=$((n + 1)); [ $n -lt 50 ] || { timeout 5 bluetoothctl show || true; cat /tmp/bluetoothd.log; exit 1; }
+    sleep 0.2
+done
+timeout 5 bluetoothctl show >/tmp/show
+cat /tmp/show
+sed -n 's/^Controller \([0-9A-F:]*\) .*/SHOW CONTROLLER \1/p' /tmp/show
+sed -n 's/^\s*\(Name\|Powered\): \(.*\)$/SHOW \1 \2/p' /tmp/show
+hciconfig hci0 name | sed -n "s/^\s*Name: '\(.*\)'$/HCI NAME \1/p"
+echo "GUEST DONE"
+"#;
+    let result = Scenario::new("guest_bluetooth_bluetoothctl_show")
+        .backend_with(daemon)
+        .qemu_args(&device_args(0).map(|a| a.replace("{sock}0", "{sock}")))
+        .guest_script(script)
+        .timeout(Duration::from_secs(120))
+        .run()
+        .expect("scenario could not start");
+    result.assert_success();
+    let out = &result.guest_output;
+    let has = |line: &str| out.lines().any(|l| l.trim_end() == line);
+    assert!(has("SHOW CONTROLLER 52:54:00:B7:00:20"), "{out}");
+    assert!(has("SHOW Powered yes"), "{out}");
+    assert!(has("SHOW Name rig-guest"), "{out}");
+    assert!(has("HCI NAME rig-guest"), "{out}");
+    assert!(has("GUEST DONE"), "{out}");
 }
