@@ -26,6 +26,47 @@ until [ -e /sys/class/bluetooth/hci1 ]; do
 done
 "#;
 
+/// The start of a one-controller script: `set -e`, and hci0 there.
+const HCI0_THERE: &str = r#"set -e
+n=0
+until [ -e /sys/class/bluetooth/hci0 ]; do
+    n=$((n + 1)); [ $n -lt 200 ] || { echo "no hci0"; exit 1; }
+    sleep 0.1
+done
+"#;
+
+/// Runs `scenario` with `script` in the guest, asserts that it passed and
+/// returns what the guest printed.
+fn guest_output(scenario: Scenario, script: &str) -> String {
+    let result = scenario
+        .guest_script(script)
+        .timeout(Duration::from_secs(240))
+        .run()
+        .expect("scenario could not start");
+    result.assert_success();
+    result.guest_output
+}
+
+/// Asserts that each of `lines` is a line of `out` (trailing blanks aside).
+fn assert_lines<S: AsRef<str>>(out: &str, lines: &[S]) {
+    for line in lines {
+        let line = line.as_ref();
+        assert!(
+            out.lines().any(|l| l.trim_end() == line),
+            "no {line:?}: {out}"
+        );
+    }
+}
+
+/// The words after `prefix` on the first line that starts with it.
+fn words_after<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?}: {out}"))
+        .split_whitespace()
+        .collect()
+}
+
 /// The guest script, after [`BOTH_THERE`]: every wait bounded.
 const SCRIPT: &str = r#"hciconfig -a
 hciconfig hci0 up
@@ -90,30 +131,28 @@ fn two_controllers(name: &str) -> Scenario {
 #[test]
 #[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
 fn guest_bluetooth_builtin_controllers_find_each_other() {
-    let result = two_controllers("guest_bluetooth_builtin_controllers_find_each_other")
-        .guest_script(&format!("{BOTH_THERE}{SCRIPT}"))
-        .timeout(Duration::from_secs(240))
-        .run()
-        .expect("scenario could not start");
-    result.assert_success();
-    let out = &result.guest_output;
-    let has = |line: &str| out.lines().any(|l| l.trim_end() == line);
-    assert!(has("UP0 52:54:00:B7:00:10"), "{out}");
-    assert!(has("INFO ADDR 52:54:00:B7:00:10"), "{out}");
-    assert!(has("INFO NAME vhost-device-bluetooth-0"), "{out}");
-    let settings = out
-        .lines()
-        .find_map(|l| l.strip_prefix("INFO SETTINGS "))
-        .unwrap_or_else(|| panic!("no settings: {out}"));
+    let out = guest_output(
+        two_controllers("guest_bluetooth_builtin_controllers_find_each_other"),
+        &format!("{BOTH_THERE}{SCRIPT}"),
+    );
+    assert_lines(
+        &out,
+        &[
+            "UP0 52:54:00:B7:00:10",
+            "INFO ADDR 52:54:00:B7:00:10",
+            "INFO NAME vhost-device-bluetooth-0",
+            "DOWN0",
+            "UP0 AGAIN",
+            "FOUND 52:54:00:B7:00:11 peer-one",
+            "LE FOUND 52:54:00:B7:00:11 peer-one",
+            "GUEST DONE",
+        ],
+    );
     // LE is supported but only bluetoothd turns it on through mgmt.
+    let settings = words_after(&out, "INFO SETTINGS ");
     for s in ["powered", "br/edr"] {
-        assert!(settings.split_whitespace().any(|w| w == s), "{settings}");
+        assert!(settings.contains(&s), "{settings:?}");
     }
-    assert!(has("DOWN0"), "{out}");
-    assert!(has("UP0 AGAIN"), "{out}");
-    assert!(has("FOUND 52:54:00:B7:00:11 peer-one"), "{out}");
-    assert!(has("LE FOUND 52:54:00:B7:00:11 peer-one"), "{out}");
-    assert!(has("GUEST DONE"), "{out}");
 }
 
 /// A machine reset while both controllers are up, hci1 discoverable and
@@ -135,22 +174,13 @@ sed -n "s/^\s*\([0-9A-F][0-9A-F]:[0-9A-F:]*\)\s*\(.*\)$/BOOT $RIG_BOOT FOUND \1 
 [ "$RIG_BOOT" -gt 1 ] || rig_reset
 echo "GUEST DONE"
 "#;
-    let result = two_controllers("guest_bluetooth_works_after_a_machine_reset")
-        .resets(1)
-        .guest_script(&format!("{BOTH_THERE}{script}"))
-        .timeout(Duration::from_secs(240))
-        .run()
-        .expect("scenario could not start");
-    result.assert_success();
-    let out = &result.guest_output;
-    for boot in [1, 2] {
-        let line = format!("BOOT {boot} FOUND 52:54:00:B7:00:11 peer-{boot}");
-        assert!(
-            out.lines().any(|l| l.trim_end() == line),
-            "no {line:?}: {out}"
-        );
-    }
-    assert!(out.contains("GUEST DONE"), "{out}");
+    let out = guest_output(
+        two_controllers("guest_bluetooth_works_after_a_machine_reset").resets(1),
+        &format!("{BOTH_THERE}{script}"),
+    );
+    let found = [1, 2].map(|boot| format!("BOOT {boot} FOUND 52:54:00:B7:00:11 peer-{boot}"));
+    assert_lines(&out, &found);
+    assert_lines(&out, &["GUEST DONE"]);
 }
 
 /// Where `btvirt -s` serves its BR/EDR-only controller (the path is fixed in
@@ -205,13 +235,7 @@ fn guest_bluetooth_h4_stream_to_btvirt() {
             &format!("unix:{BTVIRT_BREDR}"),
         ])
         .env("RUST_LOG", "info");
-    let script = r#"set -e
-n=0
-until [ -e /sys/class/bluetooth/hci0 ]; do
-    n=$((n + 1)); [ $n -lt 200 ] || { echo "no hci0"; exit 1; }
-    sleep 0.1
-done
-hciconfig hci0 up
+    let script = r#"hciconfig hci0 up
 hciconfig -a hci0
 hciconfig hci0 | grep -q "UP RUNNING" && echo "UP"
 hciconfig -a hci0 | sed -n 's/.*HCI Version: \([^ ]*\) .*/HCI VERSION \1/p'
@@ -229,35 +253,27 @@ echo "GUEST DONE"
         "-device",
         "vhost-user-test-device-pci,chardev=bt0,virtio-id=40,num_vqs=2,config_size=6",
     ];
-    let result = Scenario::new("guest_bluetooth_h4_stream_to_btvirt")
+    let scenario = Scenario::new("guest_bluetooth_h4_stream_to_btvirt")
         .backend_with(btvirt())
         .backend_with(daemon)
-        .qemu_args(&qemu)
-        .guest_script(script)
-        .timeout(Duration::from_secs(120))
-        .run()
-        .expect("scenario could not start");
-    result.assert_success();
-    let out = &result.guest_output;
-    let has = |line: &str| out.lines().any(|l| l.trim_end() == line);
-    assert!(has("UP"), "{out}");
+        .qemu_args(&qemu);
+    let out = guest_output(scenario, &format!("{HCI0_THERE}{script}"));
     // btvirt's BR/EDR controller: its fixed address, Bluetooth 3.0, and
     // the Linux Foundation's company ID (as the built-in's).
-    assert!(
-        has("INFO ADDR 00:AA:01:00:00:42 VERSION 5 MANUFACTURER 1521"),
-        "{out}"
+    assert_lines(
+        &out,
+        &[
+            "UP",
+            "INFO ADDR 00:AA:01:00:00:42 VERSION 5 MANUFACTURER 1521",
+            "HCI VERSION 3.0",
+            "UP AGAIN",
+            "GUEST DONE",
+        ],
     );
-    assert!(has("HCI VERSION 3.0"), "{out}");
-    let supported = out
-        .lines()
-        .find_map(|l| l.strip_prefix("INFO SUPPORTED "))
-        .unwrap_or_else(|| panic!("no supported settings: {out}"));
-    let words: Vec<&str> = supported.split_whitespace().collect();
-    assert!(words.contains(&"br/edr"), "{supported}");
+    let supported = words_after(&out, "INFO SUPPORTED ");
+    assert!(supported.contains(&"br/edr"), "{supported:?}");
     // The built-in controller supports LE; btvirt's BR/EDR one does not.
-    assert!(!words.contains(&"le"), "{supported}");
-    assert!(has("UP AGAIN"), "{out}");
-    assert!(has("GUEST DONE"), "{out}");
+    assert!(!supported.contains(&"le"), "{supported:?}");
 }
 
 /// bluetoothd and a D-Bus system bus in the guest (`rig-bluetoothd`), on
@@ -271,13 +287,7 @@ fn guest_bluetooth_bluetoothctl_show() {
     let daemon = Backend::new(env!("CARGO_BIN_EXE_vhost-device-bluetooth"))
         .args(&["--socket-path", "{sock}", "--bdaddr", "52:54:00:b7:00:20"])
         .env("RUST_LOG", "info");
-    let script = r#"set -e
-n=0
-until [ -e /sys/class/bluetooth/hci0 ]; do
-    n=$((n + 1)); [ $n -lt 200 ] || { echo "no hci0"; exit 1; }
-    sleep 0.1
-done
-mkdir -p /etc/bluetooth
+    let script = r#"mkdir -p /etc/bluetooth
 printf '[General]\nName = rig-guest\n' >/etc/bluetooth/main.conf
 rig-bluetoothd
 n=0
@@ -292,19 +302,18 @@ sed -n 's/^\s*\(Name\|Powered\): \(.*\)$/SHOW \1 \2/p' /tmp/show
 hciconfig hci0 name | sed -n "s/^\s*Name: '\(.*\)'$/HCI NAME \1/p"
 echo "GUEST DONE"
 "#;
-    let result = Scenario::new("guest_bluetooth_bluetoothctl_show")
+    let scenario = Scenario::new("guest_bluetooth_bluetoothctl_show")
         .backend_with(daemon)
-        .qemu_args(&device_args(0).map(|a| a.replace("{sock}0", "{sock}")))
-        .guest_script(script)
-        .timeout(Duration::from_secs(120))
-        .run()
-        .expect("scenario could not start");
-    result.assert_success();
-    let out = &result.guest_output;
-    let has = |line: &str| out.lines().any(|l| l.trim_end() == line);
-    assert!(has("SHOW CONTROLLER 52:54:00:B7:00:20"), "{out}");
-    assert!(has("SHOW Powered yes"), "{out}");
-    assert!(has("SHOW Name rig-guest"), "{out}");
-    assert!(has("HCI NAME rig-guest"), "{out}");
-    assert!(has("GUEST DONE"), "{out}");
+        .qemu_args(&device_args(0).map(|a| a.replace("{sock}0", "{sock}")));
+    let out = guest_output(scenario, &format!("{HCI0_THERE}{script}"));
+    assert_lines(
+        &out,
+        &[
+            "SHOW CONTROLLER 52:54:00:B7:00:20",
+            "SHOW Powered yes",
+            "SHOW Name rig-guest",
+            "HCI NAME rig-guest",
+            "GUEST DONE",
+        ],
+    );
 }
