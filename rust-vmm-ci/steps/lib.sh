@@ -35,6 +35,30 @@ if [ -n "${CI:-}" ]; then
 	export CARGO_INCREMENTAL=0
 fi
 
+# Where the machine-wide caches live (guest image, trixie root, virgl,
+# compiled dependencies).
+VHOST_DEVICE_CACHE="${VHOST_DEVICE_CACHE:-$HOME/.cache/vhost-device}"
+
+# In CI, `target/` and `fuzz/target/` of the fresh clone are symlinks to
+# directories in the machine's cache, so that a run recompiles our own
+# crates but not the 300-odd registry crates (their sources, and so
+# their fingerprints, do not change between clones). This is what
+# rust-cache does for GitHub's runners; it takes about five minutes off
+# a run of this machine's size. A tree that already has a real target/
+# (a developer's checkout) is left alone. VHOST_DEVICE_CI_TARGET_CACHE=0
+# turns it off; setup.sh empties the cache when the compiler changes or
+# it grows past its bound.
+CI_TARGET_CACHE="$VHOST_DEVICE_CACHE/ci-target"
+link_cached_target() {
+	local link="$REPO_ROOT/$1" dir="$CI_TARGET_CACHE/$2"
+	[ -e "$link" ] || [ -L "$link" ] && return 0
+	mkdir -p "$dir" && ln -s "$dir" "$link"
+}
+if [ -n "${CI:-}" ] && [ "${VHOST_DEVICE_CI_TARGET_CACHE:-1}" != 0 ]; then
+	link_cached_target target main
+	link_cached_target fuzz/target fuzz
+fi
+
 # The LLVM major version rustc was built with. Coverage needs
 # llvm-cov/llvm-profdata of the same major version to read the
 # profiles; we take them from Debian's llvm-<major> package instead

@@ -112,3 +112,27 @@ install_tool cargo-deny "$CARGO_DENY_VERSION" deny
 cargo fetch --locked --quiet ||
 	die "Cargo.lock does not match the Cargo.toml files: run 'cargo update --workspace' and commit Cargo.lock"
 echo "cargo: dependencies in Cargo.lock fetched"
+
+# --- compiled dependencies (CI only; see lib.sh) ---------------------
+# The cache is emptied when the host compiler changes (its artifacts
+# would never be used again) or when it grows past its bound: cargo
+# keeps the artifacts of every past build of our own crates, and this
+# is simpler and safer than pruning them one by one.
+CI_TARGET_CACHE_MAX_GB="${CI_TARGET_CACHE_MAX_GB:-30}"
+if [ -L "$REPO_ROOT/target" ] && [ -d "$CI_TARGET_CACHE" ]; then
+	stamp="$(rustc -vV | sha256sum | cut -c1-16)"
+	size_gb="$(du -sxBG "$CI_TARGET_CACHE" | cut -f1 | tr -d G)"
+	if [ "$(cat "$CI_TARGET_CACHE/stamp" 2>/dev/null)" != "$stamp" ]; then
+		echo "target cache: new compiler, starting empty ($CI_TARGET_CACHE)"
+		find "$CI_TARGET_CACHE" -mindepth 2 -maxdepth 2 -exec rm -rf {} +
+	elif [ "$size_gb" -gt "$CI_TARGET_CACHE_MAX_GB" ]; then
+		echo "target cache: ${size_gb} GB is over ${CI_TARGET_CACHE_MAX_GB} GB, starting empty"
+		find "$CI_TARGET_CACHE" -mindepth 2 -maxdepth 2 -exec rm -rf {} +
+	else
+		echo "target cache: reusing ${size_gb} GB in $CI_TARGET_CACHE"
+	fi
+	echo "$stamp" >"$CI_TARGET_CACHE/stamp"
+	# What the last run left for people to read is not an input of this
+	# one: a failed scenario's logs must be this run's.
+	rm -rf "$REPO_ROOT/target/guest-rig" "$REPO_ROOT/target/coverage"
+fi

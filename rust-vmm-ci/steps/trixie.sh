@@ -79,16 +79,21 @@ trixie_mirror() {
 # mount namespace, so nothing stays mounted when it ends. /proc is bound,
 # not mounted afresh: a user namespace may not mount a proc of a pid
 # namespace it does not own. Arguments: root, work tree, cargo home,
-# then the command.
+# the real directory of the tree's target/ when it lies outside the tree
+# (CI's cached target, see lib.sh) or "", then the command.
 TRIXIE_ENTER='
 	set -e
-	r="$1"; repo="$2"; ch="$3"; shift 3
+	r="$1"; repo="$2"; ch="$3"; tgt="$4"; shift 4
 	mount --rbind /proc "$r/proc"
 	mount --rbind /sys "$r/sys"
 	mount --rbind /dev "$r/dev"
 	mkdir -p "$r$repo" "$r$ch"
 	mount --bind "$repo" "$r$repo"
 	mount --bind "$ch" "$r$ch"
+	if [ -n "$tgt" ]; then
+		mkdir -p "$r$tgt"
+		mount --bind "$tgt" "$r$tgt"
+	fi
 	exec chroot "$r" "$@"'
 
 # What follows TRIXIE_ENTER's script on its command line: its arguments,
@@ -97,7 +102,11 @@ TRIXIE_ENTER='
 # tree.
 TRIXIE_ENV=()
 trixie_enter_args() {
-	TRIXIE_ARGS=("$TRIXIE_ROOT" "$REPO_ROOT" "$HOST_CARGO_HOME"
+	local tgt=""
+	if [ -L "$REPO_ROOT/target" ]; then
+		tgt="$(readlink -f "$REPO_ROOT/target")"
+	fi
+	TRIXIE_ARGS=("$TRIXIE_ROOT" "$REPO_ROOT" "$HOST_CARGO_HOME" "$tgt"
 		env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8
 		DEBIAN_FRONTEND=noninteractive CARGO_HOME="$HOST_CARGO_HOME"
 		CARGO_TERM_COLOR="$CARGO_TERM_COLOR" "${TRIXIE_ENV[@]}"
