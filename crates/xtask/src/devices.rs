@@ -27,8 +27,8 @@ pub struct Device {
 macro_rules! qemu {
     ($id:literal, $device:literal) => {
         concat!(
-            "qemu-system-x86_64 -m 1G -object memory-backend-memfd,id=mem,size=1G,share=on \\\n",
-            "    -numa node,memdev=mem \\\n",
+            "qemu-system-x86_64 -machine q35,memory-backend=mem -m 1G \\\n",
+            "    -object memory-backend-memfd,id=mem,size=1G,share=on \\\n",
             "    -chardev socket,id=",
             $id,
             ",path=/tmp/",
