@@ -25,7 +25,7 @@ trap 'die "command failed at line $LINENO (see messages above)"' ERR
 # Every file that shapes the result feeds the stamp: change one, rebuild.
 stamp_inputs() {
     cat "$HERE/provision.sh" "$HERE/init" "$HERE/modules.list" "$HERE"/bin/* "$HERE/kmod/Kbuild."* \
-        "$HERE"/tools/*.c
+        "$HERE"/tools/*.c "$HERE"/gl/*
 }
 STAMP="$(stamp_inputs | sha256sum | cut -d' ' -f1)"
 
@@ -237,7 +237,8 @@ STAGE="$CACHE/initramfs.d"
 rm -rf "$STAGE"
 mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,lib/x86_64-linux-gnu,lib64,etc,proc,sys,dev,tmp,run,rig,root,mnt,usr/share}
 mkdir -p "$STAGE/usr/libexec/bluetooth"   # bluetoothd, started by rig-bluetoothd
-ln -s lib "$STAGE/usr/lib"
+# usr/lib is lib (relative to usr/, so ../lib; a plain "lib" would point at itself).
+ln -s ../lib "$STAGE/usr/lib"
 
 # Binaries (paths inside the root). Real tools go to /usr/{bin,sbin} and come
 # first in PATH; busybox fills the rest in /bin. /bin/sh is dash, which honours
@@ -352,6 +353,11 @@ depmod -b "$STAGE" "$KVER" || die "depmod on the initramfs failed"
 (cd "$STAGE" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$CACHE/initramfs.cpio.gz.tmp"
 mv "$CACHE/initramfs.cpio.gz.tmp" "$CACHE/initramfs.cpio.gz"
 
+# The GL overlay (Mesa + rig-gltri) that only GL scenarios append: gl/overlay.sh.
+# shellcheck source=rust-vmm-ci/guest/gl/overlay.sh
+source "$HERE/gl/overlay.sh"
+build_gl_overlay "$HERE/gl"
+
 # ------------------------------------------------------------ accelerator probe
 # KVM only when a real boot works with it: nested KVM on some hosts opens
 # /dev/kvm fine and then dies with emulation failures. Otherwise TCG.
@@ -387,6 +393,7 @@ VHOST_DEVICE_GUEST_QEMU_VERSION=$QEMU_VERSION
 VHOST_DEVICE_GUEST_MODULES_STATUS=$EXTRA/status.txt
 VHOST_DEVICE_GUEST_ACCEL=$ACCEL
 VHOST_DEVICE_GUEST_ROOT=$ROOT
+VHOST_DEVICE_GUEST_GL_OVERLAY=$GL_OVERLAY
 EOF
 echo "$STAMP" >"$CACHE/stamp"
 log "done: $(du -sh "$CACHE/initramfs.cpio.gz" | cut -f1) initramfs, kernel $KVER"

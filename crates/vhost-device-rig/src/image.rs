@@ -27,6 +27,10 @@ pub struct GuestImage {
     /// The trixie root QEMU runs from; it also has gcc and the kernel
     /// headers, for [`GuestImage::build_modules`].
     pub root: PathBuf,
+    /// The optional GL overlay (uncompressed cpio with Mesa and
+    /// `rig-gltri`) that [`crate::Scenario::gl`] scenarios append; `None`
+    /// when provisioning did not record one.
+    pub gl_overlay: Option<PathBuf>,
 }
 
 /// The directory provisioning caches into.
@@ -104,6 +108,10 @@ impl GuestImage {
             root: env
                 .get("VHOST_DEVICE_GUEST_ROOT")
                 .map_or_else(|| dir.join("root"), PathBuf::from),
+            gl_overlay: env
+                .get("VHOST_DEVICE_GUEST_GL_OVERLAY")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         })
     }
 
@@ -312,6 +320,7 @@ mod tests {
         assert_eq!(image.accel, "tcg");
         assert_eq!(image.qemu, dir.path().join("qemu"));
         assert_eq!(image.root, dir.path().join("root"));
+        assert_eq!(image.gl_overlay, None);
         assert_eq!(image.modules_dir(), dir.path().join("lib/modules/7.3.4"));
     }
 
@@ -328,6 +337,7 @@ mod tests {
             kernel_release: "7.3.4".into(),
             accel: "tcg".into(),
             root: "/r".into(),
+            gl_overlay: None,
         };
         assert_eq!(
             image.find_module("i2c_stub"),

@@ -124,6 +124,7 @@ pub struct Scenario {
     image: Option<GuestImage>,
     expect_failure: bool,
     resets: u32,
+    gl: bool,
 }
 
 impl Scenario {
@@ -147,6 +148,7 @@ impl Scenario {
             image: None,
             expect_failure: false,
             resets: 0,
+            gl: false,
         }
     }
 
@@ -261,6 +263,16 @@ impl Scenario {
     /// for every boot.
     pub fn resets(mut self, resets: u32) -> Self {
         self.resets = resets;
+        self
+    }
+
+    /// Boots with the GL overlay appended to the base initramfs: Mesa's
+    /// EGL/GBM/GLES stack with its virgl driver, and `rig-gltri` (see
+    /// `rust-vmm-ci/guest/gl/`). It is about 200 MB once unpacked, so give
+    /// such a scenario about 1 GiB of memory ([`Self::memory_mb`]). A guest
+    /// provisioned without the overlay is a setup error, never a pass.
+    pub fn gl(mut self) -> Self {
+        self.gl = true;
         self
     }
 
@@ -640,6 +652,7 @@ mod tests {
             kernel_release: String::new(),
             accel: "tcg".into(),
             root: "/r".into(),
+            gl_overlay: None,
         };
         let s = Scenario::new("n").memory_mb(256);
         let args = s

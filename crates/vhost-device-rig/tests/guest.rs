@@ -325,6 +325,7 @@ fn missing_backend_binary_is_a_setup_error() {
         kernel_release: String::new(),
         accel: "tcg".into(),
         root: "/r".into(),
+        gl_overlay: None,
     };
     let err = Scenario::new("expected_setup_error")
         .expecting_failure()

@@ -10,6 +10,11 @@ use crate::backend::Renderer3d;
 use crate::error::{Error, Result};
 use crate::protocol::{cmd, Create3d, CtrlHdr, Format, GpuCommand, Transfer3d};
 
+/// Gallium's `PIPE_BUFFER` texture target.
+const PIPE_BUFFER: u32 = 0;
+/// The largest buffer resource, in bytes (`--max-hostmem` bounds the sum).
+const MAX_BUFFER_BYTES: u32 = 1 << 30;
+
 impl GpuState {
     /// The 3D half of the renderer; in 2D mode every 3D command is
     /// unsupported, and a capset query names no capset.
@@ -123,6 +128,9 @@ impl GpuState {
             }
             GpuCommand::Submit3d { mut commands } => {
                 let ctx = self.context(hdr)?;
+                // At debug level, the proof that a guest's GL ran here (the
+                // guest rig's virgl scenario looks for it).
+                log::debug!("SUBMIT_3D: context {ctx}, {} bytes", commands.len());
                 self.r3(hdr.type_)?
                     .submit(ctx, &mut commands)
                     .map_err(Error::host("submit"))?;
@@ -175,9 +183,18 @@ impl GpuState {
 
     fn create_3d(&mut self, hdr: &CtrlHdr, id: u32, c: &Create3d) -> Result<Reply> {
         self.new_resource_id(id)?;
-        let sides_ok = [c.width, c.height, c.depth.max(1), c.array_size.max(1)]
-            .iter()
-            .all(|&v| (1..=MAX_RESOURCE_SIDE).contains(&v));
+        // A buffer (vertex, index, constant data; Mesa's upload and
+        // command buffers) is one row whose width counts bytes, often
+        // more than a texture side (the budget bounds it).
+        let (max_width, bytes_per_texel) = if c.target == PIPE_BUFFER {
+            (MAX_BUFFER_BYTES, 1)
+        } else {
+            (MAX_RESOURCE_SIDE, 4)
+        };
+        let sides_ok = (1..=max_width).contains(&c.width)
+            && [c.height, c.depth.max(1), c.array_size.max(1)]
+                .iter()
+                .all(|&v| (1..=MAX_RESOURCE_SIDE).contains(&v));
         if !sides_ok {
             return Err(Error::InvalidParameter(format!(
                 "resource {id}: bad size {}x{}x{}, {} layers",
@@ -188,7 +205,7 @@ impl GpuState {
             * u64::from(c.height)
             * u64::from(c.depth.max(1))
             * u64::from(c.array_size.max(1))
-            * 4
+            * bytes_per_texel
             + RESOURCE_OVERHEAD;
         self.check_budget(id, size)?;
         self.r3(hdr.type_)?

@@ -194,7 +194,20 @@ impl Scenario {
         let initrd = dirs.run.path().join("initrd.img");
         let base = std::fs::read(&image.initrd)
             .map_err(Error::io(&format!("reading {}", image.initrd.display())))?;
-        let extra = self.scenario_cpio(Some(image))?;
+        let mut extra = Vec::new();
+        if self.gl {
+            let overlay = image.gl_overlay.as_ref().ok_or_else(|| {
+                Error::NotProvisioned(
+                    "no GL overlay (VHOST_DEVICE_GUEST_GL_OVERLAY); re-run rust-vmm-ci/guest/provision.sh"
+                        .to_owned(),
+                )
+            })?;
+            extra = std::fs::read(overlay)
+                .map_err(Error::io(&format!("reading {}", overlay.display())))?;
+            // Each archive starts on a 4-byte boundary.
+            extra.resize(extra.len().div_ceil(4) * 4, 0);
+        }
+        extra.extend(self.scenario_cpio(Some(image))?);
         let mut f = File::create(&initrd).map_err(Error::io("writing the initrd"))?;
         concat_initrd(&mut f, &base, &extra).map_err(Error::io("writing the initrd"))?;
         std::fs::write(dirs.logs.join("script.sh"), self.effective_script())

@@ -324,3 +324,45 @@ fn signalled_fences_complete_in_order_in_one_pass() {
     assert_eq!(dev.take_signalled().len(), 10_000);
     assert!(dev.fenced.is_empty());
 }
+
+#[test]
+fn buffers_count_bytes_and_may_be_wider_than_a_texture() {
+    // Mesa's virgl driver makes 1 MiB upload buffers: target PIPE_BUFFER,
+    // width in bytes, height 1. Textures stay bounded by their side.
+    let (mut dev, _sim) = dev3d_with(2 << 20);
+    let mem = empty_mem();
+    let hdr = CtrlHdr::default();
+    let buffer = |id: u32, bytes: u32, height: u32| GpuCommand::ResourceCreate3d {
+        resource_id: id,
+        create: Create3d {
+            target: 0,
+            height,
+            ..Create3d::texture_2d(bytes, 1, 64)
+        },
+    };
+    dev.state
+        .dispatch(&hdr, buffer(1, 1 << 20, 1), &mem)
+        .unwrap();
+    // Charged with its bytes, not four per byte: a second one still fits.
+    dev.state
+        .dispatch(&hdr, buffer(2, 900 << 10, 1), &mem)
+        .unwrap();
+    let err = dev
+        .state
+        .dispatch(&hdr, buffer(3, 1 << 20, 1), &mem)
+        .unwrap_err();
+    assert_eq!(err.status(), cmd::RESP_ERR_OUT_OF_MEMORY);
+    let err = dev.state.dispatch(&hdr, buffer(4, 0, 1), &mem).unwrap_err();
+    assert_eq!(err.status(), cmd::RESP_ERR_INVALID_PARAMETER);
+    let err = dev
+        .state
+        .dispatch(&hdr, buffer(5, u32::MAX, 1), &mem)
+        .unwrap_err();
+    assert_eq!(err.status(), cmd::RESP_ERR_INVALID_PARAMETER);
+    let wide = GpuCommand::ResourceCreate3d {
+        resource_id: 6,
+        create: Create3d::texture_2d(MAX_RESOURCE_SIDE + 1, 1, 2),
+    };
+    let err = dev.state.dispatch(&hdr, wide, &mem).unwrap_err();
+    assert_eq!(err.status(), cmd::RESP_ERR_INVALID_PARAMETER);
+}
