@@ -31,6 +31,23 @@ cargo test "${pkgs[@]}" --no-run --quiet
 
 status=0
 cargo test "${pkgs[@]}" -- --ignored --test-threads=1 guest_ host_kernel_ || status=1
+
+# The gpu's virgl scenario needs the daemon linked against virglrenderer
+# >= 1.3, which rust-vmm-ci/virgl/provision.sh provides (cached; the
+# virgl step has usually built this already). Only for the whole
+# workspace or when the gpu crate is asked for.
+if [[ " ${pkgs[*]} " == *" --workspace "* || " ${pkgs[*]} " == *vhost-device-gpu* ]]; then
+    virgl_env="$("$HERE/../virgl/provision.sh")" || {
+        echo "run-tests: FAILED: virglrenderer provisioning failed; the gpu's virgl guest scenario cannot run" >&2
+        exit 1
+    }
+    (
+        eval "$virgl_env"
+        features=(-p vhost-device-gpu --features "virgl,rutabaga_gfx/virgl_renderer")
+        cargo build "${features[@]}" --bins --quiet
+        cargo test "${features[@]}" --test guest_virgl -- --ignored --test-threads=1 guest_
+    ) || status=1
+fi
 if [[ $status -ne 0 ]]; then
     echo "run-tests: FAILED (logs of failed scenarios are under target/guest-rig/)" >&2
 else

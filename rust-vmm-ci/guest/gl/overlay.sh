@@ -38,7 +38,8 @@ build_gl_overlay() {
     cp -a "$ROOT$mlib/dri/libdril_dri.so" "$ROOT$mlib/dri/virtio_gpu_dri.so" "$stage/lib/x86_64-linux-gnu/dri/"
     cp "$ROOT/usr/share/glvnd/egl_vendor.d/50_mesa.json" "$stage/usr/share/glvnd/egl_vendor.d/"
     loaded+=("$mlib/libEGL_mesa.so.0" "$mlib/gbm/dri_gbm.so" "$mlib/dri/libdril_dri.so")
-    loaded+=("$(cd "$ROOT" && ls "${mlib#/}"/libgallium-*.so | sed 's|^|/|')")
+    local g
+    for g in "$ROOT$mlib"/libgallium-*.so; do loaded+=("${g#"$ROOT"}"); done
 
     # Their libraries, less those the base initramfs already has.
     local have="$CACHE/initramfs-libs.txt" lib name
