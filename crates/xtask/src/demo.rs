@@ -12,6 +12,7 @@
 
 pub mod files;
 pub mod host;
+pub mod virgl;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use vhost_device_rig::{paths::scenario_dir, Backend, Scenario, ScenarioResult};
 
 use crate::built_binary;
 use host::{Peers, Saw};
+use virgl::VirglGpu;
 
 /// The guest's side.
 const SCRIPT: &str = include_str!("demo/guest.sh");
@@ -39,6 +41,7 @@ struct Part {
     device: &'static str,
     bin: &'static str,
     args: Vec<String>,
+    env: Vec<(&'static str, String)>,
     /// The socket QEMU connects to when the daemon serves several
     /// (`--socket-count 2`, the second for the host's node); else `{sockN}`.
     socket: Option<PathBuf>,
@@ -54,6 +57,7 @@ fn part(id: &'static str, device: &'static str, bin: &'static str, args: &[&str]
             .chain(args)
             .map(|s| (*s).to_owned())
             .collect(),
+        env: Vec::new(),
         socket: None,
     }
 }
@@ -71,6 +75,7 @@ fn two_seat_part(id: &'static str, device: &'static str, bin: &'static str, base
             "--socket-count".into(),
             "2".into(),
         ],
+        env: Vec::new(),
         socket: Some(PathBuf::from(format!("{base}0"))),
     }
 }
@@ -86,7 +91,28 @@ impl HostFiles {
     }
 }
 
-fn parts(h: &HostFiles) -> Vec<Part> {
+/// The gpu: 2D, or virgl on the host's virglrenderer (with the debug log
+/// that shows each SUBMIT_3D).
+fn gpu_part(virgl: Option<&VirglGpu>) -> Part {
+    match virgl {
+        None => part("gpu", "vhost-user-gpu-pci", "vhost-device-gpu", &[]),
+        Some(v) => {
+            let mut p = part(
+                "gpu",
+                "vhost-user-gpu-pci",
+                "vhost-device-gpu",
+                &["--gpu-mode", "virgl"],
+            );
+            p.env = vec![
+                ("LD_LIBRARY_PATH", v.ld_library_path.clone()),
+                ("RUST_LOG", "info,vhost_device_gpu=debug".to_owned()),
+            ];
+            p
+        }
+    }
+}
+
+fn parts(h: &HostFiles, virgl: Option<&VirglGpu>) -> Vec<Part> {
     let s = |name: &str| h.path(name).display().to_string();
     let i2c = format!("sim:0x50=eeprom:256:file={},sim:0x48=lm75", s("eeprom.bin"));
     let snd_in = s("capture.wav");
@@ -118,7 +144,7 @@ fn parts(h: &HostFiles) -> Vec<Part> {
                 &snd_in,
             ],
         ),
-        part("gpu", "vhost-user-gpu-pci", "vhost-device-gpu", &[]),
+        gpu_part(virgl),
         two_seat_part(
             "can",
             "vhost-user-test-device-pci,virtio-id=36,num_vqs=3,config_size=2",
@@ -149,12 +175,14 @@ pub struct Row {
     pub guest_pass: bool,
     /// What the host saw.
     pub host: Saw,
+    /// A step left out on purpose (virgl without `--virgl`).
+    pub skipped: bool,
 }
 
 impl Row {
-    /// Both sides did their part.
+    /// Both sides did their part, or the step was left out on purpose.
     pub fn passed(&self) -> bool {
-        self.guest_pass && self.host.ok
+        self.skipped || (self.guest_pass && self.host.ok)
     }
 }
 
@@ -166,10 +194,13 @@ pub struct Demo {
 }
 
 impl Demo {
-    /// The guest ran to the end and every device passed on both sides.
+    /// The guest ran to the end and every device passed on both sides
+    /// (the virgl row may be skipped).
     pub fn passed(&self) -> bool {
+        let names: Vec<&str> = self.rows.iter().map(|r| r.device.as_str()).collect();
         self.result.passed()
-            && self.rows.len() == DEVICES.len()
+            && names.get(..DEVICES.len()) == Some(&DEVICES[..])
+            && names.get(DEVICES.len()..) == Some(&["virgl"][..])
             && self.rows.iter().all(Row::passed)
     }
 }
@@ -211,8 +242,9 @@ fn progress(serial: PathBuf, started: Instant, over: Arc<AtomicBool>) -> thread:
 }
 
 /// Boots the guest with the host's peers running; `Err` when it could not
-/// start.
-pub fn run_scenario(name: &str) -> Result<Demo, String> {
+/// start. With `virgl`, the gpu runs in virgl mode and the guest draws
+/// with Mesa's virgl driver too; without, that row is skipped.
+pub fn run_scenario(name: &str, virgl: Option<&VirglGpu>) -> Result<Demo, String> {
     let started = Instant::now();
     let h = HostFiles {
         tmp: tempfile::Builder::new()
@@ -223,12 +255,19 @@ pub fn run_scenario(name: &str) -> Result<Demo, String> {
     files::write_eeprom(&h.path("eeprom.bin"), 256)?;
     files::write_input_wav(&h.path("capture.wav"))?;
 
-    let parts = parts(&h);
+    let parts = parts(&h, virgl);
     let mut scenario = Scenario::new(name);
     let mut qemu: Vec<String> = Vec::new();
     for (i, p) in parts.iter().enumerate() {
         eprintln!("demo: [{}/{}] {}", i + 1, parts.len(), p.bin);
-        let mut backend = Backend::new(built_binary(p.bin)?).args(&p.args);
+        let program = match (p.id, virgl) {
+            ("gpu", Some(v)) => v.binary.clone(),
+            _ => built_binary(p.bin)?,
+        };
+        let mut backend = Backend::new(program).args(&p.args);
+        for (k, v) in &p.env {
+            backend = backend.env(k, v);
+        }
         let sock = match &p.socket {
             Some(path) => {
                 let path = path.display().to_string();
@@ -269,14 +308,17 @@ pub fn run_scenario(name: &str) -> Result<Demo, String> {
         "demo: booting the guest (waiting for the rig's lock if another guest runs), {} devices",
         parts.len()
     );
-    let result = scenario
+    let mut scenario = scenario
         .qemu_args(&qemu)
         .modules(&["i2c-dev", "can-raw", "rpmsg_char", "rpmsg_ctrl"])
         .memory_mb(768)
         .guest_script(SCRIPT)
-        .timeout(Duration::from_secs(240))
-        .run()
-        .map_err(|e| e.to_string());
+        .timeout(Duration::from_secs(240));
+    if virgl.is_some() {
+        // Mesa's overlay is about 200 MB unpacked.
+        scenario = scenario.gl().memory_mb(1280).guest_env("DEMO_VIRGL", "1");
+    }
+    let result = scenario.run().map_err(|e| e.to_string());
     over.store(true, Ordering::SeqCst);
     let _ = tail.join();
     let live = peers.finish();
@@ -293,7 +335,18 @@ pub fn run_scenario(name: &str) -> Result<Demo, String> {
         files::check_output_wav(&result.dir.join("output0.wav")),
     ));
     saw.push(("gpu", files::check_screendump(result.screendump("demo"))));
-    let rows = rows(&result.guest_output, &saw);
+    let gpu_log = result.dir.join("backend-3-vhost-device-gpu.log");
+    saw.push(("virgl", virgl::check(&gpu_log, result.screendump("virgl"))));
+    let mut rows = rows(&result.guest_output, &saw);
+    if virgl.is_none() {
+        rows.push(Row {
+            device: "virgl".into(),
+            guest: "-".into(),
+            guest_pass: false,
+            host: Saw::failed(virgl::SKIPPED),
+            skipped: true,
+        });
+    }
     Ok(Demo { result, rows })
 }
 
@@ -317,6 +370,7 @@ pub fn rows(guest_output: &str, saw: &[(&str, Saw)]) -> Vec<Row> {
                 guest,
                 guest_pass,
                 host,
+                skipped: false,
             })
         })
         .collect()
@@ -329,6 +383,7 @@ pub fn table(rows: &[Row]) -> String {
     );
     for r in rows {
         let verdict = match (r.guest_pass, r.host.ok) {
+            _ if r.skipped => "SKIP",
             (true, true) => "PASS",
             (false, true) => "FAIL (guest)",
             (true, false) => "FAIL (host)",
@@ -342,11 +397,16 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// `cargo xtask demo`: runs it, prints the table and where the host's
-/// files, the screendump and the logs are (`target/guest-rig/demo/`).
-pub fn run() -> Result<(), String> {
+/// `cargo xtask demo [--virgl]`: runs it, prints the table and where the
+/// host's files, the screendump and the logs are (`target/guest-rig/demo/`).
+pub fn run(with_virgl: bool) -> Result<(), String> {
     let started = Instant::now();
-    let demo = run_scenario("demo")?;
+    let virgl = if with_virgl {
+        Some(virgl::prepare()?)
+    } else {
+        None
+    };
+    let demo = run_scenario("demo", virgl.as_ref())?;
     let table = table(&demo.rows);
     let _ = std::fs::write(demo.result.dir.join("summary.md"), &table);
     println!("{table}");
@@ -369,9 +429,9 @@ pub fn run() -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{} of {} devices passed on both sides\n{}",
+            "{} of {} rows passed on both sides\n{}",
             demo.rows.iter().filter(|r| r.passed()).count(),
-            DEVICES.len(),
+            demo.rows.len(),
             demo.result.report()
         ))
     }
@@ -411,7 +471,7 @@ mod tests {
         let h = HostFiles {
             tmp: tempfile::tempdir().unwrap(),
         };
-        assert_eq!(parts(&h).len(), DEVICES.len());
+        assert_eq!(parts(&h, None).len(), DEVICES.len());
         for d in DEVICES {
             assert!(SCRIPT.contains(&format!("try {d} ")), "{d}");
         }

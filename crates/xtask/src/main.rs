@@ -21,7 +21,13 @@ struct Cli {
 enum Chore {
     /// Boot one guest with every device on host-free backends; print the
     /// summary table and where the screendump and logs are.
-    Demo,
+    Demo {
+        /// Also run the gpu in virgl mode and have the guest's Mesa draw
+        /// through it (provisions virglrenderer and builds the gpu with
+        /// its virgl features the first time: minutes).
+        #[arg(long)]
+        virgl: bool,
+    },
     /// Check packaging/vhost-user/*.json against vhost-user.json's rules.
     Descriptors,
     /// Write a man page per binary (and per subcommand) into DIR.
@@ -45,7 +51,7 @@ enum Chore {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.chore {
-        Chore::Demo => xtask::demo::run(),
+        Chore::Demo { virgl } => xtask::demo::run(virgl),
         Chore::Descriptors => check_descriptors(),
         Chore::Man { out } => xtask::man::generate(DEVICES, &root(out)).map(report),
         Chore::Completions { out } => xtask::completions::generate(DEVICES, &root(out)).map(report),

@@ -4,13 +4,16 @@
 # serial console and on the gpu's console (tty1). The host's own checks are
 # added to the table on the host. Every wait is bounded.
 
-# A row: for the host on the serial console, aligned for people on tty1.
+# A row: for the host on the serial console, aligned for people on tty1
+# (and kept in /tmp/screen, to draw the whole table again at the end).
 row() {
     printf 'DEMO|%s|%s|%s\n' "$1" "$2" "$3"
-    printf ' %-10s %-5s %s\n' "$1" "$3" "$2" > /dev/tty1
+    printf ' %-10s %-5s %s\n' "$1" "$3" "$2" | tee -a /tmp/screen > /dev/tty1
     [ "$3" != PASS ] || passed=$((passed + 1))
+    total=$((total + 1))
 }
 passed=0
+total=0
 
 # The driver bound to virtio device id $1, if any.
 bound() {
@@ -100,6 +103,18 @@ demo_rpmsg() {
     echo "sent 'hello from the guest' on demo-echo, got 'echo: hello from the guest' back"
 }
 
+# Only with `cargo xtask demo --virgl` (DEMO_VIRGL=1): the gpu renders
+# with virglrenderer on the host, and Mesa's virgl driver draws a GLES
+# triangle, checks it with glReadPixels and shows it for a screendump.
+demo_virgl() {
+    f=$(ls /sys/kernel/debug/dri/*/virtio-gpu-features 2>/dev/null | head -n 1)
+    grep -Eq '^virgl +: +yes' "$f" || { echo "virgl not negotiated"; return 1; }
+    export MESA_SHADER_CACHE_DISABLE=true
+    out=$(rig-gltri -d /dev/dri/card0 -r virgl -x 'sleep 1; rig-screendump virgl' 2>&1) || { echo "$out" | tail -n 1; return 1; }
+    echo "$out"
+    echo "Mesa drew a GLES triangle on $(echo "$out" | sed -n 's/^renderer: //p'), $(echo "$out" | grep -c '^pixel .* ok$') pixels read back right"
+}
+
 demo_bluetooth() {
     hciconfig hci0 up && hciconfig hci0 piscan || { echo "hci0 did not come up"; return 1; }
     hcitool -i hci0 scan > /tmp/scan
@@ -109,7 +124,8 @@ demo_bluetooth() {
 }
 
 printf '\n vhost-device demo: one guest, seven vhost-user devices, each with the host taking part\n\n %-10s %-5s %s\n' \
-    device guest 'what the guest did (the host checks its side too: see the table cargo xtask demo prints)' > /dev/tty1
+    device guest 'what the guest did (the host checks its side too: see the table cargo xtask demo prints)' \
+    | tee /tmp/screen > /dev/tty1
 sleep 1
 try i2c 0x0022 demo_i2c
 try gpio 0x0029 demo_gpio
@@ -118,7 +134,10 @@ try gpu 0x0010 demo_gpu
 try can 0x0024 demo_can
 try rpmsg 0x0007 demo_rpmsg
 try bluetooth 0x0028 demo_bluetooth
+[ -z "$DEMO_VIRGL" ] || try virgl 0x0010 demo_virgl
 echo "DEMO-STEP screendump"
-printf '\n %s of 7 devices passed on the guest side\n' "$passed" > /dev/tty1
+# The whole table again, on a clean screen (a GL program's mode set may
+# have drawn over the console).
+{ printf '\033[H\033[2J'; cat /tmp/screen; printf '\n %s of %s rows passed on the guest side\n' "$passed" "$total"; } > /dev/tty1
 sleep 1
 rig-screendump demo
