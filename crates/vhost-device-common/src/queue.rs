@@ -420,6 +420,24 @@ impl<'a> Queue<'a> {
         }
     }
 
+    /// Asks the driver for kicks or not, for a device that pops this queue
+    /// itself when it needs a buffer (e.g. an RX queue, looked at only
+    /// when a packet waits) rather than from [`Self::drain`], which turns
+    /// kicks on when it ends. Turning them on returns whether buffers
+    /// arrived meanwhile, to be popped before waiting for a kick. With
+    /// EVENT_IDX, off writes nothing: the driver kicks once past the last
+    /// `avail_event` the device armed, so not re-arming is enough.
+    pub fn set_kicks(&mut self, on: bool) -> bool {
+        match self.set_notification(on) {
+            Ok(more) => more,
+            Err(e) => {
+                self.log
+                    .warn(|| format!("queue {}: kicks on={on}: {e}", self.index));
+                false
+            }
+        }
+    }
+
     /// Enables or disables kicks; after enabling, returns whether buffers
     /// arrived meanwhile.
     fn set_notification(&mut self, enable: bool) -> Result<bool, String> {

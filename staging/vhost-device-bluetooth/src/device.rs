@@ -10,7 +10,7 @@ use vm_memory::{ByteValued, Le16};
 
 use crate::backend::HciBackend;
 use crate::error::{Error, Result};
-use crate::packet::{Packet, MAX_PACKET};
+use crate::packet::{Packet, INLINE, MAX_PACKET};
 use crate::protocol::{
     virtio_bt_config, virtio_bt_config_v2, NUM_QUEUES, RX_QUEUE, TX_QUEUE,
     VIRTIO_BT_CONFIG_TYPE_PRIMARY, VIRTIO_BT_F_AOSP_EXT, VIRTIO_BT_F_CONFIG_V2,
@@ -126,10 +126,16 @@ impl BtDevice {
         if reader.available() > MAX_PACKET {
             return Err(Error::Buffer("TX buffer larger than any H:4 packet"));
         }
-        let bytes = reader
-            .read_to_vec(MAX_PACKET)
-            .map_err(|_| Error::Buffer("TX buffer not readable"))?;
-        let packet = Packet::from_guest(bytes)?;
+        let unreadable = |_| Error::Buffer("TX buffer not readable");
+        // Commands (and SCO) fit on the stack: no allocation on their way.
+        let mut small = [0; INLINE];
+        let packet = match small.get_mut(..reader.available()) {
+            Some(bytes) => {
+                reader.read_exact(bytes).map_err(unreadable)?;
+                Packet::from_guest(bytes)?
+            }
+            None => Packet::from_guest_vec(reader.read_to_vec(MAX_PACKET).map_err(unreadable)?)?,
+        };
         self.backend.send(packet, &mut self.rx)
     }
 
@@ -148,17 +154,46 @@ impl BtDevice {
     /// Fills RX buffers and completes them; lets a waiting backend go on.
     fn flush_rx(&mut self, queues: &mut Queues<'_>) {
         for _ in 0..2 {
-            self.rx.deliver(queues.memory());
-            if self.rx.has_done() {
-                if let Some(mut queue) = queues.get(RX_QUEUE) {
-                    queue.complete_all(self.rx.take_done());
-                }
-            }
+            self.fill_rx(queues);
             if !self.rx.take_resume() {
                 return;
             }
             if let Err(e) = self.backend.resume(&mut self.rx) {
                 log::warn!("controller: {e}");
+            }
+        }
+    }
+
+    /// Puts waiting packets into RX buffers. The device asks for RX kicks
+    /// only while packets wait for buffers; otherwise it takes the buffers
+    /// the driver re-posted straight from the ring once it has a packet for
+    /// them. A command's round trip then costs the driver no RX kick and
+    /// this thread no wake-up and eventfd read for it (Linux re-posts its
+    /// one RX buffer after every packet).
+    fn fill_rx(&mut self, queues: &mut Queues<'_>) {
+        let Some(mut queue) = queues.get(RX_QUEUE) else {
+            return;
+        };
+        loop {
+            while self.rx.backlog() > self.rx.held() {
+                let Some(chain) = queue.pop() else { break };
+                let head = chain.head();
+                if let Some(len) = self.rx.post(chain) {
+                    queue.complete(head, len);
+                }
+            }
+            self.rx.deliver(queue.memory());
+            if self.rx.has_done() {
+                queue.complete_all(self.rx.take_done());
+            }
+            if self.rx.backlog() == 0 {
+                queue.set_kicks(false);
+                return;
+            }
+            // Packets wait: a kick must say when a buffer comes, unless
+            // one came meanwhile.
+            if !queue.set_kicks(true) {
+                return;
             }
         }
     }
@@ -206,11 +241,9 @@ impl VirtioDevice for BtDevice {
                     queue.drain(|chain, mem| Some(self.handle_tx(&chain, mem)));
                 }
             }
-            RX_QUEUE => {
-                if let Some(mut queue) = queues.get(RX_QUEUE) {
-                    queue.drain(|chain, _| self.handle_rx_buffer(chain));
-                }
-            }
+            // The buffers stay in the ring until a packet needs one (see
+            // fill_rx): draining would re-arm the kick for every re-post.
+            RX_QUEUE => {}
             _ => return Ok(()),
         }
         self.flush_rx(queues);

@@ -89,39 +89,98 @@ fn read<T: ByteValued>(bytes: &[u8]) -> Option<T> {
 /// The largest H:4 packet: an indicator, an ACL header and 65535 bytes.
 pub const MAX_PACKET: usize = 1 + 4 + 0xffff;
 
+/// Packets up to this size are stored inline: every command and SCO packet
+/// (indicator, 3-byte header, up to 255 bytes) and every event (258 at
+/// most). A command and its reply then cost no heap allocation; ACL and
+/// ISO data usually go to the heap.
+pub const INLINE: usize = 1 + 3 + 255;
+
+/// A packet's bytes: inline when they fit, else on the heap.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // inline on purpose: a box is an allocation
+enum Bytes {
+    Inline { len: u16, buf: [u8; INLINE] },
+    Heap(Vec<u8>),
+}
+
+impl Bytes {
+    /// A copy of `data`, inline if it fits.
+    fn copy_of(data: &[u8]) -> Self {
+        let mut buf = [0; INLINE];
+        match (buf.get_mut(..data.len()), u16::try_from(data.len())) {
+            (Some(dst), Ok(len)) => {
+                dst.copy_from_slice(data);
+                Bytes::Inline { len, buf }
+            }
+            _ => Bytes::Heap(data.to_vec()),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Inline { len, buf } => buf.get(..usize::from(*len)).unwrap_or_default(),
+            Bytes::Heap(v) => v,
+        }
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Bytes::Inline { .. } => self.as_slice().to_vec(),
+            Bytes::Heap(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_slice().fmt(f)
+    }
+}
+
+impl PartialEq for Bytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Bytes {}
+
 /// One whole H:4 packet, indicator byte first, checked against its header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet {
     kind: Kind,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 impl Packet {
     /// Checks `bytes` as one complete packet: a known indicator, a whole
     /// header, and exactly the payload the header announces.
     pub fn decode(bytes: Vec<u8>) -> Result<Self> {
-        let first = *bytes.first().ok_or(Error::Malformed("empty buffer"))?;
-        let kind = Kind::from_indicator(first).ok_or(Error::UnknownIndicator(first))?;
-        let header = bytes
-            .get(1..1 + kind.header_len())
-            .ok_or(Error::Malformed("shorter than its header"))?;
-        let payload = kind
-            .payload_len(header)
-            .ok_or(Error::Malformed("shorter than its header"))?;
-        let expected = 1 + kind.header_len() + payload;
-        if bytes.len() != expected {
-            return Err(Error::LengthMismatch {
-                kind,
-                header: expected,
-                actual: bytes.len(),
-            });
-        }
-        Ok(Packet { kind, bytes })
+        let kind = check(&bytes)?;
+        Ok(Packet {
+            kind,
+            bytes: Bytes::Heap(bytes),
+        })
+    }
+
+    /// [`Packet::decode`] on a copy of `bytes`, inline if it fits.
+    pub fn decode_slice(bytes: &[u8]) -> Result<Self> {
+        let kind = check(bytes)?;
+        Ok(Packet {
+            kind,
+            bytes: Bytes::copy_of(bytes),
+        })
     }
 
     /// Checks a packet from the guest: also refuses events, which only a
     /// controller sends.
-    pub fn from_guest(bytes: Vec<u8>) -> Result<Self> {
+    pub fn from_guest(bytes: &[u8]) -> Result<Self> {
+        Self::one_way(bytes, Kind::Event)
+    }
+
+    /// [`Packet::from_guest`] for a packet already on the heap (a large
+    /// one), kept where it is.
+    pub fn from_guest_vec(bytes: Vec<u8>) -> Result<Self> {
         let packet = Self::decode(bytes)?;
         if packet.kind == Kind::Event {
             return Err(Error::WrongDirection(Kind::Event));
@@ -130,12 +189,20 @@ impl Packet {
     }
 
     /// Checks a packet from a controller: also refuses commands.
-    pub fn from_controller(bytes: Vec<u8>) -> Result<Self> {
-        let packet = Self::decode(bytes)?;
-        if packet.kind == Kind::Command {
-            return Err(Error::WrongDirection(Kind::Command));
+    pub fn from_controller(bytes: &[u8]) -> Result<Self> {
+        Self::one_way(bytes, Kind::Command)
+    }
+
+    /// A copy of `bytes` as a packet of any kind but `never`.
+    fn one_way(bytes: &[u8], never: Kind) -> Result<Self> {
+        let kind = check(bytes)?;
+        if kind == never {
+            return Err(Error::WrongDirection(kind));
         }
-        Ok(packet)
+        Ok(Packet {
+            kind,
+            bytes: Bytes::copy_of(bytes),
+        })
     }
 
     /// An event with these parameters.
@@ -144,19 +211,30 @@ impl Packet {
     }
 
     /// An event whose parameters are `parts` one after the other, built in
-    /// one allocation (replies are on every command's path). Parameters
-    /// past 255 bytes are cut.
+    /// place (replies are on every command's path). Parameters past 255
+    /// bytes are cut.
     pub fn event_parts(code: u8, parts: &[&[u8]]) -> Self {
-        let len: usize = parts.iter().map(|p| p.len()).sum::<usize>().min(255);
-        let mut bytes = Vec::with_capacity(3 + len);
-        bytes.extend([Kind::Event.indicator(), code, len as u8]);
+        let mut buf = [0; INLINE];
+        let mut at = 3;
         for part in parts {
-            let room = 3 + len - bytes.len();
-            bytes.extend(part.iter().take(room));
+            let Some(dst) = buf.get_mut(at..) else { break };
+            let n = part.len().min(dst.len());
+            if let (Some(d), Some(s)) = (dst.get_mut(..n), part.get(..n)) {
+                d.copy_from_slice(s);
+            }
+            at += n;
+        }
+        // At most 255 parameter bytes: INLINE leaves room for 256.
+        let len = (at - 3).min(255);
+        if let Some(header) = buf.get_mut(..3) {
+            header.copy_from_slice(&[Kind::Event.indicator(), code, len as u8]);
         }
         Packet {
             kind: Kind::Event,
-            bytes,
+            bytes: Bytes::Inline {
+                len: (3 + len) as u16,
+                buf,
+            },
         }
     }
 
@@ -167,17 +245,17 @@ impl Packet {
 
     /// The whole packet, indicator first.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        self.bytes.as_slice()
     }
 
     /// The packet without its indicator.
     pub fn hci(&self) -> &[u8] {
-        self.bytes.get(1..).unwrap_or_default()
+        self.bytes().get(1..).unwrap_or_default()
     }
 
     /// The bytes after the header.
     pub fn payload(&self) -> &[u8] {
-        self.bytes
+        self.bytes()
             .get(1 + self.kind.header_len()..)
             .unwrap_or_default()
     }
@@ -192,8 +270,30 @@ impl Packet {
 
     /// Consumes the packet into its bytes.
     pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+        self.bytes.into_vec()
     }
+}
+
+/// Checks `bytes` as one complete packet: a known indicator, a whole
+/// header, and exactly the payload the header announces.
+fn check(bytes: &[u8]) -> Result<Kind> {
+    let first = *bytes.first().ok_or(Error::Malformed("empty buffer"))?;
+    let kind = Kind::from_indicator(first).ok_or(Error::UnknownIndicator(first))?;
+    let header = bytes
+        .get(1..1 + kind.header_len())
+        .ok_or(Error::Malformed("shorter than its header"))?;
+    let payload = kind
+        .payload_len(header)
+        .ok_or(Error::Malformed("shorter than its header"))?;
+    let expected = 1 + kind.header_len() + payload;
+    if bytes.len() != expected {
+        return Err(Error::LengthMismatch {
+            kind,
+            header: expected,
+            actual: bytes.len(),
+        });
+    }
+    Ok(kind)
 }
 
 /// Re-frames a byte stream into packets.
@@ -248,12 +348,12 @@ impl Framer {
             self.partial.extend_from_slice(head);
             data = tail;
             if self.needed() == 0 {
-                let bytes = std::mem::take(&mut self.partial);
                 out.push_back(if self.from_controller {
-                    Packet::from_controller(bytes)
+                    Packet::from_controller(&self.partial)
                 } else {
-                    Packet::from_guest(bytes)
+                    Packet::from_guest(&self.partial)
                 });
+                self.partial.clear();
             }
         }
     }
@@ -326,13 +426,30 @@ mod tests {
             assert!(Packet::decode(bytes.to_vec()).is_err(), "{bytes:?}");
         }
         assert!(matches!(
-            Packet::from_guest(vec![4, 0x0e, 0]),
+            Packet::from_guest(&[4, 0x0e, 0]),
             Err(Error::WrongDirection(Kind::Event))
         ));
         assert!(matches!(
-            Packet::from_controller(vec![1, 3, 0x0c, 0]),
+            Packet::from_controller(&[1, 3, 0x0c, 0]),
             Err(Error::WrongDirection(Kind::Command))
         ));
+    }
+
+    #[test]
+    fn commands_and_events_are_stored_inline_and_big_packets_on_the_heap() {
+        let command = [&[1, 0x13, 0x0c, 248][..], &[b'x'; 248]].concat();
+        let p = Packet::from_guest(&command).unwrap();
+        assert!(matches!(p.bytes, Bytes::Inline { .. }));
+        assert_eq!(p.bytes(), command);
+        let event = Packet::event_parts(0x0e, &[&[1, 2], &[7; 300]]);
+        assert!(matches!(event.bytes, Bytes::Inline { .. }));
+        assert_eq!(event.bytes().len(), 3 + 255);
+        assert_eq!(&event.bytes()[..5], &[4, 0x0e, 255, 1, 2]);
+        let acl = [&[2, 1, 0, 0x00, 0x01][..], &[5; 256]].concat();
+        let p = Packet::from_guest(&acl).unwrap();
+        assert!(matches!(p.bytes, Bytes::Heap(_)));
+        assert_eq!(p.clone().into_bytes(), acl);
+        assert_eq!(Packet::from_guest_vec(acl.clone()).unwrap(), p);
     }
 
     #[test]

@@ -214,8 +214,7 @@ impl Link {
                     if self.endpoint.is_stream() {
                         self.framer.push(data, &mut self.parsed);
                     } else {
-                        self.parsed
-                            .push_back(Packet::from_controller(data.to_vec()));
+                        self.parsed.push_back(Packet::from_controller(data));
                     }
                     self.deliver_parsed(rx);
                 }

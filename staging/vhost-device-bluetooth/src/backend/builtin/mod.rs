@@ -69,9 +69,10 @@ pub struct Builtin {
 }
 
 /// How a command is answered.
+#[allow(clippy::large_enum_variant)] // the reply inline: no allocation per command
 enum Reply {
-    /// Command Complete with these return parameters after the status.
-    Complete(Vec<u8>),
+    /// This Command Complete, with status 0.
+    Complete(Packet),
     /// Command Status, then these events.
     Status(Vec<Packet>),
 }
@@ -207,7 +208,7 @@ impl Builtin {
 
     /// Runs one command.
     fn execute(&mut self, opcode: u16, params: &[u8], rx: &mut Rx) -> Result<Reply> {
-        let complete = |v: &[u8]| Ok(Reply::Complete(v.to_vec()));
+        let complete = |v: &[u8]| completed(opcode, v);
         match opcode {
             op::RESET => {
                 self.reset_state();
@@ -280,7 +281,7 @@ impl Builtin {
     /// A command that writes or reads a kept parameter.
     fn kept_parameter(&mut self, opcode: u16, params: &[u8]) -> Result<Reply> {
         if let Some(write) = tables::kept_by_read(opcode) {
-            return Ok(Reply::Complete(self.kept(write).to_vec()));
+            return completed(opcode, self.kept(write));
         }
         let (len, _) = tables::kept_by_write(opcode).ok_or(Error::UnknownCommand(opcode))?;
         let fits = match len {
@@ -299,9 +300,12 @@ impl Builtin {
                 reason: "advertising is enabled",
             });
         }
-        self.kept.insert(opcode, params.to_vec());
+        // Rewritten in place: a parameter written again costs no allocation.
+        let kept = self.kept.entry(opcode).or_default();
+        kept.clear();
+        kept.extend_from_slice(params);
         self.publish();
-        Ok(Reply::Complete(Vec::new()))
+        completed(opcode, &[])
     }
 
     /// Inquiry: every station with inquiry scan on answers at once.
@@ -353,8 +357,8 @@ impl Builtin {
         let opcode = packet.opcode().unwrap_or(0);
         let uses_status = matches!(opcode, op::INQUIRY | op::REMOTE_NAME_REQ);
         match self.execute(opcode, packet.payload(), rx) {
-            Ok(Reply::Complete(ret)) => {
-                rx.push(command_complete(opcode, 0, &ret));
+            Ok(Reply::Complete(event)) => {
+                rx.push(event);
             }
             Ok(Reply::Status(events)) => {
                 if uses_status {
@@ -374,6 +378,12 @@ impl Builtin {
             }
         }
     }
+}
+
+/// A successful command's reply: Command Complete with status 0 and `ret`.
+#[allow(clippy::unnecessary_wraps)] // the shape every command handler returns
+fn completed(opcode: u16, ret: &[u8]) -> Result<Reply> {
+    Ok(Reply::Complete(command_complete(opcode, 0, ret)))
 }
 
 /// `params` if it is exactly `n` bytes long.
