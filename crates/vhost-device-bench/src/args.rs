@@ -180,6 +180,14 @@ pub struct Args {
     #[arg(long)]
     pub gpio_drive_first: bool,
 
+    /// Call eventfds the floor's device thread writes per round trip; the
+    /// frontend waits for the last only. 2 is the floor of a round trip on
+    /// two queues whose first completion is signalled but not waited for,
+    /// as bt's tx queue is.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub floor_calls: u8,
+
     /// Skip the floor (e.g. while profiling the daemon from outside).
     #[arg(long)]
     pub no_floor: bool,

@@ -7,7 +7,10 @@
 //! The "frontend" thread writes the kick eventfd and waits for the call
 //! eventfd with `poll`, as the test frontend does; the "device" thread
 //! waits for the kick with `epoll_wait`, as the vring worker does, reads it
-//! and writes the call eventfd.
+//! and writes the call eventfd. With `calls` above one it first writes
+//! another eventfd that many times less one, which nobody waits for: the
+//! signal of a device's other queue (bt's tx) that a driver takes in an
+//! interrupt of its own.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,15 +76,18 @@ fn drain(fd: &EventFd) -> Result<bool> {
 }
 
 /// Measures the eventfd round trip with the frontend thread (the caller) on
-/// `cpus.0` and the device thread on `cpus.1`.
+/// `cpus.0` and the device thread on `cpus.1`, the device writing `calls`
+/// call eventfds per round trip.
 pub fn measure(
     placement: Placement,
     cpus: (usize, usize),
+    calls: usize,
     limits: &RunLimits,
 ) -> Result<FloorResult> {
     let new_fd = || EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("creating an eventfd", e));
     let kick = Arc::new(new_fd()?);
     let call = Arc::new(new_fd()?);
+    let side = new_fd()?;
     let stop = Arc::new(AtomicBool::new(false));
     let (front_cpu, device_cpu) = placement.cpus(cpus);
     pin_self(front_cpu).map_err(|e| Error::io(format!("pinning to CPU {front_cpu}"), e))?;
@@ -115,6 +121,10 @@ pub fn measure(
                     }
                     if stop.load(Ordering::Acquire) {
                         return Ok((trips, thread_cpu_time().saturating_sub(cpu0)));
+                    }
+                    for _ in 1..calls {
+                        side.write(1)
+                            .map_err(|e| Error::io("writing the side eventfd", e))?;
                     }
                     call.write(1)
                         .map_err(|e| Error::io("writing the call eventfd", e))?;

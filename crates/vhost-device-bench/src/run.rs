@@ -101,12 +101,14 @@ pub fn run(args: &Args) -> Result<Report> {
     let mut pairing = paired.then(|| Pairing {
         rounds: args.rounds,
         pair,
+        calls: usize::from(args.floor_calls),
         floors: Vec::new(),
     });
 
     if args.scenario != Scenario::Memcpy && !args.no_floor && !paired {
         for &p in &placements {
-            report.floors.push(floor::measure(p, pair, &limits)?);
+            let calls = usize::from(args.floor_calls);
+            report.floors.push(floor::measure(p, pair, calls, &limits)?);
         }
     }
     match args.scenario {
@@ -337,6 +339,8 @@ fn measure_idle(pid: Option<u32>, window: Duration) -> Result<Option<Idle>> {
 struct Pairing {
     rounds: u32,
     pair: (usize, usize),
+    /// Call eventfds the floor writes per round trip (`--floor-calls`).
+    calls: usize,
     floors: Vec<FloorResult>,
 }
 
@@ -405,7 +409,7 @@ impl<'a> Loads<'a> {
         let mut floor_total: Option<FloorResult> = None;
         let mut load_total: Option<LoadResult> = None;
         for _ in 0..rounds {
-            let floor = floor::measure(placement, pairing.pair, &slice)?;
+            let floor = floor::measure(placement, pairing.pair, pairing.calls, &slice)?;
             // The floor pinned this thread; pin both sides again.
             place(placement, self.pair, self.pid)?;
             let mut load = load::ping_pong(d, placement, self.pid, &slice)?;
