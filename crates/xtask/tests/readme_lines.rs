@@ -90,6 +90,17 @@ fn commands(name: &str, text: &str) -> Vec<Cmd> {
             continue;
         }
         if !in_block {
+            // Prose names QEMU options too: `-device vhost-user-vga,chardev=vgpu`.
+            for (k, span) in line.split('`').enumerate() {
+                if k % 2 == 1 && span.trim_start().starts_with("-device ") {
+                    let mut words = vec!["qemu-system-(fragment)".to_owned()];
+                    words.extend(self::words(span));
+                    out.push(Cmd {
+                        at: format!("{name}:{}", i + 1),
+                        words,
+                    });
+                }
+            }
             continue;
         }
         let line = line.split(" # ").next().unwrap_or("");
@@ -192,9 +203,15 @@ fn check_qemu(cmd: &Cmd, scenarios: &[((String, BTreeSet<String>), String)]) -> 
         if !key.0.starts_with("vhost-user-") {
             continue;
         }
-        match scenarios.iter().find(|(k, _)| *k == key) {
-            Some((_, file)) => println!("{}: -device {dev}  <-  {file}", cmd.at),
-            None => problems.push(format!(
+        let mut files: Vec<&str> = scenarios
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, f)| f.as_str())
+            .collect();
+        files.dedup();
+        match files.as_slice() {
+            [_, ..] => println!("{}: -device {dev}  <-  {}", cmd.at, files.join(", ")),
+            [] => problems.push(format!(
                 "{}: -device {dev}: no guest scenario uses {} with {:?}",
                 cmd.at, key.0, key.1
             )),
@@ -361,4 +378,13 @@ fn the_checks_catch_drift() {
     let ok = cmd("cargo run --release -p vhost-device-i2c -- --socket-path /tmp/i2c.sock --device-list sim:0x50=eeprom:256");
     assert!(check_daemon(&ok).is_none());
     assert_eq!(words("a 'b c' \"d\" ''"), ["a", "b c", "d", ""]);
+    let prose = commands(
+        "t",
+        "the same with `-device vhost-user-test-device-pci,chardev=v,virtio-id=7,num_vqs=3`.\n",
+    );
+    assert_eq!(
+        check_qemu(&prose[0], &scenarios).len(),
+        1,
+        "a fragment in prose is checked"
+    );
 }
