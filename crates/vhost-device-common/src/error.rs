@@ -88,6 +88,30 @@ pub enum ChainError {
     Memory(GuestAddress),
 }
 
+/// A host-side I/O failure and what the device was doing when it happened,
+/// for device crates' error enums to carry as a variant
+/// (`#[error(transparent)] Io(#[from] IoError)`): `?` on
+/// `IoError::new(..)` then converts it.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct IoError {
+    /// What was being done.
+    pub what: String,
+    /// The I/O error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl IoError {
+    /// An I/O error while doing `what`.
+    pub fn new(what: impl Into<String>, source: io::Error) -> Self {
+        IoError {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
 /// Errors of the daemon: command line, sockets and the vhost-user session.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -154,3 +178,19 @@ impl Error {
 
 /// Result with the daemon's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_error_says_what_and_keeps_its_source() {
+        let e = IoError::new("opening /dev/x", io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(e.to_string().starts_with("opening /dev/x: "), "{e}");
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(
+            source,
+            Some(io::Error::from_raw_os_error(libc::ENOENT).to_string())
+        );
+    }
+}

@@ -39,7 +39,7 @@ pub use chain::{DescChain, Reader, Region, Writer};
 pub use device::{
     DeviceBackend, DeviceResult, GuestMem, Queue, Queues, VirtioDevice, TRANSPORT_FEATURES,
 };
-pub use error::{ChainError, Error};
+pub use error::{ChainError, Error, IoError};
 pub use events::EventRegistry;
 pub use ratelimit::RateLimited;
 pub use sandbox::{SandboxArgs, SeccompMode, SeccompPolicy};

@@ -2,7 +2,7 @@
 
 //! The crate's one error type.
 
-use std::io;
+use vhost_device_common::IoError;
 
 use crate::packet::Kind;
 use crate::protocol::status;
@@ -75,25 +75,11 @@ pub enum Error {
         reason: String,
     },
     /// Any other host I/O failure.
-    #[error("{what}: {source}")]
-    Io {
-        /// What we were doing.
-        what: String,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 impl Error {
-    /// An I/O error while doing `what`.
-    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
-            what: what.into(),
-            source,
-        }
-    }
-
     /// The HCI status a command failing with this error is answered with
     /// (Core Vol 1 Part F), for the errors a guest's command can cause.
     pub fn status(&self) -> u8 {

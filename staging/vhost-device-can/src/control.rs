@@ -14,13 +14,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+use vhost_device_common::IoError;
 
 use log::warn;
 
 use vhost_device_common::SocketFileGuard;
 
 use crate::backend::bus::VirtualBus;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Longest command line a client may send.
 const MAX_COMMAND: u64 = 128;
@@ -29,7 +30,7 @@ const MAX_COMMAND: u64 = 128;
 pub fn serve(bus: Arc<VirtualBus>, path: &Path) -> Result<SocketFileGuard> {
     let _ = std::fs::remove_file(path);
     let listener =
-        UnixListener::bind(path).map_err(|e| Error::io(format!("{}", path.display()), e))?;
+        UnixListener::bind(path).map_err(|e| IoError::new(format!("{}", path.display()), e))?;
     thread::Builder::new()
         .name("can-bus-control".into())
         .spawn(move || {
@@ -50,7 +51,7 @@ pub fn serve(bus: Arc<VirtualBus>, path: &Path) -> Result<SocketFileGuard> {
                     });
             }
         })
-        .map_err(|e| Error::io("control thread", e))?;
+        .map_err(|e| IoError::new("control thread", e))?;
     Ok(SocketFileGuard::new(path))
 }
 

@@ -6,6 +6,8 @@
 
 use std::io;
 
+use vhost_device_common::IoError;
+
 use vhost_device_common::ChainError;
 
 use crate::protocol::VIRTIO_CAN_RESULT_NOT_OK;
@@ -66,14 +68,8 @@ pub enum Error {
         reason: String,
     },
     /// A host-side operation failed.
-    #[error("{what}: {source}")]
-    Io {
-        /// What we were doing.
-        what: String,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 impl Error {
@@ -81,14 +77,6 @@ impl Error {
     /// with. The spec has only one failure result.
     pub fn result(&self) -> u8 {
         VIRTIO_CAN_RESULT_NOT_OK
-    }
-
-    /// An I/O error with what we were doing.
-    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
-            what: what.into(),
-            source,
-        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
+use vhost_device_common::IoError;
 
 use crate::error::{Error, Result};
 
@@ -70,15 +71,15 @@ impl Endpoint {
         let fd: OwnedFd = match self {
             Endpoint::Unix(path) => {
                 let s = UnixStream::connect(path)
-                    .map_err(|e| Error::io(format!("connecting to {}", path.display()), e))?;
+                    .map_err(|e| IoError::new(format!("connecting to {}", path.display()), e))?;
                 s.set_nonblocking(true)
-                    .map_err(|e| Error::io("setting O_NONBLOCK", e))?;
+                    .map_err(|e| IoError::new("setting O_NONBLOCK", e))?;
                 s.into()
             }
             Endpoint::Tcp(addr) => {
                 let s = tcp_connect(addr)?;
                 s.set_nonblocking(true)
-                    .map_err(|e| Error::io("setting O_NONBLOCK", e))?;
+                    .map_err(|e| IoError::new("setting O_NONBLOCK", e))?;
                 // H:4 packets are small and latency matters.
                 let _ = s.set_nodelay(true);
                 s.into()
@@ -101,13 +102,16 @@ impl Endpoint {
 fn tcp_connect(addr: &str) -> Result<TcpStream> {
     let what = || format!("connecting to {addr}");
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    for sa in addr.to_socket_addrs().map_err(|e| Error::io(what(), e))? {
+    for sa in addr
+        .to_socket_addrs()
+        .map_err(|e| IoError::new(what(), e))?
+    {
         match TcpStream::connect_timeout(&sa, TCP_CONNECT_TIMEOUT) {
             Ok(s) => return Ok(s),
             Err(e) => last = e,
         }
     }
-    Err(Error::io(what(), last))
+    Err(IoError::new(what(), last).into())
 }
 
 /// The termios constant of a line speed.
@@ -143,16 +147,13 @@ fn open_serial(path: &std::path::Path, baud: Option<u32>) -> Result<File> {
         .write(true)
         .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| Error::io(what("opening"), e))?;
+        .map_err(|e| IoError::new(what("opening"), e))?;
     let fd = file.as_raw_fd();
     // SAFETY: termios is plain data; tcgetattr fills it from a valid fd.
     let mut tio: libc::termios = unsafe { std::mem::zeroed() };
     // SAFETY: fd is open for the duration; tio is a valid termios.
     if unsafe { libc::tcgetattr(fd, &raw mut tio) } != 0 {
-        return Err(Error::io(
-            what("not a terminal:"),
-            io::Error::last_os_error(),
-        ));
+        return Err(IoError::new(what("not a terminal:"), io::Error::last_os_error()).into());
     }
     // SAFETY: tio is a valid termios.
     unsafe { libc::cfmakeraw(&raw mut tio) };
@@ -167,7 +168,7 @@ fn open_serial(path: &std::path::Path, baud: Option<u32>) -> Result<File> {
     }
     // SAFETY: fd is open; tio is a valid termios.
     if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw const tio) } != 0 {
-        return Err(Error::io(what("configuring"), io::Error::last_os_error()));
+        return Err(IoError::new(what("configuring"), io::Error::last_os_error()).into());
     }
     Ok(file)
 }
@@ -185,10 +186,11 @@ fn open_user_channel(index: u16) -> Result<OwnedFd> {
     };
     if raw < 0 {
         let e = io::Error::last_os_error();
-        return Err(Error::io(
+        return Err(IoError::new(
             "creating a Bluetooth HCI socket (is the bluetooth module loaded?)",
             e,
-        ));
+        )
+        .into());
     }
     // SAFETY: raw is a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -213,7 +215,7 @@ fn open_user_channel(index: u16) -> Result<OwnedFd> {
             Some(libc::EUSERS) => Error::AdapterInUse(index),
             Some(libc::ENODEV) => Error::NoAdapter(index),
             Some(libc::EPERM) => Error::NotPermitted(index),
-            _ => Error::io(format!("binding the user channel of hci{index}"), e),
+            _ => IoError::new(format!("binding the user channel of hci{index}"), e).into(),
         });
     }
     Ok(fd)

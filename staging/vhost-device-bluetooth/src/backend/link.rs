@@ -17,13 +17,14 @@
 use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
+use vhost_device_common::IoError;
 
 use vhost_device_common::{EventRegistry, EventSet, RateLimited};
 use vmm_sys_util::timerfd::TimerFd;
 
 use super::endpoint::{Connection, Endpoint};
 use super::HciBackend;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::packet::{Framer, Packet, MAX_PACKET};
 use crate::rx::Rx;
 
@@ -72,7 +73,7 @@ impl Link {
             written: 0,
             out_bytes: 0,
             paused: false,
-            timer: TimerFd::new().map_err(|e| Error::io("creating a timerfd", e.into()))?,
+            timer: TimerFd::new().map_err(|e| IoError::new("creating a timerfd", e.into()))?,
             retry: retry.max(Duration::from_millis(1)),
             registry: None,
             connections: 0,
@@ -231,7 +232,7 @@ impl HciBackend for Link {
     fn activate(&mut self, events: EventRegistry) -> Result<()> {
         events
             .register(&self.timer, EventSet::IN, TIMER)
-            .map_err(|e| Error::io("registering the reconnect timer", e))?;
+            .map_err(|e| IoError::new("registering the reconnect timer", e))?;
         self.registry = Some(events);
         // Nothing can reach the guest before its first RX buffer anyway.
         let mut rx = Rx::new(1);

@@ -11,13 +11,14 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use vhost_device_common::IoError;
 
 use log::{debug, info};
 use vhost_device_common::{EventRegistry, EventSet, RateLimited};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{BackendEvent, CanBackend, Capabilities, TxAck};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::frame::CanFrame;
 
 /// The bus: a seat per guest.
@@ -64,7 +65,7 @@ impl VirtualBus {
     /// Seats guest `guest` on the bus, replacing its earlier seat if a
     /// former connection's device is still being torn down.
     pub fn attach(self: &Arc<Self>, guest: usize) -> Result<BusPort> {
-        let wake = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("bus eventfd", e))?;
+        let wake = EventFd::new(EFD_NONBLOCK).map_err(|e| IoError::new("bus eventfd", e))?;
         let port = Arc::new(Port {
             guest,
             inbox: Mutex::new(Inbox::default()),
@@ -200,7 +201,7 @@ impl CanBackend for BusPort {
     fn activate(&mut self, events: &EventRegistry, token: u16) -> Result<()> {
         events
             .register(&self.port.wake, EventSet::IN, token)
-            .map_err(|e| Error::io("registering the bus eventfd", e))
+            .map_err(|e| IoError::new("registering the bus eventfd", e).into())
     }
 
     fn set_late_tx_ack(&mut self, on: bool) {

@@ -17,6 +17,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use vhost_device_common::IoError;
 
 use socketcan::{CanFdSocket, Socket, SocketOptions};
 use vhost_device_common::{EventRegistry, EventSet, RateLimited};
@@ -104,7 +105,7 @@ pub struct SocketCan {
 /// Whether interface `name` carries CAN FD frames (its MTU is CANFD_MTU).
 pub fn interface_is_fd(name: &str) -> Result<bool> {
     let path = format!("/sys/class/net/{name}/mtu");
-    let mtu = std::fs::read_to_string(&path).map_err(|e| Error::io(path, e))?;
+    let mtu = std::fs::read_to_string(&path).map_err(|e| IoError::new(path, e))?;
     Ok(mtu.trim().parse::<usize>().ok() == Some(CANFD_MTU))
 }
 
@@ -113,16 +114,16 @@ impl SocketCan {
     pub fn open(name: &str) -> Result<Self> {
         let what = |w: &str| format!("{name}: {w}");
         let fd_capable = interface_is_fd(name)?;
-        let socket = CanFdSocket::open(name).map_err(|e| Error::io(what("opening"), e))?;
+        let socket = CanFdSocket::open(name).map_err(|e| IoError::new(what("opening"), e))?;
         socket
             .set_nonblocking(true)
-            .map_err(|e| Error::io(what("non-blocking"), e))?;
+            .map_err(|e| IoError::new(what("non-blocking"), e))?;
         socket
             .set_error_filter(CAN_ERR_BUSOFF)
-            .map_err(|e| Error::io(what("CAN_RAW_ERR_FILTER"), e))?;
+            .map_err(|e| IoError::new(what("CAN_RAW_ERR_FILTER"), e))?;
         socket
             .set_recv_own_msgs(false)
-            .map_err(|e| Error::io(what("CAN_RAW_RECV_OWN_MSGS"), e))?;
+            .map_err(|e| IoError::new(what("CAN_RAW_RECV_OWN_MSGS"), e))?;
         Ok(SocketCan {
             name: name.to_owned(),
             socket,
@@ -180,7 +181,7 @@ impl CanBackend for SocketCan {
     fn activate(&mut self, events: &EventRegistry, token: u16) -> Result<()> {
         events
             .register(&self.socket, EventSet::IN, token)
-            .map_err(|e| Error::io(format!("{}: epoll", self.name), e))
+            .map_err(|e| IoError::new(format!("{}: epoll", self.name), e).into())
     }
 
     fn set_late_tx_ack(&mut self, on: bool) {

@@ -18,6 +18,7 @@ pub mod tables;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use vhost_device_common::IoError;
 
 use vhost_device_common::{EventRegistry, EventSet, RateLimited};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -80,8 +81,9 @@ enum Reply {
 impl Builtin {
     /// A controller on `radio`.
     pub fn new(radio: &Arc<Radio>, identity: Identity) -> Result<Self> {
-        let wake =
-            Arc::new(EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("creating an eventfd", e))?);
+        let wake = Arc::new(
+            EventFd::new(EFD_NONBLOCK).map_err(|e| IoError::new("creating an eventfd", e))?,
+        );
         let station = radio.join(Presence::default(), wake.clone());
         let mut controller = Builtin {
             identity,
@@ -428,7 +430,7 @@ impl HciBackend for Builtin {
     fn activate(&mut self, events: EventRegistry) -> Result<()> {
         events
             .register(&*self.wake, EventSet::IN, WAKE)
-            .map_err(|e| Error::io("registering the radio's eventfd", e))?;
+            .map_err(|e| IoError::new("registering the radio's eventfd", e))?;
         self.registry = Some(events);
         Ok(())
     }
