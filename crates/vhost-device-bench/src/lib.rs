@@ -25,6 +25,7 @@ pub mod run;
 pub mod scenario;
 pub mod sound;
 pub mod stats;
+pub mod virgl;
 
 pub use args::Args;
 pub use error::{Error, Result};

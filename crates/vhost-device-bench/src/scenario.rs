@@ -30,6 +30,12 @@ pub enum Scenario {
     /// resource, in MB/s, with a memcpy of the same bytes beside it.
     #[value(name = "gpu-2d")]
     Gpu2d,
+    /// virtio-gpu virgl 3D: a SUBMIT_3D that clears a 256x256 render
+    /// target, then TRANSFER_FROM_HOST_3D of it into guest memory, on the
+    /// daemon's real virglrenderer (a `virgl_renderer` build, see the gpu
+    /// README).
+    #[value(name = "gpu-virgl")]
+    GpuVirgl,
     /// virtio-snd: a 48 kHz stereo S16 stream on the null backend.
     SoundNull,
     /// virtio-can: one classic 8-byte frame sent on the daemon's virtual
@@ -77,6 +83,11 @@ pub const DEVICES: &[DeviceSpec] = &[
         name: "gpu",
         binary: "vhost-device-gpu",
         args: &["--headless", "--resolution", "1920x1080"],
+    },
+    DeviceSpec {
+        name: "gpu-virgl",
+        binary: "vhost-device-gpu",
+        args: &["--headless", "--gpu-mode", "virgl"],
     },
     DeviceSpec {
         name: "bt",
@@ -128,6 +139,7 @@ impl Scenario {
             Scenario::GpioGet => "gpio-get",
             Scenario::I2cRead => "i2c-read",
             Scenario::Gpu2d => "gpu-2d",
+            Scenario::GpuVirgl => "gpu-virgl",
             Scenario::SoundNull => "sound-null",
             Scenario::CanTx => "can-tx",
             Scenario::Memcpy => "memcpy",
@@ -150,6 +162,7 @@ impl Scenario {
             Scenario::GpioGet => "gpio",
             Scenario::I2cRead => "i2c",
             Scenario::Gpu2d => "gpu",
+            Scenario::GpuVirgl => "gpu-virgl",
             Scenario::SoundNull => "sound",
             Scenario::Rpmsg => "rpmsg",
             Scenario::Bt => "bt",
@@ -170,6 +183,9 @@ impl Scenario {
             opts.scratch_size = LEAN_AREA + GPU_FRAME_BYTES.next_multiple_of(4096);
             opts.mem_size = 64 << 20;
         }
+        if self == Scenario::GpuVirgl {
+            opts.scratch_size = LEAN_AREA + crate::virgl::FRAME_BYTES.next_multiple_of(4096);
+        }
         opts
     }
 }
@@ -185,7 +201,7 @@ pub struct Prepared {
     pub bytes_per_round: Option<u64>,
 }
 
-fn le(fields: &[u32]) -> Vec<u8> {
+pub(crate) fn le(fields: &[u32]) -> Vec<u8> {
     fields.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
 
@@ -197,7 +213,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 /// virtio-gpu control header: type, flags, fence_id (2 words), ctx_id,
 /// ring_idx + padding.
-fn gpu_cmd(kind: u32, body: &[u32]) -> Vec<u8> {
+pub(crate) fn gpu_cmd(kind: u32, body: &[u32]) -> Vec<u8> {
     let mut v = le(&[kind, 0, 0, 0, 0, 0]);
     v.extend(le(body));
     v
@@ -207,12 +223,12 @@ const GPU_CMD_RESOURCE_CREATE_2D: u32 = 0x0101;
 const GPU_CMD_SET_SCANOUT: u32 = 0x0103;
 const GPU_CMD_RESOURCE_FLUSH: u32 = 0x0104;
 const GPU_CMD_TRANSFER_TO_HOST_2D: u32 = 0x0105;
-const GPU_CMD_RESOURCE_ATTACH_BACKING: u32 = 0x0106;
+pub(crate) const GPU_CMD_RESOURCE_ATTACH_BACKING: u32 = 0x0106;
 const GPU_RESP_OK_NODATA: u32 = 0x1100;
 const GPU_FORMAT_B8G8R8X8_UNORM: u32 = 2;
 const GPU_RESOURCE_ID: u32 = 1;
 
-fn gpu_ok(len: u32, reply: &[u8]) -> bool {
+pub(crate) fn gpu_ok(len: u32, reply: &[u8]) -> bool {
     len >= 24 && u32_at(reply, 0) == Some(GPU_RESP_OK_NODATA)
 }
 
@@ -268,7 +284,7 @@ fn can_tx(can_id: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Sends one request through the test frontend and checks the reply.
-fn setup_request(
+pub(crate) fn setup_request(
     fe: &mut TestFrontend,
     scenario: &'static str,
     queue: usize,
@@ -354,6 +370,7 @@ pub fn prepare(
             }
         }
         Scenario::Gpu2d => prepare_gpu(fe)?,
+        Scenario::GpuVirgl => crate::virgl::prepare(fe)?,
         Scenario::CanTx => {
             let start = Template {
                 name: "SET_CTRL_MODE_START",
