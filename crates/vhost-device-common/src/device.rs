@@ -128,6 +128,12 @@ pub trait VirtioDevice: Send + 'static {
     /// The frontend reset the device.
     fn reset(&mut self) {}
 
+    /// The connection is over and the vring worker is about to end; called
+    /// on that thread, the last call there. For what only the thread that
+    /// made it may release (a renderer's GL context); the device itself is
+    /// dropped later, on another thread.
+    fn worker_stopping(&mut self) {}
+
     /// The frontend handed over a backend-request channel.
     fn set_backend_req_fd(&mut self, _backend: Backend) {}
 
@@ -373,7 +379,10 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
     ) -> io::Result<()> {
         match events::decode(device_event, self.shared.num_queues) {
             // The only way to end the worker loop without its exit event.
-            Event::Stop => return Err(io::Error::other("connection closed")),
+            Event::Stop => {
+                self.device().worker_stopping();
+                return Err(io::Error::other("connection closed"));
+            }
             Event::Queue(index) => {
                 self.with_queues(vrings, |device, queues| device.process_queue(queues, index));
             }

@@ -279,6 +279,42 @@ fn virglrenderer_clear_then_transfer_from_host_3d() {
     fe.disconnect().unwrap();
 }
 
+/// Context `ctx` with a 16x8 target cleared to `rgba` and read back.
+fn clear_and_read(fe: &mut TestFrontend, ctx: u32, rgba: [f32; 4]) -> Vec<u8> {
+    let (res, size) = (5, (16, 8));
+    create_context(fe, ctx, 0);
+    let (addr, _) = fe.queue(0).unwrap().scratch();
+    create_target(fe, ctx, res, size, addr);
+    let resp = submit(fe, ctx, &clear_stream(res, rgba), 7, None);
+    assert_eq!(u32_at(&resp, 0), OK_NODATA);
+    read_back(fe, ctx, res, size, addr)
+}
+
+#[test]
+#[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
+fn virglrenderer_a_new_connection_renders_and_the_daemon_stops_cleanly() {
+    // QEMU going away ends the connection while virglrenderer has contexts
+    // and resources; its cleanup must run on the thread that owns its GL
+    // context, or EGL refuses and libepoxy aborts the daemon.
+    let (_dir, daemon, mut fe) = start(&[]);
+    assert_all(
+        &clear_and_read(&mut fe, 1, [0.2, 0.4, 0.6, 1.0]),
+        [153, 102, 51, 255],
+    );
+    drop(fe);
+    let mut fe = daemon.connect(0, FrontendOptions::default()).unwrap();
+    assert_all(
+        &clear_and_read(&mut fe, 3, [1.0, 0.0, 0.0, 1.0]),
+        [0, 0, 255, 255],
+    );
+    fe.disconnect().unwrap();
+    // Still serving after the second connection ended too.
+    let fe = daemon.connect(0, FrontendOptions::default()).unwrap();
+    drop(fe);
+    let status = daemon.stop().unwrap();
+    assert!(status.success(), "daemon exit {status:?}");
+}
+
 #[test]
 #[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
 fn virglrenderer_ring_fences_and_a_broken_context_leave_the_others_alive() {

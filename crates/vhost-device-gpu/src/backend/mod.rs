@@ -15,6 +15,8 @@ pub mod renderer;
 pub mod sim;
 #[cfg(feature = "virgl")]
 pub mod virgl;
+#[cfg(feature = "virgl")]
+mod virgl_handover;
 
 pub use display::{DisplayReply, DisplayRequest, DisplayThread};
 pub use renderer::{

@@ -42,6 +42,10 @@ pub enum RendererError {
 
 /// Where 2D resources live.
 pub trait Renderer: Send {
+    /// The vring worker, the thread that owns a 3D renderer's GL context,
+    /// ends: tear the renderer down here, not where it is dropped.
+    fn release(&mut self) {}
+
     /// Creates a `width`×`height` resource of 4-byte pixels.
     fn create_2d(
         &mut self,

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use log::{info, warn};
 use rutabaga_gfx::{
-    Rutabaga, RutabagaBuilder, RutabagaFence, RutabagaFenceHandler, Transfer3D,
-    RUTABAGA_CAPSET_VIRGL, RUTABAGA_CAPSET_VIRGL2,
+    Rutabaga, RutabagaBuilder, RutabagaFence, Transfer3D, RUTABAGA_CAPSET_VIRGL,
+    RUTABAGA_CAPSET_VIRGL2,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -29,6 +29,7 @@ use super::renderer::{
     rutabaga_create, rutabaga_iovecs, Create3d, Fence, HostIovec, Renderer, Renderer3d,
     RendererError, Transfer3d,
 };
+use super::virgl_handover;
 use crate::protocol::Rect;
 
 fn failed(e: impl std::fmt::Display) -> RendererError {
@@ -87,52 +88,71 @@ impl Virgl {
 
     fn rutabaga(&mut self) -> Result<&mut Rutabaga, RendererError> {
         if self.rutabaga.is_none() {
-            let list = self.signalled.clone();
-            let event = self.fence_event.try_clone().map_err(failed)?;
-            let handler = RutabagaFenceHandler::new(move |f: RutabagaFence| {
-                if let Ok(mut v) = list.lock() {
-                    v.push(Fence {
-                        id: f.fence_id,
-                        flags: f.flags,
-                        ctx_id: f.ctx_id,
-                        ring_idx: f.ring_idx,
-                    });
-                }
-                let _ = event.write(1);
-            });
-            let rutabaga = RutabagaBuilder::new(self.capset_mask, handler)
-                .set_use_egl(true)
-                .set_use_gles(true)
-                .set_use_surfaceless(true)
-                .build()
-                .map_err(|e| {
-                    RendererError::Failed(format!(
-                        "starting virglrenderer: {e} (is rutabaga_gfx built with virgl_renderer?)"
-                    ))
-                })?;
-            // rutabaga falls back to its 2D component when virglrenderer
-            // does not start; we have offered 3D, so that is a failure.
-            if rutabaga.get_num_capsets() == 0 {
-                return Err(RendererError::Failed(
-                    "virglrenderer did not start (rutabaga fell back to 2D)".into(),
-                ));
-            }
+            let rutabaga =
+                match virgl_handover::take() {
+                    Some(r) => r,
+                    None if virgl_handover::started() => return Err(RendererError::Failed(
+                        "virglrenderer serves one guest at a time, and another connection has it"
+                            .into(),
+                    )),
+                    None => self.start()?,
+                };
+            virgl_handover::set_sink(
+                self.signalled.clone(),
+                self.fence_event.try_clone().map_err(failed)?,
+            );
             self.poll = rutabaga
                 .poll_descriptor()
                 .and_then(|d| d.as_fd().try_clone_to_owned().ok());
-            info!(
-                "virglrenderer started, {} capsets",
-                rutabaga.get_num_capsets()
-            );
             self.rutabaga = Some(rutabaga);
         }
         self.rutabaga
             .as_mut()
             .ok_or_else(|| RendererError::Failed("virglrenderer did not start".into()))
     }
+
+    /// Starts virglrenderer (once per process, see `virgl_handover`).
+    fn start(&self) -> Result<Rutabaga, RendererError> {
+        let rutabaga = RutabagaBuilder::new(self.capset_mask, virgl_handover::fence_handler())
+            .set_use_egl(true)
+            .set_use_gles(true)
+            .set_use_surfaceless(true)
+            .build()
+            .map_err(|e| {
+                RendererError::Failed(format!(
+                    "starting virglrenderer: {e} (is rutabaga_gfx built with virgl_renderer?)"
+                ))
+            })?;
+        // rutabaga falls back to its 2D component when virglrenderer
+        // does not start; we have offered 3D, so that is a failure.
+        if rutabaga.get_num_capsets() == 0 {
+            return Err(RendererError::Failed(
+                "virglrenderer did not start (rutabaga fell back to 2D)".into(),
+            ));
+        }
+        virgl_handover::mark_started();
+        info!(
+            "virglrenderer started, {} capsets",
+            rutabaga.get_num_capsets()
+        );
+        Ok(rutabaga)
+    }
 }
 
 impl Renderer for Virgl {
+    /// virglrenderer's cleanup makes its GL context current, which only
+    /// works on the thread that has it: on another thread (where the device
+    /// is dropped) EGL refuses and libepoxy aborts the daemon.
+    /// It also stays alive for the next connection (rutabaga starts it
+    /// once per process): parked, see `virgl_handover`.
+    fn release(&mut self) {
+        self.poll = None;
+        self.widths.clear();
+        if let Some(rutabaga) = self.rutabaga.take() {
+            virgl_handover::park(rutabaga);
+        }
+    }
+
     fn create_2d(
         &mut self,
         id: u32,

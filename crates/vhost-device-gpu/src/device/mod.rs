@@ -376,6 +376,15 @@ impl VirtioDevice for GpuDevice {
         self.reset_state();
     }
 
+    /// The guest's contexts and resources go now, on the thread that owns
+    /// a 3D renderer's GL context; the renderer itself stays for the next
+    /// connection (see `backend::virgl_handover`).
+    fn worker_stopping(&mut self) {
+        self.state.reset();
+        self.state.cleanup_stale();
+        self.state.renderer.release();
+    }
+
     fn set_gpu_socket(&mut self, gpu: GpuBackend) -> io::Result<()> {
         if self.state.cfg.headless {
             info!("headless: ignoring the frontend's display socket");
