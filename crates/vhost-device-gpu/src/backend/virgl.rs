@@ -57,10 +57,12 @@ impl std::fmt::Debug for Virgl {
 }
 
 // SAFETY: `Rutabaga` is not `Send` because virglrenderer's GL context
-// belongs to the thread that initialised it. `Virgl` builds it lazily on
-// its first use, and the device calls a renderer only from the vring
-// worker (reset work is deferred to it), so the value moves between
-// threads only before rutabaga exists. The fence list is behind a mutex.
+// belongs to the thread that has it current. `Virgl` gets it lazily on its
+// first use (started, or taken over and made current on this thread), the
+// device calls a renderer only from the vring worker (reset work is
+// deferred to it), and the worker gives it up before it ends (`release`),
+// so the value moves between threads only while it holds no rutabaga.
+// The fence list is behind a mutex.
 unsafe impl Send for Virgl {}
 
 impl Virgl {
