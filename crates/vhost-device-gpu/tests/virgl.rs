@@ -42,6 +42,7 @@ const SUBMIT_3D: u32 = 0x0207;
 const OK_NODATA: u32 = 0x1100;
 const OK_CAPSET_INFO: u32 = 0x1102;
 const OK_CAPSET: u32 = 0x1103;
+const ERR_UNSPEC: u32 = 0x1200;
 const ERR_OUT_OF_MEMORY: u32 = 0x1201;
 const FLAG_FENCE: u32 = 1;
 const FLAG_INFO_RING_IDX: u32 = 2;
@@ -313,6 +314,60 @@ fn virglrenderer_a_new_connection_renders_and_the_daemon_stops_cleanly() {
     drop(fe);
     let status = daemon.stop().unwrap();
     assert!(status.success(), "daemon exit {status:?}");
+}
+
+#[test]
+#[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
+fn virglrenderer_serves_one_guest_at_a_time() {
+    // Two guests of one daemon: virglrenderer is the process's, so the
+    // second gets an error until the first has gone, then renders.
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = DaemonProcess::start(
+        BIN,
+        &dir.path().join("gpu.sock"),
+        2,
+        &["--gpu-mode", "virgl", "--headless"],
+    )
+    .unwrap();
+    let mut first = daemon.connect(0, FrontendOptions::default()).unwrap();
+    let mut second = daemon.connect(1, FrontendOptions::default()).unwrap();
+    assert_all(
+        &clear_and_read(&mut first, 1, [0.0, 1.0, 0.0, 1.0]),
+        [0, 255, 0, 255],
+    );
+    let mut create = req(CTX_CREATE, 0, 0, 1, &[4, 0]);
+    create.extend_from_slice(b"busy");
+    create.resize(24 + 8 + 64, 0);
+    assert_eq!(u32_at(&send(&mut second, &create, 24), 0), ERR_UNSPEC);
+    first.disconnect().unwrap();
+    // The first connection's worker parks the renderer as it ends.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let resp = send(&mut second, &create, 24);
+        if u32_at(&resp, 0) == OK_NODATA {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renderer never came free"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (addr, _) = second.queue(0).unwrap().scratch();
+    create_target(&mut second, 1, 5, (16, 8), addr);
+    let resp = submit(
+        &mut second,
+        1,
+        &clear_stream(5, [0.0, 0.0, 1.0, 1.0]),
+        9,
+        None,
+    );
+    assert_eq!(u32_at(&resp, 0), OK_NODATA);
+    assert_all(
+        &read_back(&mut second, 1, 5, (16, 8), addr),
+        [255, 0, 0, 255],
+    );
+    second.disconnect().unwrap();
 }
 
 #[test]
