@@ -42,7 +42,7 @@ echo "$features" | grep -Eq '^virgl +: +yes' || { echo "virgl not negotiated"; e
 export MESA_SHADER_CACHE_DISABLE=true
 # QEMU draws the daemon's UPDATE from its main loop, which may take the
 # screendump request first: give it a moment, as the 2D scenarios do.
-rig-gltri -d /dev/dri/card0 -r virgl -x 'sleep 1; rig-screendump gl'
+rig-gltri -d /dev/dri/card0 -r virgl -x 'sleep 1; rig-screendump gl' -f 10
 "#;
 
 /// The point of the screen at normalised device coordinates (`nx`, `ny`)
@@ -96,6 +96,13 @@ fn guest_virgl_gles_triangle_on_the_scanout() {
     assert_eq!(pixels.len(), 5, "{report}");
     assert!(pixels.iter().all(|l| l.ends_with(" ok")), "{report}");
     assert!(output.contains("result: ok"), "{report}");
+    // 10 more frames, each a new buffer on the CRTC: the guest's frame
+    // rate through the whole stack (a figure, not a target).
+    let frames = output
+        .lines()
+        .find(|l| l.starts_with("frames: 10 in "))
+        .unwrap_or_else(|| panic!("no frame rate\n{report}"));
+    eprintln!("rig-gltri {frames}");
 
     // The host did the rendering: the daemon ran the guest's command streams.
     let log =

@@ -10,14 +10,17 @@
 // (0.5, -0.5) and its apex at (0, 0.5). It is not symmetric top to bottom,
 // so a picture shown upside down fails the checks.
 //
-// Usage: rig-gltri [-d CARD] [-r RENDERER] [-x COMMAND]
+// Usage: rig-gltri [-d CARD] [-r RENDERER] [-x COMMAND] [-f FRAMES]
 //   -d CARD      DRM card (default /dev/dri/card0)
 //   -r RENDERER  GL_RENDERER must contain this (default "virgl"); a driver
 //                that falls back to software rendering in the guest fails
 //   -x COMMAND   run COMMAND (with system()) while the picture is shown
+//   -f FRAMES    then draw and show FRAMES more frames (each a new GBM
+//                buffer set on the CRTC) and print the frame rate
 // Prints "renderer: ...", one "pixel NAME X Y R G B A ok|BAD" line per
-// checked point (GL coordinates, origin bottom left), "mode: WxH" and
-// "shown: fb N on crtc M". Exits 0 only if everything matched.
+// checked point (GL coordinates, origin bottom left), "mode: WxH",
+// "shown: fb N on crtc M" and with -f "frames: N in S s, F fps". Exits 0
+// only if everything matched.
 #define _GNU_SOURCE
 #include <EGL/egl.h>
 #include <EGL/eglext.h>
@@ -27,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <xf86drm.h>
 #include <xf86drmMode.h>
@@ -94,7 +98,11 @@ static GLuint shader(GLenum type, const char *src) {
     return s;
 }
 
-static int draw(int w, int h) {
+// The program that draws the triangle, built once.
+static GLuint program(void) {
+    static GLuint p;
+    if (p)
+        return p;
     static const char *vs = "attribute vec2 pos;\n"
                             "void main() { gl_Position = vec4(pos, 0.0, 1.0); }\n";
     char fs[160];
@@ -104,16 +112,26 @@ static int draw(int w, int h) {
              TRI[0], TRI[1], TRI[2]);
     GLuint v = shader(GL_VERTEX_SHADER, vs), f = shader(GL_FRAGMENT_SHADER, fs);
     if (!v || !f)
-        return 1;
-    GLuint p = glCreateProgram();
-    glAttachShader(p, v);
-    glAttachShader(p, f);
-    glBindAttribLocation(p, 0, "pos");
-    glLinkProgram(p);
+        return 0;
+    GLuint prog = glCreateProgram();
+    glAttachShader(prog, v);
+    glAttachShader(prog, f);
+    glBindAttribLocation(prog, 0, "pos");
+    glLinkProgram(prog);
     GLint ok = 0;
-    glGetProgramiv(p, GL_LINK_STATUS, &ok);
-    if (!ok)
-        return fail("program did not link");
+    glGetProgramiv(prog, GL_LINK_STATUS, &ok);
+    if (!ok) {
+        fail("program did not link");
+        return 0;
+    }
+    p = prog;
+    return p;
+}
+
+static int draw(int w, int h) {
+    GLuint p = program();
+    if (!p)
+        return 1;
     static const GLfloat tri[] = {-0.5f, -0.5f, 0.5f, -0.5f, 0.0f, 0.5f};
     glViewport(0, 0, w, h);
     glClearColor(CLEAR[0] / 255.0f, CLEAR[1] / 255.0f, CLEAR[2] / 255.0f, 1.0f);
@@ -122,7 +140,6 @@ static int draw(int w, int h) {
     glVertexAttribPointer(0, 2, GL_FLOAT, GL_FALSE, 0, tri);
     glEnableVertexAttribArray(0);
     glDrawArrays(GL_TRIANGLES, 0, 3);
-    glFinish();
     return glGetError() == GL_NO_ERROR ? 0 : fail("GL error while drawing");
 }
 
@@ -139,6 +156,38 @@ static int check(const char *name, float nx, float ny, int w, int h, const unsig
     return bad;
 }
 
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+// Swaps, puts the new front buffer on the CRTC and releases the one shown
+// before (*shown, *shown_fb). Returns 0 on success.
+static int show(int fd, EGLDisplay dpy, EGLSurface surf, struct gbm_surface *gs, int w, int h,
+                uint32_t crtc, uint32_t conn, drmModeModeInfo *mode, struct gbm_bo **shown,
+                uint32_t *shown_fb) {
+    if (!eglSwapBuffers(dpy, surf))
+        return fail("eglSwapBuffers failed");
+    struct gbm_bo *bo = gbm_surface_lock_front_buffer(gs);
+    if (!bo)
+        return fail("no front buffer");
+    uint32_t fb = 0;
+    if (drmModeAddFB(fd, w, h, 24, 32, gbm_bo_get_stride(bo), gbm_bo_get_handle(bo).u32, &fb))
+        return fail("drmModeAddFB failed");
+    if (drmModeSetCrtc(fd, crtc, fb, 0, 0, &conn, 1, mode)) {
+        perror("drmModeSetCrtc");
+        return 1;
+    }
+    if (*shown) {
+        drmModeRmFB(fd, *shown_fb);
+        gbm_surface_release_buffer(gs, *shown);
+    }
+    *shown = bo;
+    *shown_fb = fb;
+    return 0;
+}
+
 static int check_picture(int w, int h) {
     int bad = 0;
     bad |= check("corner", 0.9f, 0.9f, w, h, CLEAR);
@@ -151,14 +200,15 @@ static int check_picture(int w, int h) {
 
 int main(int argc, char **argv) {
     const char *card = "/dev/dri/card0", *want = "virgl", *cmd = NULL;
-    int opt;
-    while ((opt = getopt(argc, argv, "d:r:x:")) != -1) {
+    int opt, frames = 0;
+    while ((opt = getopt(argc, argv, "d:r:x:f:")) != -1) {
         switch (opt) {
         case 'd': card = optarg; break;
         case 'r': want = optarg; break;
         case 'x': cmd = optarg; break;
+        case 'f': frames = atoi(optarg); break;
         default:
-            fprintf(stderr, "usage: rig-gltri [-d CARD] [-r RENDERER] [-x COMMAND]\n");
+            fprintf(stderr, "usage: rig-gltri [-d CARD] [-r RENDERER] [-x COMMAND] [-f FRAMES]\n");
             return 2;
         }
     }
@@ -223,18 +273,10 @@ int main(int argc, char **argv) {
         return 1;
     int bad = check_picture(w, h);
 
-    if (!eglSwapBuffers(dpy, surf))
-        return fail("eglSwapBuffers failed");
-    struct gbm_bo *bo = gbm_surface_lock_front_buffer(gs);
-    if (!bo)
-        return fail("no front buffer");
+    struct gbm_bo *bo = NULL;
     uint32_t fb = 0;
-    if (drmModeAddFB(fd, w, h, 24, 32, gbm_bo_get_stride(bo), gbm_bo_get_handle(bo).u32, &fb))
-        return fail("drmModeAddFB failed");
-    if (drmModeSetCrtc(fd, out.crtc, fb, 0, 0, &out.connector, 1, &out.mode)) {
-        perror("drmModeSetCrtc");
+    if (show(fd, dpy, surf, gs, w, h, out.crtc, out.connector, &out.mode, &bo, &fb))
         return 1;
-    }
     printf("shown: fb %u on crtc %u\n", fb, out.crtc);
     if (cmd) {
         int rc = system(cmd);
@@ -242,6 +284,15 @@ int main(int argc, char **argv) {
             fprintf(stderr, "rig-gltri: '%s' exited with %d\n", cmd, rc);
             bad = 1;
         }
+    }
+    if (frames > 0) {
+        double start = now();
+        for (int i = 0; i < frames; i++) {
+            if (draw(w, h) || show(fd, dpy, surf, gs, w, h, out.crtc, out.connector, &out.mode, &bo, &fb))
+                return 1;
+        }
+        double secs = now() - start;
+        printf("frames: %d in %.2f s, %.1f fps\n", frames, secs, frames / secs);
     }
     drmModeRmFB(fd, fb);
     gbm_surface_release_buffer(gs, bo);
