@@ -23,6 +23,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::device::{worker_epoll, DeviceBackend, VirtioDevice};
 use crate::error::{Error, Result};
+use crate::sandbox::SandboxPolicy;
 use crate::socket::{BoundSocket, SocketArgs};
 
 pub use crate::error::FactoryError;
@@ -41,7 +42,9 @@ impl<D, F> DeviceFactory<D> for F where
 /// Serves the sockets `sockets` names until SIGTERM or SIGINT, then removes
 /// the socket files it created and returns `Ok`. Once the sockets are
 /// bound, the process is sandboxed as `sockets.sandbox` and
-/// the device's [`VirtioDevice::seccomp_policy`] say.
+/// the device's [`VirtioDevice::seccomp_policy`] say, with no paths and no
+/// capabilities kept ([`SandboxPolicy::of`]); a device that opens files or
+/// keeps capabilities uses [`serve_with`].
 ///
 /// Call it from the main thread before starting any other thread: it blocks
 /// the two signals so that only its own wait sees them. A thread started
@@ -53,12 +56,23 @@ pub fn serve<D: VirtioDevice>(
     sockets: &SocketArgs,
     factory: impl DeviceFactory<D>,
 ) -> Result<()> {
+    serve_with(name, sockets, &SandboxPolicy::of::<D>(), factory)
+}
+
+/// [`serve`], with the sandbox `policy` (what the device needs once set
+/// up: see [`crate::sandbox`]).
+pub fn serve_with<D: VirtioDevice>(
+    name: &str,
+    sockets: &SocketArgs,
+    policy: &SandboxPolicy,
+    factory: impl DeviceFactory<D>,
+) -> Result<()> {
     let signals = block_stop_signals()?;
     let bound = sockets.bind()?;
     // Setup is done once the sockets are bound. Sandboxed before the first
-    // accept, so no frontend ever talks to an unfiltered daemon; the socket
-    // and vring threads inherit the filter.
-    sockets.sandbox.install(&D::seccomp_policy())?;
+    // accept, so no frontend ever talks to an unsandboxed daemon; the
+    // socket and vring threads inherit it.
+    sockets.sandbox.install(policy, &sockets.paths())?;
     let daemon = Daemon::start(name, bound, sockets.busy_poll(), factory)?;
     daemon.wait_for(signals.as_fd())
 }

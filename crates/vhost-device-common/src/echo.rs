@@ -8,7 +8,9 @@
 //! guest index (le32). The sequence restarts with every connection, so tests
 //! can see that each frontend gets fresh device state. A request whose
 //! payload starts with `hold` is kept unanswered until a `release` request
-//! arrives, so a test can disconnect with requests in flight.
+//! arrives, so a test can disconnect with requests in flight. Two requests
+//! exist for the sandbox tests: `execve` (a forbidden system call) and
+//! `open:PATH` (a file outside every policy).
 //!
 //! Config space (8 bytes): the guest index (le32, read-only) and a scratch
 //! word (le32) the driver may write.
@@ -54,6 +56,9 @@ impl Echo {
             // The sandbox tests' forbidden call: a device that never runs
             // programs asking to run one.
             return Some(forbidden_call());
+        }
+        if prefix.starts_with(b"open:") {
+            return Some(open_probe(&chain, mem));
         }
         if prefix.starts_with(b"hold") {
             self.held.push(chain);
@@ -129,6 +134,32 @@ impl VirtioDevice for Echo {
     fn reset(&mut self) {
         *self = Echo::new(self.guest);
     }
+}
+
+/// The Landlock tests' probe: `open:PATH` opens PATH read-only and answers
+/// with the errno (le32, 0 when it opened).
+fn open_probe(chain: &DescChain, mem: &GuestMem) -> u32 {
+    use std::os::unix::ffi::OsStrExt;
+
+    let mut request = [0u8; 256];
+    let mut reader = chain.reader(mem);
+    let len = reader.available().min(request.len());
+    let Some(request) = request.get_mut(..len) else {
+        return 0;
+    };
+    if reader.read_exact(request).is_err() {
+        return 0;
+    }
+    let path = std::ffi::OsStr::from_bytes(request.get(5..).unwrap_or_default());
+    let errno = match std::fs::File::open(path) {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    };
+    let mut writer = chain.writer(mem);
+    if writer.write_obj(errno.to_le()).is_err() {
+        return 0;
+    }
+    writer.used_len()
 }
 
 /// Calls execve(2) on a path that does not exist, outside every daemon's

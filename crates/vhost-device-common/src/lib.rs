@@ -42,6 +42,8 @@ pub use device::{
 pub use error::{ChainError, Error, IoError};
 pub use events::EventRegistry;
 pub use ratelimit::RateLimited;
-pub use sandbox::{SandboxArgs, SeccompMode, SeccompPolicy};
+pub use sandbox::{
+    CapSet, FsAccess, FsRule, LandlockMode, SandboxArgs, SandboxPolicy, SeccompMode, SeccompPolicy,
+};
 pub use socket::{SocketArgs, SocketFileGuard};
 pub use vmm_sys_util::epoll::EventSet;

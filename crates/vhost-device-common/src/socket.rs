@@ -295,6 +295,11 @@ pub struct SocketFileGuard {
 }
 
 impl SocketFileGuard {
+    /// The socket file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Takes charge of removing `path`.
     pub fn new(path: &std::path::Path) -> Self {
         SocketFileGuard {

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! The sandbox of the real daemon (the echo test device behind
-//! `daemon::serve`): the socket's mode, `no_new_privs`, and the seccomp
-//! modes. The echo device answers a request starting with `execve` by
-//! calling execve(2), which no daemon's allow-list holds.
+//! `daemon::serve`): the socket's mode, `no_new_privs`, the seccomp modes,
+//! Landlock and capabilities. The echo device answers a request starting
+//! with `execve` by calling execve(2), which no daemon's allow-list holds,
+//! and `open:PATH` by opening PATH, which its Landlock policy does not hold.
 
 #![cfg(feature = "test-frontend")]
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -31,6 +32,7 @@ impl Echo {
             .arg(path)
             .args(args)
             .env_remove("VHOST_DEVICE_SECCOMP")
+            .env_remove("VHOST_DEVICE_LANDLOCK")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -177,4 +179,102 @@ fn the_socket_mode_is_0600_unless_asked() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("octal mode"));
+}
+
+/// The errno of the daemon's attempt to open `path` (0: it opened).
+fn open_in_daemon(frontend: &mut TestFrontend, path: &Path) -> i32 {
+    let mut request = b"open:".to_vec();
+    request.extend_from_slice(path.as_os_str().as_encoded_bytes());
+    let q = frontend.queue(0).unwrap();
+    q.add(&[&request], &[64]).unwrap();
+    q.kick().unwrap();
+    let used = q.wait_used(TIMEOUT).unwrap();
+    assert_eq!(used.len, 4);
+    i32::from_le_bytes(used.data[..4].try_into().unwrap())
+}
+
+#[test]
+fn landlock_hides_files_outside_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    // Next to the socket: the daemon may remove its socket there, not
+    // read what else is in the directory.
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, b"x").unwrap();
+    for (args, denied) in [
+        (&["--landlock", "enforce"][..], true),
+        (&[][..], true), // best-effort is the default
+        (&["--landlock", "none"][..], false),
+    ] {
+        let path = dir.path().join("landlock.sock");
+        let (echo, mut frontend) = Echo::start(&path, args);
+        echo.wait_for_filter();
+        let want = if denied { libc::EACCES } else { 0 };
+        assert_eq!(open_in_daemon(&mut frontend, &secret), want, "{args:?}");
+        assert_eq!(
+            open_in_daemon(&mut frontend, Path::new("/etc/passwd")),
+            want,
+            "{args:?}"
+        );
+        // Still serving, and still able to remove its socket at exit.
+        assert_eq!(ask(&mut frontend, b"hello"), 17);
+        let (status, stderr) = echo.terminate();
+        assert!(status.success(), "{status}: {stderr}");
+        assert!(!path.exists(), "socket left behind: {stderr}");
+    }
+}
+
+/// The capability sets of every thread of `pid`: (name, bits) pairs.
+fn capability_sets(pid: u32) -> Vec<(String, u64)> {
+    let mut sets = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        for line in status.lines().filter(|l| l.starts_with("Cap")) {
+            let (name, value) = line.split_once(':').unwrap();
+            sets.push((
+                name.to_owned(),
+                u64::from_str_radix(value.trim(), 16).unwrap(),
+            ));
+        }
+    }
+    sets
+}
+
+#[test]
+fn a_root_daemon_drops_every_capability_it_does_not_keep() {
+    let ours = capability_sets(std::process::id());
+    assert!(
+        ours.iter()
+            .any(|(name, bits)| name == "CapEff" && *bits != 0),
+        "this test needs capabilities to drop: run it as root (CI does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("caps.sock");
+    for (args, kept) in [
+        (&[][..], 0u64),
+        (
+            &["--modcaps", "+net_admin:+sys_nice:-sys_nice"][..],
+            1 << 12,
+        ),
+    ] {
+        let (echo, mut frontend) = Echo::start(&path, args);
+        echo.wait_for_filter();
+        // A connection starts the vring worker: it must have nothing either.
+        assert_eq!(ask(&mut frontend, b"hello"), 17);
+        let sets = capability_sets(echo.0.id());
+        assert!(sets.len() >= 5 * 3, "{sets:?}");
+        for (name, bits) in sets {
+            let want = match name.as_str() {
+                "CapEff" | "CapPrm" | "CapBnd" => kept,
+                _ => 0,
+            };
+            assert_eq!(bits, want, "{name} with {args:?}");
+        }
+        assert!(echo.terminate().0.success());
+    }
+    let out = Command::new(BIN)
+        .args(["--socket-path", "/nonexistent/x", "--modcaps", "+net_admn"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a capability"));
 }

@@ -30,6 +30,7 @@ use backend::sim::{SimChip, SimWorld, MAX_SIM_LINES};
 use backend::GpioBackend;
 pub use device::GpioDevice;
 pub use error::{Error, Result};
+use vhost_device_common::{FsAccess, FsRule, SandboxPolicy};
 
 /// The device type every guest gets.
 pub type Device = GpioDevice<Box<dyn GpioBackend>>;
@@ -113,7 +114,7 @@ enum GuestChip {
 #[derive(Debug)]
 pub struct GpioConfig {
     guests: Vec<GuestChip>,
-    _controls: Vec<vhost_device_common::SocketFileGuard>,
+    controls: Vec<vhost_device_common::SocketFileGuard>,
 }
 
 impl GpioConfig {
@@ -176,10 +177,25 @@ impl GpioConfig {
             real.push((canonical, entry));
             guests.push(GuestChip::Real(path));
         }
-        Ok(GpioConfig {
-            guests,
-            _controls: controls,
-        })
+        Ok(GpioConfig { guests, controls })
+    }
+
+    /// What the daemon needs once set up: the real chips' device nodes
+    /// (opened for each connection) and the directories of the control
+    /// sockets (removed at exit). Simulated chips need nothing.
+    pub fn sandbox_policy(&self) -> SandboxPolicy {
+        let chips = self.guests.iter().filter_map(|g| match g {
+            GuestChip::Real(path) => Some(FsRule::new(path, FsAccess::Device)),
+            GuestChip::Sim(_) => None,
+        });
+        let controls = self
+            .controls
+            .iter()
+            .filter_map(|c| c.path().parent())
+            .map(|dir| FsRule::new(dir, FsAccess::Sockets));
+        let mut policy = SandboxPolicy::of::<Device>();
+        policy.paths.extend(chips.chain(controls));
+        policy
     }
 
     /// Builds guest `index`'s device, afresh for each connection.

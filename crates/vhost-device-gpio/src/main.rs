@@ -15,7 +15,8 @@ fn main() -> ExitCode {
             return Ok(());
         }
         let config = GpioConfig::from_args(&args)?;
-        daemon::serve("vhost-device-gpio", &args.socket, move |guest| {
+        let policy = config.sandbox_policy();
+        daemon::serve_with("vhost-device-gpio", &args.socket, &policy, move |guest| {
             Ok(config.build_device(guest)?)
         })?;
         Ok(())

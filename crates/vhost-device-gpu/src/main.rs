@@ -16,12 +16,18 @@ fn main() -> ExitCode {
         // virgl renderer only starts on first use, on the worker thread).
         drop(make_renderer(&cfg)?);
         log::info!("vhost-device-gpu: {cfg:?}");
-        vhost_device_common::daemon::serve("vhost-device-gpu", &args.socket, move |_guest| {
-            Ok(GpuDevice::new(
-                cfg.clone(),
-                make_renderer(&cfg).map_err(|e| e.to_string())?,
-            ))
-        })?;
+        let policy = cfg.sandbox_policy();
+        vhost_device_common::daemon::serve_with(
+            "vhost-device-gpu",
+            &args.socket,
+            &policy,
+            move |_guest| {
+                Ok(GpuDevice::new(
+                    cfg.clone(),
+                    make_renderer(&cfg).map_err(|e| e.to_string())?,
+                ))
+            },
+        )?;
         Ok(())
     })
 }

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use vhost_device_common::{cli, daemon};
+use vhost_device_common::{cli, daemon, VirtioDevice};
 use vhost_device_sound::args::SoundArgs;
 use vhost_device_sound::SoundDevice;
 
@@ -18,7 +18,8 @@ fn main() -> ExitCode {
         }
         let backend = args.backend_spec()?;
         let several = args.socket.socket_count > 1;
-        daemon::serve("vhost-device-sound", &args.socket, move |guest| {
+        let policy = backend.sandbox_policy(SoundDevice::seccomp_policy());
+        daemon::serve_with("vhost-device-sound", &args.socket, &policy, move |guest| {
             let backend = backend.build(several.then_some(guest))?;
             Ok(SoundDevice::new(config.clone(), backend))
         })?;

@@ -30,6 +30,8 @@ use backend::link::Link;
 use backend::HciBackend;
 pub use device::{BtDevice, Vendor};
 pub use error::{Error, Result};
+use vhost_device_common::sandbox::caps::CAP_NET_ADMIN;
+use vhost_device_common::{CapSet, FsAccess, SandboxPolicy};
 
 /// Most packets `--rx-backlog` may hold.
 pub const MAX_BACKLOG: usize = 4096;
@@ -243,6 +245,27 @@ impl BtConfig {
             backlog: args.rx_backlog,
             retry: Duration::from_millis(args.reconnect_ms),
         })
+    }
+
+    /// What the daemon needs once set up. A serial endpoint's device node
+    /// is opened for each connection; an HCI user channel is bound for each
+    /// connection and again after a host adapter comes back, which takes
+    /// CAP_NET_ADMIN, so that one capability stays. Stream endpoints
+    /// connect to their sockets and need nothing.
+    pub fn sandbox_policy(&self) -> SandboxPolicy {
+        let mut policy = SandboxPolicy::of::<BtDevice>();
+        for spec in &self.guests {
+            match spec {
+                BackendSpec::External(Endpoint::Serial(path, _)) => {
+                    policy = policy.with_path(path, FsAccess::Device);
+                }
+                BackendSpec::External(Endpoint::Hci(_)) => {
+                    policy.keep_caps = CapSet::of(&[CAP_NET_ADMIN]);
+                }
+                _ => {}
+            }
+        }
+        policy
     }
 
     /// Builds guest `index`'s device, afresh for each connection.

@@ -11,9 +11,13 @@ use vhost_device_common::{cli, daemon};
 fn main() -> ExitCode {
     cli::run::<Args>(|args| {
         let config = BtConfig::from_args(&args)?;
-        daemon::serve("vhost-device-bluetooth", &args.socket, move |guest| {
-            Ok(config.build_device(guest)?)
-        })?;
+        let policy = config.sandbox_policy();
+        daemon::serve_with(
+            "vhost-device-bluetooth",
+            &args.socket,
+            &policy,
+            move |guest| Ok(config.build_device(guest)?),
+        )?;
         Ok(())
     })
 }

@@ -30,6 +30,7 @@ use backend::CanBackend;
 pub use device::CanDevice;
 use device::DEFAULT_BACKLOG as DEFAULT_BACKLOG_USIZE;
 pub use error::{Error, Result};
+use vhost_device_common::{FsAccess, SandboxPolicy};
 
 /// The device type every guest gets.
 pub type Device = CanDevice<Box<dyn CanBackend>>;
@@ -74,7 +75,7 @@ pub struct CanConfig {
     seats: Vec<Seat>,
     bus: Arc<VirtualBus>,
     backlog: usize,
-    _control: Option<vhost_device_common::SocketFileGuard>,
+    control: Option<vhost_device_common::SocketFileGuard>,
 }
 
 impl CanConfig {
@@ -113,13 +114,27 @@ impl CanConfig {
             seats,
             bus,
             backlog,
-            _control: control,
+            control,
         })
     }
 
     /// The virtual bus.
     pub fn bus(&self) -> &Arc<VirtualBus> {
         &self.bus
+    }
+
+    /// What the daemon needs once set up: with a host interface, sysfs (its
+    /// MTU is read for each connection); the control socket's directory
+    /// (removed at exit). A CAN_RAW socket needs no capability.
+    pub fn sandbox_policy(&self) -> SandboxPolicy {
+        let mut policy = SandboxPolicy::of::<Device>();
+        if self.seats.iter().any(|s| matches!(s, Seat::Interface(_))) {
+            policy = policy.with_path("/sys", FsAccess::Read);
+        }
+        match self.control.as_ref().and_then(|c| c.path().parent()) {
+            Some(dir) => policy.with_path(dir, FsAccess::Sockets),
+            None => policy,
+        }
     }
 
     /// Builds guest `index`'s device, afresh for each connection.

@@ -11,7 +11,8 @@ use vhost_device_common::{cli, daemon};
 fn main() -> ExitCode {
     cli::run::<Args>(|args| {
         let config = CanConfig::from_args(&args)?;
-        daemon::serve("vhost-device-can", &args.socket, move |guest| {
+        let policy = config.sandbox_policy();
+        daemon::serve_with("vhost-device-can", &args.socket, &policy, move |guest| {
             Ok(config.build_device(guest)?)
         })?;
         Ok(())

@@ -10,6 +10,8 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use vhost_device_common::{FsAccess, SandboxPolicy};
+
 use crate::args::Args;
 use crate::backend::echo::EchoPort;
 use crate::backend::link::Link;
@@ -178,6 +180,24 @@ impl Config {
             queue_limit: usize::try_from(args.queue_limit).unwrap_or(usize::MAX),
             socket_mode: args.socket.socket_mode,
         })
+    }
+
+    /// What the daemon needs once set up: the directories of its host
+    /// sockets (removed at exit) and the guest channel directories (a
+    /// socket is bound there for each channel the guest announces).
+    pub fn sandbox_policy(&self) -> SandboxPolicy {
+        let hosts = self.channels.iter().flat_map(|(_, shared)| match shared {
+            Shared::Sockets(listeners) => listeners
+                .iter()
+                .filter_map(|l| l.path().parent().map(Path::to_owned))
+                .collect(),
+            Shared::Link(_) | Shared::Echo => Vec::new(),
+        });
+        hosts
+            .chain(self.guest_dirs.iter().cloned())
+            .fold(SandboxPolicy::of::<RpmsgDevice>(), |policy, dir| {
+                policy.with_path(dir, FsAccess::Sockets)
+            })
     }
 
     /// A fresh device for a session of guest `guest`.

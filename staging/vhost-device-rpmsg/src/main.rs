@@ -11,7 +11,8 @@ use vhost_device_rpmsg::Config;
 fn main() -> ExitCode {
     cli::run::<Args>(|args| {
         let config = Config::from_args(&args)?;
-        daemon::serve("vhost-device-rpmsg", &args.socket, move |guest| {
+        let policy = config.sandbox_policy();
+        daemon::serve_with("vhost-device-rpmsg", &args.socket, &policy, move |guest| {
             Ok(config.build_device(guest)?)
         })?;
         Ok(())

@@ -22,7 +22,8 @@ use std::io;
 use log::{debug, info};
 use vhost::vhost_user::GpuBackend;
 use vhost_device_common::{
-    DescChain, DeviceResult, EventRegistry, EventSet, GuestMem, Queues, VirtioDevice,
+    DescChain, DeviceResult, EventRegistry, EventSet, FsAccess, GuestMem, Queues, SandboxPolicy,
+    VirtioDevice,
 };
 use vmm_sys_util::timerfd::TimerFd;
 
@@ -94,6 +95,24 @@ pub struct GpuConfig {
     pub max_hostmem: u64,
     /// Capability set ids offered in the virgl mode (empty: all).
     pub capsets: Vec<u32>,
+}
+
+impl GpuConfig {
+    /// What the daemon needs once set up. 2D renders in our own code and
+    /// uses no file: seccomp `kill`, Landlock with no path. With virgl,
+    /// rutabaga loads the host's Mesa driver, whose calls and files depend
+    /// on the driver: seccomp `none`, and Landlock keeps the file system
+    /// read-only, with the render nodes (`/dev/dri`) and shared memory
+    /// writable ([`SandboxPolicy::host_library`]).
+    pub fn sandbox_policy(&self) -> SandboxPolicy {
+        let policy = SandboxPolicy::of::<GpuDevice>();
+        match self.mode {
+            GpuMode::TwoD => policy,
+            GpuMode::Virgl => policy
+                .host_library()
+                .with_path("/dev/dri", FsAccess::Device),
+        }
+    }
 }
 
 impl Default for GpuConfig {
@@ -264,15 +283,10 @@ impl GpuDevice {
 }
 
 impl VirtioDevice for GpuDevice {
-    /// The default stays `none`: with virgl, rutabaga loads the host's Mesa
-    /// drivers at run time, whose calls depend on the driver and no list
-    /// here can foresee. The 2D path passes its tests with `--seccomp kill`
-    /// (README, "Sandbox").
+    /// The 2D path needs nothing beyond the core's calls; virgl's defaults
+    /// are in [`GpuConfig::sandbox_policy`].
     fn seccomp_policy() -> vhost_device_common::SeccompPolicy {
-        vhost_device_common::SeccompPolicy {
-            extra: &[],
-            default_mode: vhost_device_common::SeccompMode::None,
-        }
+        vhost_device_common::SeccompPolicy::default()
     }
 
     fn num_queues(&self) -> usize {

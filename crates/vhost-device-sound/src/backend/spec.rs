@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use vhost_device_common::{FsAccess, SandboxPolicy, SeccompPolicy};
+
 use super::null::NullBackend;
 use super::wav::WavBackend;
 use super::{AudioBackend, BackendError};
@@ -43,7 +45,42 @@ pub enum BackendSpec {
     },
 }
 
+/// What PipeWire's client adds to the system calls: it connects to the
+/// daemon's socket and locks its buffers.
+const PIPEWIRE_CALLS: &[libc::c_long] = &[
+    libc::SYS_socket,
+    libc::SYS_connect,
+    libc::SYS_mlock,
+    libc::SYS_munlock,
+];
+
 impl BackendSpec {
+    /// What the daemon needs once set up. null and wav are host-library
+    /// free: seccomp `kill`, and Landlock allows only the WAV directory
+    /// (output files are created for each connection) and the input files.
+    /// alsa-lib and PipeWire load plugins the host's configuration chooses:
+    /// seccomp `none`, and Landlock keeps the file system read-only, with
+    /// the sound device nodes and shared memory writable
+    /// ([`SandboxPolicy::host_library`]).
+    pub fn sandbox_policy(&self, seccomp: SeccompPolicy) -> SandboxPolicy {
+        let policy = SandboxPolicy::new(seccomp);
+        match self {
+            BackendSpec::Null => policy,
+            BackendSpec::Wav { dir, inputs, .. } => inputs.iter().fold(
+                policy.with_path(dir, FsAccess::ReadWrite),
+                |policy, input| policy.with_path(input, FsAccess::Read),
+            ),
+            BackendSpec::Alsa { .. } => policy
+                .host_library()
+                .with_path("/dev/snd", FsAccess::Device),
+            BackendSpec::Pipewire { .. } => {
+                let mut policy = policy.host_library();
+                policy.seccomp.extra = PIPEWIRE_CALLS;
+                policy
+            }
+        }
+    }
+
     /// A fresh backend for a connection of guest `guest`, which is `Some`
     /// when the daemon serves several guests (`--socket-count`): their WAV
     /// files and PipeWire nodes then carry the guest's number.

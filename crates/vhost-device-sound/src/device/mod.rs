@@ -252,20 +252,11 @@ impl SoundDevice {
 }
 
 impl VirtioDevice for SoundDevice {
-    /// PipeWire's client connects to the daemon's socket and locks its
-    /// buffers. The default stays `none`: alsa-lib and PipeWire load plugins
-    /// and modules chosen by the host's configuration at run time, whose
-    /// calls no list here can foresee (README, "Sandbox").
+    /// The null and wav backends need nothing beyond the core's calls;
+    /// the backend's own additions and defaults are in
+    /// [`crate::backend::BackendSpec::sandbox_policy`].
     fn seccomp_policy() -> vhost_device_common::SeccompPolicy {
-        vhost_device_common::SeccompPolicy {
-            extra: &[
-                libc::SYS_socket,
-                libc::SYS_connect,
-                libc::SYS_mlock,
-                libc::SYS_munlock,
-            ],
-            default_mode: vhost_device_common::SeccompMode::None,
-        }
+        vhost_device_common::SeccompPolicy::default()
     }
 
     fn num_queues(&self) -> usize {

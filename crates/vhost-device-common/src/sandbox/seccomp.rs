@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The daemon's sandbox: `no_new_privs` and a seccomp allow-list, installed
-//! by [`crate::daemon::serve`] once the sockets are bound, before the first
-//! frontend is accepted.
+//! The seccomp allow-list, the last step of the sandbox.
 //!
 //! The list is the core's (what the daemon, vhost-user-backend, the Rust
 //! runtime and the logger need) plus what the device adds through
@@ -26,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use log::{info, warn};
@@ -43,17 +41,6 @@ pub enum SeccompMode {
     Log,
     /// Install no filter.
     None,
-}
-
-/// The sandbox flags every binary shares (flattened into [`crate::SocketArgs`]).
-#[derive(Args, Debug, Clone, PartialEq, Eq, Default)]
-pub struct SandboxArgs {
-    /// System-call filter installed once the sockets are bound: kill (a call
-    /// outside the daemon's allow-list kills it with SIGSYS, naming the call
-    /// on stderr), log (allowed, and logged as a warning), or none. The
-    /// default is kill, unless the device's README says otherwise.
-    #[arg(long, value_enum, value_name = "MODE", env = "VHOST_DEVICE_SECCOMP")]
-    pub seccomp: Option<SeccompMode>,
 }
 
 /// What a device adds to the sandbox.
@@ -188,40 +175,31 @@ const PROFILE: &[libc::c_long] = &[
     libc::SYS_mkdir,
 ];
 
-impl SandboxArgs {
-    /// The mode in force: the flag, else the device's default.
-    pub fn mode(&self, policy: &SeccompPolicy) -> SeccompMode {
-        self.seccomp.unwrap_or(policy.default_mode)
-    }
-
-    /// Sets `no_new_privs` and installs the filter on every thread of the
-    /// process, as `--seccomp` and `policy` say.
-    pub fn install(&self, policy: &SeccompPolicy) -> Result<()> {
-        set_no_new_privs()?;
-        let mode = self.mode(policy);
-        match mode {
-            SeccompMode::None => {
-                info!("seccomp: no filter (--seccomp none)");
-                return Ok(());
-            }
-            SeccompMode::Log => {
-                let program = build(policy.extra, SeccompAction::Trap)?;
-                let listener = install_with_listener(&to_user_notif(program))?;
-                std::thread::Builder::new()
-                    .name("seccomp-log".into())
-                    .spawn(move || log_calls(&listener))
-                    .map_err(|e| Error::Sandbox(format!("seccomp log thread: {e}")))?;
-            }
-            SeccompMode::Kill => {
-                install_sigsys_handler()?;
-                let program = build(policy.extra, SeccompAction::Trap)?;
-                seccompiler::apply_filter_all_threads(&program)
-                    .map_err(|e| Error::Sandbox(e.to_string()))?;
-            }
+/// Installs the filter on every thread of the process in `mode`, with
+/// the calls `policy` adds. `no_new_privs` must be set already.
+pub(super) fn install(mode: SeccompMode, policy: &SeccompPolicy) -> Result<()> {
+    match mode {
+        SeccompMode::None => {
+            info!("seccomp: no filter (--seccomp none)");
+            return Ok(());
         }
-        info!("seccomp: allow-list installed (--seccomp {mode:?})");
-        Ok(())
+        SeccompMode::Log => {
+            let program = build(policy.extra, SeccompAction::Trap)?;
+            let listener = install_with_listener(&to_user_notif(program))?;
+            std::thread::Builder::new()
+                .name("seccomp-log".into())
+                .spawn(move || log_calls(&listener))
+                .map_err(|e| Error::Sandbox(format!("seccomp log thread: {e}")))?;
+        }
+        SeccompMode::Kill => {
+            install_sigsys_handler()?;
+            let program = build(policy.extra, SeccompAction::Trap)?;
+            seccompiler::apply_filter_all_threads(&program)
+                .map_err(|e| Error::Sandbox(e.to_string()))?;
+        }
     }
+    info!("seccomp: allow-list installed (--seccomp {mode:?})");
+    Ok(())
 }
 
 /// The BPF program: the core's calls and `extra` allowed, `action` for the
@@ -341,17 +319,6 @@ fn name_of(nr: libc::c_long) -> Option<&'static str> {
     NAMES.iter().find(|(n, _)| *n == nr).map(|(_, name)| *name)
 }
 
-fn set_no_new_privs() -> Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(Error::Sandbox(format!(
-            "no_new_privs: {}",
-            io::Error::last_os_error()
-        )));
-    }
-    Ok(())
-}
-
 /// Names of the calls a packager is most likely to meet; others are
 /// reported by number.
 const NAMES: &[(libc::c_long, &str)] = &[
@@ -461,18 +428,5 @@ mod tests {
         assert!(!build(&[libc::SYS_sysinfo], SeccompAction::Log)
             .unwrap()
             .is_empty());
-    }
-
-    #[test]
-    fn the_device_default_applies_without_the_flag() {
-        let policy = SeccompPolicy {
-            extra: &[],
-            default_mode: SeccompMode::None,
-        };
-        assert_eq!(SandboxArgs::default().mode(&policy), SeccompMode::None);
-        let args = SandboxArgs {
-            seccomp: Some(SeccompMode::Kill),
-        };
-        assert_eq!(args.mode(&policy), SeccompMode::Kill);
     }
 }
