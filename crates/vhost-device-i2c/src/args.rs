@@ -26,4 +26,14 @@ pub struct Args {
     /// Example: --device-list 1:0x20:0x21,sim:0x50=eeprom:256,sim:0x48=lm75
     #[arg(short = 'l', long, value_name = "LIST", required = true)]
     pub device_list: Vec<String>,
+
+    /// How long a host adapter's driver may wait for one transfer, in ms
+    /// (set with i2c-dev's I2C_TIMEOUT when the adapter is opened, in steps
+    /// of 10 ms; the setting stays with the adapter). A transfer holds the
+    /// guest's queue and its vhost-user control messages, and the other
+    /// guests on the same adapter, until it ends. Default 1000, Linux's own
+    /// default for most adapters.
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub transfer_timeout_ms: u64,
 }

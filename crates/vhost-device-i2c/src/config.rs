@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::backend::host::{find_adapter, AdapterBus, LinuxAdapter};
 use crate::backend::sim::{Eeprom, EepromModel, Lm75, SimBus, SimTarget};
@@ -296,13 +297,19 @@ pub fn parse_list(list: &str) -> Result<Vec<Spec>, Error> {
     Ok(specs)
 }
 
-/// Where host adapters are looked up.
+/// `--transfer-timeout-ms`'s default: Linux's own for most adapters.
+pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where host adapters are looked up, and how they are set up.
 #[derive(Debug, Clone)]
 pub struct HostPaths {
     /// sysfs mount point (`/sys`).
     pub sysfs: PathBuf,
     /// Device directory (`/dev`).
     pub dev: PathBuf,
+    /// How long a host adapter's driver may wait for one transfer
+    /// (`--transfer-timeout-ms`; see [`LinuxAdapter::set_timeout`]).
+    pub transfer_timeout: Duration,
 }
 
 impl Default for HostPaths {
@@ -310,6 +317,7 @@ impl Default for HostPaths {
         HostPaths {
             sysfs: PathBuf::from("/sys"),
             dev: PathBuf::from("/dev"),
+            transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
         }
     }
 }
@@ -325,6 +333,12 @@ pub fn build(lists: &[String], guests: usize, paths: &HostPaths) -> Result<Vec<B
     let mut opened: BTreeMap<u32, SharedBus> = BTreeMap::new();
     for (number, addrs) in &adapters {
         let adapter = LinuxAdapter::open(&paths.dev, *number, addrs)?;
+        adapter
+            .set_timeout(paths.transfer_timeout)
+            .map_err(|e| Error::Adapter {
+                adapter: format!("i2c-{number}"),
+                reason: format!("I2C_TIMEOUT: {e}"),
+            })?;
         let bus: SharedBus = Arc::new(Mutex::new(AdapterBus::new(adapter)));
         opened.insert(*number, bus);
     }
@@ -649,6 +663,7 @@ mod tests {
         let paths = HostPaths {
             sysfs: root.path().into(),
             dev: root.path().into(),
+            transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
         };
         let e = build(&["no such adapter:0x50".into()], 1, &paths)
             .unwrap_err()
@@ -666,6 +681,7 @@ mod tests {
         let paths = HostPaths {
             sysfs: root.path().into(),
             dev: root.path().into(),
+            transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
         };
         let e = build(&["5:0x20".into(), "5:0x20".into()], 2, &paths)
             .unwrap_err()

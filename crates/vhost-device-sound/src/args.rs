@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use vhost_device_common::SocketArgs;
 
-use crate::backend::wav::read_file;
+use crate::backend::wav::{read_file, DEFAULT_WAV_MAX_BYTES, MAX_WAV_BYTES};
 use crate::backend::BackendSpec;
 use crate::config::{default_chmap, parse_chmap, per_stream, SoundConfig};
 use crate::error::Error;
@@ -99,6 +99,14 @@ pub struct SoundArgs {
     /// wav: loop the input files instead of following them with silence.
     #[arg(long)]
     pub wav_loop: bool,
+
+    /// wav: largest size of an output file, header included (at most
+    /// 4294963200, the format's limit). At the limit the file keeps what it
+    /// has, a valid WAV; the guest plays on without an error and the rest
+    /// of its stream is dropped, with one warning. Default 1 GiB.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_WAV_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(4096..=MAX_WAV_BYTES))]
+    pub wav_max_bytes: u64,
 
     /// alsa: PCM device of each output stream (e.g. hw:Loopback,0,0 or
     /// default); once per stream, or once for all. Default: "default".
@@ -224,6 +232,7 @@ impl SoundArgs {
                     dir: self.wav_dir.clone(),
                     inputs: self.wav_input.clone(),
                     looped: self.wav_loop,
+                    max_bytes: self.wav_max_bytes,
                 })
             }
             BackendKind::Alsa => {
@@ -280,6 +289,19 @@ mod tests {
         // QEMU's default vhost-user-snd-pci has no room for `controls`.
         assert!(!c.controls);
         assert_eq!(args.backend_spec().unwrap(), BackendSpec::Null);
+    }
+
+    #[test]
+    fn wav_max_bytes_is_bounded_by_the_format() {
+        assert_eq!(parse(&[]).unwrap().wav_max_bytes, 1 << 30);
+        assert_eq!(
+            parse(&["--wav-max-bytes", "4096"]).unwrap().wav_max_bytes,
+            4096
+        );
+        for bad in ["4095", "4294963201"] {
+            let e = parse(&["--wav-max-bytes", bad]).unwrap_err().to_string();
+            assert!(e.contains("--wav-max-bytes"), "{e}");
+        }
     }
 
     #[test]

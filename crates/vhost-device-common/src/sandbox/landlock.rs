@@ -41,6 +41,17 @@ pub enum LandlockMode {
     None,
 }
 
+impl LandlockMode {
+    /// The flag's value for this mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            LandlockMode::Enforce => "enforce",
+            LandlockMode::BestEffort => "best-effort",
+            LandlockMode::None => "none",
+        }
+    }
+}
+
 /// How a device uses a path it declares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsAccess {
@@ -134,21 +145,21 @@ pub(super) fn restrict(mode: LandlockMode, rules: &[FsRule]) -> Result<()> {
         LandlockStatus::Available { effective_abi, .. } => effective_abi as i32,
         _ => 0,
     };
+    let flag = mode.name();
+    let count = rules.len();
     match status.ruleset {
-        RulesetStatus::NotEnforced => {
-            warn!(
-                "landlock: not available in this kernel ({:?}); the file system is not \
-                 restricted (--landlock best-effort)",
-                status.landlock
-            );
-        }
+        RulesetStatus::NotEnforced => warn!(
+            "landlock: not available in this kernel ({:?}); the file system is not \
+             restricted (--landlock {flag})",
+            status.landlock
+        ),
         RulesetStatus::PartiallyEnforced if abi < TARGET_ABI as i32 => info!(
-            "landlock: {} paths allowed; kernel ABI {abi}, so only the rights it knows apply",
-            rules.len()
+            "landlock: file system restricted to {count} paths, with the rights kernel \
+             ABI {abi} knows (--landlock {flag})"
         ),
         _ => info!(
-            "landlock: {} paths allowed, nothing else (--landlock {mode:?}, ABI {abi}{})",
-            rules.len(),
+            "landlock: file system restricted to {count} paths (--landlock {flag}, ABI \
+             {abi}{})",
             if status.all_threads {
                 ", all threads"
             } else {

@@ -210,6 +210,28 @@ impl LinuxAdapter {
     pub fn number(&self) -> u32 {
         self.number
     }
+
+    /// Bounds how long the adapter's driver waits for one transfer
+    /// (i2c-dev's `I2C_TIMEOUT`, in units of 10 ms, rounded up). A transfer
+    /// runs on the guest's vring worker, under its device's lock and its
+    /// adapter's lock: while it waits, that guest's queue and vhost-user
+    /// control messages wait, and so do the other guests on the same
+    /// adapter. The setting belongs to the adapter, so it outlives the
+    /// daemon; Linux's own default for most adapters is one second.
+    ///
+    /// # Errors
+    /// The ioctl's.
+    pub fn set_timeout(&self, timeout: std::time::Duration) -> std::io::Result<()> {
+        // linux/i2c-dev.h; a plain number, like I2C_FUNCS below.
+        const I2C_TIMEOUT: libc::Ioctl = 0x0702;
+        let ticks = timeout.as_millis().div_ceil(10).max(1);
+        let ticks = libc::c_ulong::try_from(ticks).unwrap_or(libc::c_ulong::MAX);
+        // SAFETY: I2C_TIMEOUT takes its argument by value; the fd is open.
+        if unsafe { libc::ioctl(self.bus.as_raw_fd(), I2C_TIMEOUT, ticks) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 fn smbus_any() -> u64 {

@@ -24,6 +24,8 @@ pub enum BackendSpec {
         inputs: Vec<PathBuf>,
         /// Loop capture files.
         looped: bool,
+        /// Largest output file (`--wav-max-bytes`).
+        max_bytes: u64,
     },
     /// `alsa`.
     Alsa {
@@ -91,8 +93,10 @@ impl BackendSpec {
                 dir,
                 inputs,
                 looped,
+                max_bytes,
             } => {
-                let backend = WavBackend::new(dir.clone(), inputs.clone(), *looped);
+                let backend = WavBackend::new(dir.clone(), inputs.clone(), *looped)
+                    .with_max_bytes(*max_bytes);
                 Ok(Box::new(match guest {
                     Some(guest) => backend.for_guest(guest),
                     None => backend,

@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use log::info;
+use log::{info, warn};
 use vhost_device_common::RateLimited;
 
 use super::{whole_frames, AudioBackend, BackendError, InputSource, OutputSink, StreamRef};
@@ -24,6 +24,13 @@ use crate::format::{PcmParams, SampleFormat};
 
 /// Largest capture file read into memory.
 const MAX_INPUT_BYTES: u64 = 512 << 20;
+
+/// Largest output file: the RIFF header's sizes are 32 bits (a whole
+/// number of 4 KiB pages below 4 GiB, so the header's sizes always fit).
+pub const MAX_WAV_BYTES: u64 = 0xffff_f000;
+/// `--wav-max-bytes`'s default: 1 GiB, about 100 minutes of CD-quality
+/// stereo.
+pub const DEFAULT_WAV_MAX_BYTES: u64 = 1 << 30;
 
 const TAG_PCM: u16 = 1;
 const TAG_FLOAT: u16 = 3;
@@ -49,6 +56,10 @@ pub struct WavWriter {
     path: PathBuf,
     header_len: u64,
     data_len: u64,
+    /// Bytes per frame: the file ends on a whole frame.
+    frame_bytes: u64,
+    /// The file's largest size, header included.
+    max_bytes: u64,
 }
 
 impl WavWriter {
@@ -77,15 +88,46 @@ impl WavWriter {
             path: path.to_owned(),
             header_len: header.len() as u64,
             data_len: 0,
+            frame_bytes: (format.bytes() * usize::from(channels)).max(1) as u64,
+            max_bytes: MAX_WAV_BYTES,
         })
     }
 
-    /// Appends samples and updates the header's sizes.
-    pub fn append(&mut self, data: &[u8]) -> Result<(), BackendError> {
+    /// The same writer, whose file never grows past `max_bytes` (header
+    /// included; at most [`MAX_WAV_BYTES`]).
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes.min(MAX_WAV_BYTES);
+        self
+    }
+
+    /// Whether the file has reached its largest size: later samples are
+    /// not written.
+    pub fn is_full(&self) -> bool {
+        self.room() < self.frame_bytes
+    }
+
+    /// Bytes of whole frames the file can still take.
+    fn room(&self) -> u64 {
+        let left = self
+            .max_bytes
+            .saturating_sub(self.header_len + self.data_len);
+        left - left % self.frame_bytes
+    }
+
+    /// Appends samples, as many whole frames of them as the size limit
+    /// leaves room for, and updates the header's sizes. Returns how many
+    /// bytes were written.
+    pub fn append(&mut self, data: &[u8]) -> Result<usize, BackendError> {
         let file_error = |source| BackendError::File {
             path: self.path.display().to_string(),
             source,
         };
+        let room = usize::try_from(self.room()).unwrap_or(usize::MAX);
+        let data = data.get(..data.len().min(room)).unwrap_or_default();
+        if data.is_empty() {
+            return Ok(0);
+        }
         self.file.write_all(data).map_err(file_error)?;
         self.data_len += data.len() as u64;
         let data_size = u32::try_from(self.data_len).unwrap_or(u32::MAX);
@@ -96,7 +138,7 @@ impl WavWriter {
         self.file
             .write_all_at(&data_size.to_le_bytes(), self.header_len - 4)
             .map_err(file_error)?;
-        Ok(())
+        Ok(data.len())
     }
 }
 
@@ -252,6 +294,8 @@ pub struct WavBackend {
     prefix: String,
     inputs: Vec<PathBuf>,
     looped: bool,
+    /// Largest output file, header included.
+    max_bytes: u64,
     /// Files this connection created, with the parameters they were
     /// created for, so a new session with the same parameters appends.
     outputs: Vec<Option<(PcmParams, std::sync::Arc<std::sync::Mutex<WavWriter>>)>>,
@@ -268,9 +312,18 @@ impl WavBackend {
             prefix: String::new(),
             inputs,
             looped,
+            max_bytes: DEFAULT_WAV_MAX_BYTES,
             outputs: Vec::new(),
             log: RateLimited::default(),
         }
+    }
+
+    /// The same backend, whose output files never grow past `max_bytes`
+    /// (`--wav-max-bytes`).
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// The same backend for guest `guest` of several: its files are
@@ -292,13 +345,24 @@ struct WavSink {
 }
 
 impl OutputSink for WavSink {
+    /// At the size limit, the frames are taken (the guest plays on at its
+    /// pace, with no error) and dropped: the file keeps what it has, a
+    /// valid WAV, and one warning says so.
     fn write(&mut self, data: &[u8]) -> Result<usize, BackendError> {
         let len = whole_frames(data.len(), self.frame_bytes);
         let mut writer = self
             .writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let was_full = writer.is_full();
         writer.append(data.get(..len).unwrap_or_default())?;
+        if !was_full && writer.is_full() {
+            warn!(
+                "{}: reached --wav-max-bytes ({} bytes); the rest of the stream is dropped",
+                writer.path.display(),
+                writer.max_bytes
+            );
+        }
         Ok(len)
     }
 }
@@ -371,7 +435,8 @@ impl AudioBackend for WavBackend {
                 u16::from(params.channels),
                 params.rate,
                 params.format,
-            )?;
+            )?
+            .with_max_bytes(self.max_bytes);
             info!(
                 "stream {}: writing {} ch {:?} {} Hz to {}",
                 stream.id,
@@ -509,6 +574,35 @@ mod tests {
         let wav = read_file(&path).unwrap();
         assert_eq!((wav.channels, wav.format), (6, SampleFormat::S24));
         assert_eq!(wav.data, [1; 48]);
+    }
+
+    #[test]
+    fn output_stops_growing_at_the_size_limit_and_stays_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        // 44-byte header + 25 stereo S16 frames (4 bytes each) + 2 bytes.
+        let mut backend =
+            WavBackend::new(dir.path().to_owned(), vec![], false).with_max_bytes(44 + 102);
+        let p = params(2, SampleFormat::S16);
+        let mut sink = backend
+            .open_output(StreamRef { id: 0, index: 0 }, &p)
+            .unwrap();
+        let samples: Vec<u8> = (0..=255).collect();
+        // Every write is taken whole: the guest sees no error.
+        assert_eq!(sink.write(&samples[..60]).unwrap(), 60);
+        assert_eq!(sink.write(&samples[60..120]).unwrap(), 60);
+        assert_eq!(sink.write(&samples[120..200]).unwrap(), 80);
+        let path = WavBackend::output_path(dir.path(), 0);
+        let wav = read_file(&path).unwrap();
+        // The file holds the first 25 whole frames, and its header says so.
+        assert_eq!(wav.data, &samples[..100]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 144);
+
+        let mut w = WavWriter::create(&dir.path().join("w.wav"), 1, 8000, SampleFormat::U8)
+            .unwrap()
+            .with_max_bytes(u64::MAX);
+        assert_eq!(w.max_bytes, MAX_WAV_BYTES);
+        assert!(!w.is_full());
+        assert_eq!(w.append(&[1, 2, 3]).unwrap(), 3);
     }
 
     #[test]
