@@ -116,10 +116,10 @@ pub(super) fn restrict(mode: LandlockMode, rules: &[FsRule]) -> Result<()> {
         .create()
         .map_err(|e| fail(&e))?;
     for rule in rules.iter().chain(profile_rule().iter()) {
-        // A path that is not there (a WAV directory not made yet, say)
+        // A path that is not there (`/dev/dri` on a host without a GPU, say)
         // gives no right; the device's own open then reports it.
         let Ok(fd) = PathFd::new(&rule.path) else {
-            warn!(
+            info!(
                 "landlock: {} does not exist; no access to it",
                 rule.path.display()
             );
