@@ -201,7 +201,8 @@ pub(super) fn drop_all_but(keep: CapSet) -> Result<()> {
             0,
         )
     };
-    if ambient != 0 {
+    // EINVAL: a kernel older than 4.3, without ambient capabilities.
+    if ambient != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
         return Err(fail("clearing ambient capabilities"));
     }
     if permitted == 0 {
