@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Step `fuzz`: every cargo-fuzz target in fuzz/ runs for a short time
-# (FUZZ_SECONDS, default 30) on its committed corpus, so that a parser
-# that starts to crash, hang or balloon fails CI. The long runs and their
-# figures are in FUZZING.md.
+# Step `fuzz`: every cargo-fuzz target in fuzz/ runs for a short time on
+# its committed corpus, so that a parser or a device that starts to crash,
+# hang or balloon fails CI. FUZZ_SECONDS (default 30) is the budget of the
+# whole step, split evenly among the targets (at least 1 s each): adding a
+# target does not make the step longer. The targets are built once, then
+# each binary runs on its own. The long runs and their figures are in
+# FUZZING.md.
 #
 # cargo-fuzz is installed here when missing (built with `cargo install
 # --locked`). It passes nightly-only -Z flags to rustc; our machines have
@@ -25,14 +28,30 @@ export RUSTC_BOOTSTRAP=1
 unset RUSTFLAGS
 cd "$REPO_ROOT/fuzz"
 
-for target in $(cargo fuzz list); do
-	# New inputs go to a scratch directory; the committed corpus is only
-	# read, so CI never changes the tree.
+cargo fuzz build --sanitizer none --release
+host="$(rustc -vV | sed -n 's/^host: //p')"
+bin="target/$host/release"
+mapfile -t targets < <(cargo fuzz list)
+each=$((FUZZ_SECONDS / ${#targets[@]}))
+if [ "$each" -lt 1 ]; then
+	each=1
+fi
+
+for target in "${targets[@]}"; do
+	# New inputs and any crash go to scratch directories; the committed
+	# corpus is only read, so CI never changes the tree.
 	scratch="$(mktemp -d)"
-	echo "fuzz: $target for ${FUZZ_SECONDS}s"
-	cargo fuzz run --sanitizer none --release "$target" \
-		"$scratch" "corpus/$target" -- \
-		-max_total_time="$FUZZ_SECONDS" -rss_limit_mb=512 -timeout=10 \
-		-print_final_stats=1
-	rm -rf "$scratch"
+	artifacts="$(mktemp -d)"
+	echo "fuzz: $target for ${each}s"
+	if ! "$bin/$target" "$scratch" "corpus/$target" \
+		-max_total_time="$each" -rss_limit_mb=512 -timeout=10 \
+		-artifact_prefix="$artifacts/" -print_final_stats=1; then
+		echo "fuzz: $target failed; the input that did it:" >&2
+		ls -l "$artifacts" >&2
+		for crash in "$artifacts"/*; do
+			[ -f "$crash" ] && od -A x -t x1z "$crash" | head -n 32 >&2
+		done
+		exit 1
+	fi
+	rm -rf "$scratch" "$artifacts"
 done

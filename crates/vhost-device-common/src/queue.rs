@@ -11,6 +11,7 @@
 //! device is reset, so the worker goes back to sleep instead of spinning.
 
 use std::num::Wrapping;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -80,7 +81,16 @@ impl<'a> Queues<'a> {
             if !queue.ready() {
                 return None;
             }
-            (Rings::map(self.mem, queue), queue.next_avail())
+            if rings_overlap(queue) && track.set_broken() {
+                warn!(
+                    "queue {index}: the used ring at {:#x} overlaps the available ring at {:#x}; \
+                     the queue is stopped until the device is reset",
+                    queue.used_ring(),
+                    queue.avail_ring()
+                );
+            }
+            let rings = Rings::map(self.mem, queue);
+            (rings, queue.next_avail())
         };
         Some(Queue {
             vring,
@@ -94,9 +104,27 @@ impl<'a> Queues<'a> {
             slow_used: false,
             track,
             log: self.log,
+            taken: 0,
+            yielded: false,
         })
     }
 }
+
+/// Whether the used ring of `queue` overlaps its available ring. Each
+/// completion would then publish new buffers: a driver (the guest chooses the
+/// ring addresses) could make one kick keep the worker busy for ever.
+fn rings_overlap(queue: &QueueState) -> bool {
+    let entries = u64::from(queue.size());
+    // Both trailing event fields counted, with or without EVENT_IDX.
+    let avail = (queue.avail_ring(), 6 + 2 * entries);
+    let used = (queue.used_ring(), 6 + 8 * entries);
+    let end = |(start, len): (u64, u64)| start.saturating_add(len);
+    avail.0 < end(used) && used.0 < end(avail)
+}
+
+/// How many rounds of a full ring one [`Queue::drain`] handles before it
+/// lets the worker serve its other events: see [`Queue::drain`].
+const DRAIN_ROUNDS: usize = 4;
 
 /// One ready queue. Completions are signalled to the driver when the `Queue`
 /// is dropped (or on [`Queue::notify`]), once for a whole batch, and only if
@@ -122,6 +150,11 @@ pub struct Queue<'a> {
     /// The heads the device holds, and whether the queue is broken.
     track: &'a QueueTrack,
     log: &'a RateLimited,
+    /// Heads taken from the available ring in this callback, valid or not.
+    taken: usize,
+    /// Whether this callback took its share (see [`Queue::pop`]) and kicked
+    /// the queue to be called again.
+    yielded: bool,
 }
 
 /// What one locked step of [`Queue::drain`] found.
@@ -131,7 +164,8 @@ enum Step {
     /// The ring is empty; if kicks were re-enabled in the same step, whether
     /// more chains arrived meanwhile.
     Empty(Option<Result<bool, String>>),
-    /// The queue is broken: stop, and leave kicks as they are.
+    /// The queue is broken, or this callback took its share: stop, and
+    /// leave kicks as they are.
     Broken,
 }
 
@@ -143,6 +177,8 @@ enum Avail {
     Empty,
     /// An `avail.idx` more than a ring ahead of `next_avail`.
     Bogus { idx: u16, next: u16 },
+    /// Rings that are not all in guest memory (virtio-queue's path only).
+    Invalid,
 }
 
 impl<'a> Queue<'a> {
@@ -158,6 +194,16 @@ impl<'a> Queue<'a> {
 
     /// Pops the next valid chain. A malformed chain is logged, returned to
     /// the driver with a used length of 0, and skipped.
+    ///
+    /// One callback takes at most four times the queue size of
+    /// heads from the ring; then the queue kicks itself and gives nothing
+    /// more, so the worker serves its other events (the stop event, other
+    /// queues, the device's host fds) and lets go of the device lock before
+    /// it comes back for the rest. A driver that keeps the ring full loses
+    /// nothing; a frontend that aliases the used ring onto the available
+    /// ring (two memory regions over the same pages), so that every
+    /// completion publishes another chain, cannot hold the device for ever
+    /// with one kick.
     pub fn pop(&mut self) -> Option<DescChain> {
         let vring = self.vring;
         let mut state = vring.get_mut();
@@ -198,15 +244,21 @@ impl<'a> Queue<'a> {
         if let Some(chain) = self.pop_locked(queue) {
             return Step::Chain(chain);
         }
-        if self.track.is_broken() {
+        if self.track.is_broken() || self.yielded {
             return Step::Broken;
         }
         Step::Empty(enable.then(|| self.set_notification_locked(queue, true)))
     }
 
     fn pop_locked(&mut self, queue: &mut QueueState) -> Option<DescChain> {
+        let budget = usize::from(queue.size()).max(1) * DRAIN_ROUNDS;
         loop {
-            if self.track.is_broken() {
+            if self.track.is_broken() || self.yielded {
+                return None;
+            }
+            if self.taken >= budget {
+                // The kick waits for the drop: the vring is locked here.
+                self.yielded = true;
                 return None;
             }
             let avail = match &self.rings {
@@ -216,10 +268,27 @@ impl<'a> Queue<'a> {
                 _ => self.pop_generic(queue),
             };
             let head = match avail {
-                Avail::Head(head) => head,
+                Avail::Head(head) => {
+                    self.taken += 1;
+                    head
+                }
                 Avail::Empty => return None,
                 Avail::Bogus { idx, next } => {
                     self.set_broken(idx, next, queue.size());
+                    return None;
+                }
+                Avail::Invalid => {
+                    if self.track.set_broken() {
+                        warn!(
+                            "queue {}: its rings (size {}, at {:#x}, {:#x}, {:#x}) are not in \
+                             guest memory; the queue is stopped until the device is reset",
+                            self.index,
+                            queue.size(),
+                            queue.desc_table(),
+                            queue.avail_ring(),
+                            queue.used_ring()
+                        );
+                    }
                     return None;
                 }
             };
@@ -294,7 +363,16 @@ impl<'a> Queue<'a> {
     /// Takes the next head index through virtio-queue, for rings that could
     /// not be mapped. virtio-queue refuses a bogus index too, but only with
     /// an error log per attempt, so it is checked here first.
+    ///
+    /// A queue whose rings are not all in memory (set up so, or moved by the
+    /// frontend in the middle of a drain) is refused here too: virtio-queue
+    /// would refuse each pop with an error log, and its re-check after
+    /// re-enabling kicks would still see the published index, so the drain
+    /// would spin.
     fn pop_generic(&self, queue: &mut QueueState) -> Avail {
+        if !queue.is_valid(self.mem) {
+            return Avail::Invalid;
+        }
         let next = queue.next_avail();
         let Ok(Wrapping(idx)) = queue.avail_idx(self.mem, Ordering::Acquire) else {
             return Avail::Empty;
@@ -350,6 +428,9 @@ impl<'a> Queue<'a> {
     /// signals them and then watches the ring for that long before
     /// re-enabling kicks: a request that arrives meanwhile costs neither the
     /// driver's kick nor this thread's wake-up.
+    ///
+    /// Like [`Self::pop`], it stops after four rings' worth of
+    /// chains and lets the worker come back later.
     pub fn drain(&mut self, mut f: impl FnMut(DescChain, &GuestMem) -> Option<u32>) -> usize {
         let mut count = 0;
         // Without busy polling, the step that finds the ring empty also
@@ -382,7 +463,7 @@ impl<'a> Queue<'a> {
                             continue;
                         }
                     }
-                    if self.track.is_broken() {
+                    if self.track.is_broken() || self.yielded {
                         break;
                     }
                     self.set_notification(true)
@@ -399,6 +480,29 @@ impl<'a> Queue<'a> {
             }
         }
         count
+    }
+
+    /// Makes the worker come back to this queue after its other events, as
+    /// if the driver had kicked, by signalling the queue's kick eventfd.
+    fn kick_self(&self) {
+        let state = self.vring.get_ref();
+        let Some(kick) = state.get_kick() else {
+            return;
+        };
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a local buffer to an fd the vring owns
+        // and keeps open while `state` is borrowed.
+        let written = unsafe { libc::write(kick.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        if written != 8 {
+            // Not an eventfd (the frontend's choice): the rest waits for the
+            // driver's next kick.
+            self.log.warn(|| {
+                format!(
+                    "queue {}: cannot kick the queue again after a long drain",
+                    self.index
+                )
+            });
+        }
     }
 
     /// Watches `avail.idx` for up to the busy-poll time; true if the driver
@@ -509,6 +613,9 @@ impl std::fmt::Debug for Queue<'_> {
 impl Drop for Queue<'_> {
     fn drop(&mut self) {
         self.notify();
+        if self.yielded {
+            self.kick_self();
+        }
     }
 }
 
@@ -519,7 +626,13 @@ mod tests {
     use std::sync::mpsc;
     use std::thread;
 
-    use vm_memory::{Bytes, GuestMemoryAtomic};
+    use std::fs::File;
+    use std::os::fd::FromRawFd;
+
+    use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_INDIRECT;
+    use virtio_queue::desc::split::Descriptor;
+    use vm_memory::{Bytes, FileOffset, GuestMemoryAtomic};
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     use super::*;
 
@@ -572,5 +685,76 @@ mod tests {
         // mapped as one slice and virtio-queue's path is taken.
         let two = [(0, 0x1000), (0x1000, 0x1000), (0x2000, 0x1000)];
         assert_eq!(drain_with(&two, 0xffc, 0x2000, SIZE + 3), (0, true));
+    }
+
+    #[test]
+    fn a_used_ring_over_the_available_ring_breaks_the_queue() {
+        let one = [(0, 0x4000)];
+        // used.idx would be avail.idx: every completion would publish.
+        assert_eq!(drain_with(&one, 0x1000, 0x1000, 1), (0, true));
+        assert_eq!(drain_with(&one, 0x1000, 0x1008, 1), (0, true));
+        // Just after it (the ring ends at 0x100e; the used ring is 4-byte
+        // aligned) is fine.
+        assert_eq!(drain_with(&one, 0x1000, 0x1010, 1), (1, false));
+    }
+
+    /// A frontend maps the pages of the used ring a second time where the
+    /// available ring is (two memory regions over one file), so every
+    /// completion sets `avail.idx` too. Head 0 is `desc` (a valid chain or
+    /// a malformed one). Returns how many chains one drain handed out, and
+    /// whether the queue kicked itself to be called again.
+    fn drain_aliased(desc: Descriptor) -> (usize, u64) {
+        let (send, receive) = mpsc::channel();
+        thread::spawn(move || {
+            let file = tempfile::tempfile().unwrap();
+            file.set_len(0x4000).unwrap();
+            let alias = FileOffset::new(file.try_clone().unwrap(), 0);
+            let mem = GuestMem::from_ranges_with_files([
+                (GuestAddress(0), 0x4000, Some(FileOffset::new(file, 0))),
+                (GuestAddress(0x1_0000), 0x4000, Some(alias)),
+            ])
+            .unwrap();
+            mem.write_obj(desc, GuestAddress(DESC)).unwrap();
+            mem.write_obj(1u16, GuestAddress(0x1000 + 2)).unwrap();
+            let vring = Vring::new(GuestMemoryAtomic::new(mem.clone()), SIZE).unwrap();
+            vring.set_queue_size(SIZE);
+            vring.set_queue_info(DESC, 0x1000, 0x1_1000).unwrap();
+            // One completion ahead of the pops (a chain the device used
+            // out of order, say): each used.idx it writes is then one more
+            // than the driver's chains so far.
+            vring.set_queue_next_used(1);
+            vring.set_queue_ready(true);
+            let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+            // SAFETY: dup() returns a new fd that the File then owns.
+            let dup = unsafe { File::from_raw_fd(libc::dup(kick.as_raw_fd())) };
+            vring.set_kick(Some(dup));
+            let vrings = [vring];
+            let tracks = [QueueTrack::new(usize::from(SIZE))];
+            let log = RateLimited::default();
+            let mut queues = Queues::new(&vrings, &mem, &tracks, false, Duration::ZERO, &log);
+            let count = queues.get(0).unwrap().drain(|_, _| Some(0));
+            let _ = send.send((count, kick.read().unwrap_or(0)));
+        });
+        receive
+            .recv_timeout(Duration::from_secs(5))
+            .expect("one kick holds the worker for ever")
+    }
+
+    #[test]
+    fn a_self_feeding_ring_yields_after_its_share() {
+        let budget = usize::from(SIZE) * DRAIN_ROUNDS;
+        let valid = Descriptor::new(0x3000, 4, 0, 0);
+        assert_eq!(drain_aliased(valid), (budget, 1));
+        // Malformed chains are completed inside the pop: they count too.
+        let malformed = Descriptor::new(0x3000, 4, VRING_DESC_F_INDIRECT as u16, 0);
+        assert_eq!(drain_aliased(malformed), (0, 1));
+    }
+
+    #[test]
+    fn rings_partly_outside_memory_break_the_queue() {
+        // The available ring's header is in memory, its entries are not, so
+        // it cannot be mapped and virtio-queue's path would be taken.
+        let one = [(0, 0x4000)];
+        assert_eq!(drain_with(&one, 0x4000 - 4, 0x2000, 1), (0, true));
     }
 }

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! A byte string read as what a driver and a frontend do to a device, for
+//! fuzz targets: each device's target hands its input to [`run`] and the
+//! harness checks the device's answers (see [`super::harness`]).
+//!
+//! [`fuzz`] takes one header byte first (bit 0: negotiate EVENT_IDX).\n//! The rest is a sequence of operations. An operation's first byte `op`
+//! chooses what (`op & 7`) and on which queue (`(op >> 3) % queues`):
+//!
+//! | `op & 7` | operation | bytes that follow |
+//! |---|---|---|
+//! | 0 | post a chain, then kick (unless bit 5 of `shape`) | `shape`: readable buffers `shape & 3`, writable `(shape >> 2) & 3`, indirect if bit 4; per readable buffer a le16 length and its bytes; per writable buffer a le16 length |
+//! | 1 | kick | |
+//! | 2 | run the handlers of ready host fds | |
+//! | 3 | stop the queue (GET_VRING_BASE) and set it up again | |
+//! | 4 | reset the device and set every queue up again | |
+//! | 5 | GET_CONFIG | offset, size (one byte each) |
+//! | 6 | SET_CONFIG | offset, length (one byte each), then the bytes |
+//! | 7 | make a head the device holds available again, then kick | which held head (one byte) |
+//!
+//! A truncated operation uses what is left (a short buffer, a zero length).
+//! At the end every queue is kicked once more and host fds are served, and
+//! the queues in [`Rules::answer_at_once`] must have used every chain.
+
+use super::harness::{Buffer, DeviceHarness};
+use crate::device::VirtioDevice;
+
+/// What a device promises beyond the harness's own checks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rules<'a> {
+    /// Queues whose every chain is used in the kick that brought it
+    /// (request/response queues), so none may be left at the end.
+    pub answer_at_once: &'a [usize],
+}
+
+/// Reads bytes off the front of the input.
+struct Input<'a>(&'a [u8]);
+
+impl<'a> Input<'a> {
+    fn byte(&mut self) -> u8 {
+        let (&b, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        b
+    }
+
+    fn le16(&mut self) -> u16 {
+        u16::from_le_bytes([self.byte(), self.byte()])
+    }
+
+    fn take(&mut self, len: usize) -> &'a [u8] {
+        let (head, rest) = self.0.split_at(len.min(self.0.len()));
+        self.0 = rest;
+        head
+    }
+}
+
+/// Runs the operations `data` encodes on `harness`.
+pub fn run<D: VirtioDevice>(harness: &mut DeviceHarness<D>, data: &[u8], rules: &Rules<'_>) {
+    let queues = harness.num_queues().max(1);
+    let mut input = Input(data);
+    while !input.0.is_empty() {
+        let op = input.byte();
+        let queue = usize::from(op >> 3) % queues;
+        match op & 7 {
+            0 => post(harness, queue, &mut input),
+            1 => harness.kick(queue),
+            2 => {
+                harness.pump();
+            }
+            3 => harness.restart_queue(queue),
+            4 => harness.reset(),
+            5 => {
+                let offset = u32::from(input.byte());
+                let size = u32::from(input.byte());
+                harness.get_config(offset, size);
+            }
+            6 => {
+                let offset = u32::from(input.byte());
+                let len = usize::from(input.byte());
+                harness.set_config(offset, input.take(len));
+            }
+            _ => {
+                let pick = usize::from(input.byte());
+                if let Some(head) = harness.held_head(queue, pick) {
+                    harness.publish(queue, head);
+                    harness.kick(queue);
+                }
+            }
+        }
+    }
+    for queue in 0..harness.num_queues() {
+        harness.kick(queue);
+    }
+    harness.pump();
+    for &queue in rules.answer_at_once {
+        harness.assert_all_used(queue);
+    }
+}
+
+fn post<D: VirtioDevice>(harness: &mut DeviceHarness<D>, queue: usize, input: &mut Input<'_>) {
+    let shape = input.byte();
+    let mut buffers = Vec::new();
+    for _ in 0..shape & 3 {
+        let len = usize::from(input.le16());
+        buffers.push(Buffer::Readable(input.take(len)));
+    }
+    for _ in 0..(shape >> 2) & 3 {
+        buffers.push(Buffer::Writable(u32::from(input.le16())));
+    }
+    if harness.post(queue, &buffers, shape & 0x10 != 0).is_some() && shape & 0x20 == 0 {
+        harness.kick(queue);
+    }
+}
+
+/// A fuzz target's body: `device` behind a fresh harness (EVENT_IDX if bit
+/// 0 of the first byte is set), then the rest of `data` as operations.
+pub fn fuzz<D: VirtioDevice>(device: D, data: &[u8], rules: &Rules<'_>) {
+    let Some((&header, ops)) = data.split_first() else {
+        return;
+    };
+    let mut harness = DeviceHarness::new(device, header & 1 != 0)
+        .unwrap_or_else(|e| panic!("the harness cannot set up the device: {e}"));
+    run(&mut harness, ops, rules);
+}
