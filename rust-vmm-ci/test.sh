@@ -28,7 +28,7 @@ STEPS=(
 	musl       # pure-Rust devices type-check for x86_64-unknown-linux-musl
 	coverage   # unit + integration tests under cargo-llvm-cov, score check
 	virgl      # gpu 3D mode on the real virglrenderer (private prefix in ~/.cache)
-	fuzz       # each cargo-fuzz target for 30 s on its committed corpus
+	fuzz       # every cargo-fuzz target on its committed corpus, 30 s in all
 	msrv       # build + tests with Rust 1.85 (Debian trixie's), the declared rust-version
 	aarch64    # cross-build for aarch64, tests under qemu-user, aarch64 coverage
 	guest      # #[ignore]d guest/host-kernel tests via rust-vmm-ci/guest/run-tests.sh
