@@ -77,7 +77,8 @@ pub struct Args {
     /// The scenario: floor (eventfd round trip only), echo (the core's echo
     /// device), gpio-get, i2c-read, gpu-2d (with its memcpy baseline),
     /// gpu-virgl (a SUBMIT_3D clear and a TRANSFER_FROM_HOST_3D of 256x256
-    /// on the real virglrenderer),
+    /// on the real virglrenderer), gpu-virgl-scanout (page flips of 1280x800
+    /// render targets, SET_SCANOUT + RESOURCE_FLUSH, to a display socket),
     /// sound-null, can-tx, memcpy (the baseline only), rpmsg (a message to a host
     /// program on the channel socket `<socket>.peer` and its echo back), bt
     /// (HCI Read BD_ADDR round trips).
@@ -98,14 +99,15 @@ pub struct Args {
     /// (vhost-device-echo), gpio (vhost-device-gpio --device-list s8), i2c
     /// (vhost-device-i2c --device-list sim:0x50=eeprom:256), gpu
     /// (vhost-device-gpu --headless --resolution 1920x1080), gpu-virgl
-    /// (vhost-device-gpu --headless --gpu-mode virgl), sound
+    /// (vhost-device-gpu --headless --gpu-mode virgl), gpu-virgl-display
+    /// (vhost-device-gpu --gpu-mode virgl), sound
     /// (vhost-device-sound --backend null --outputs 1 --inputs 0), rpmsg
     /// (vhost-device-rpmsg with one rpmsg-raw channel on `<socket>.peer`),
     /// bt (vhost-device-bluetooth with its built-in controller), can
     /// (vhost-device-can: one guest on its virtual bus).
     /// Default: the scenario's device.
     #[arg(long, value_name = "NAME", conflicts_with = "spawn",
-          value_parser = ["echo", "gpio", "i2c", "gpu", "gpu-virgl", "sound", "rpmsg", "bt", "can"])]
+          value_parser = ["echo", "gpio", "i2c", "gpu", "gpu-virgl", "gpu-virgl-display", "sound", "rpmsg", "bt", "can"])]
     pub device: Option<String>,
 
     /// Start this daemon: BINARY [ARGS...], which must come last on the

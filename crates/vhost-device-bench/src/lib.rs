@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod driver;
 pub mod error;
 pub mod floor;
+pub mod gpu_display;
 pub mod load;
 pub mod machine;
 pub mod memcpy;

@@ -36,6 +36,12 @@ pub enum Scenario {
     /// README).
     #[value(name = "gpu-virgl")]
     GpuVirgl,
+    /// virtio-gpu virgl 3D display path: a page flip between two 1280x800
+    /// render targets (SET_SCANOUT, then RESOURCE_FLUSH of the whole
+    /// picture), with a display socket attached that takes the frames as
+    /// QEMU's vhost-user-gpu does (see crate::virgl).
+    #[value(name = "gpu-virgl-scanout")]
+    GpuVirglScanout,
     /// virtio-snd: a 48 kHz stereo S16 stream on the null backend.
     SoundNull,
     /// virtio-can: one classic 8-byte frame sent on the daemon's virtual
@@ -90,6 +96,11 @@ pub const DEVICES: &[DeviceSpec] = &[
         args: &["--headless", "--gpu-mode", "virgl"],
     },
     DeviceSpec {
+        name: "gpu-virgl-display",
+        binary: "vhost-device-gpu",
+        args: &["--gpu-mode", "virgl"],
+    },
+    DeviceSpec {
         name: "bt",
         binary: "vhost-device-bluetooth",
         args: &[],
@@ -140,6 +151,7 @@ impl Scenario {
             Scenario::I2cRead => "i2c-read",
             Scenario::Gpu2d => "gpu-2d",
             Scenario::GpuVirgl => "gpu-virgl",
+            Scenario::GpuVirglScanout => "gpu-virgl-scanout",
             Scenario::SoundNull => "sound-null",
             Scenario::CanTx => "can-tx",
             Scenario::Memcpy => "memcpy",
@@ -163,6 +175,7 @@ impl Scenario {
             Scenario::I2cRead => "i2c",
             Scenario::Gpu2d => "gpu",
             Scenario::GpuVirgl => "gpu-virgl",
+            Scenario::GpuVirglScanout => "gpu-virgl-display",
             Scenario::SoundNull => "sound",
             Scenario::Rpmsg => "rpmsg",
             Scenario::Bt => "bt",
@@ -220,8 +233,8 @@ pub(crate) fn gpu_cmd(kind: u32, body: &[u32]) -> Vec<u8> {
 }
 
 const GPU_CMD_RESOURCE_CREATE_2D: u32 = 0x0101;
-const GPU_CMD_SET_SCANOUT: u32 = 0x0103;
-const GPU_CMD_RESOURCE_FLUSH: u32 = 0x0104;
+pub(crate) const GPU_CMD_SET_SCANOUT: u32 = 0x0103;
+pub(crate) const GPU_CMD_RESOURCE_FLUSH: u32 = 0x0104;
 const GPU_CMD_TRANSFER_TO_HOST_2D: u32 = 0x0105;
 pub(crate) const GPU_CMD_RESOURCE_ATTACH_BACKING: u32 = 0x0106;
 const GPU_RESP_OK_NODATA: u32 = 0x1100;
@@ -371,6 +384,7 @@ pub fn prepare(
         }
         Scenario::Gpu2d => prepare_gpu(fe)?,
         Scenario::GpuVirgl => crate::virgl::prepare(fe)?,
+        Scenario::GpuVirglScanout => crate::virgl::prepare_scanout(fe)?,
         Scenario::CanTx => {
             let start = Template {
                 name: "SET_CTRL_MODE_START",
