@@ -112,7 +112,9 @@ mod tests {
             .collect();
         body.extend([7u8; 16]);
         s.update(&body);
-        let lit: Vec<usize> = (0..12).filter(|p| s.pixels[p * 4] == 7).collect();
+        let lit: Vec<usize> = (0..12)
+            .filter(|p| s.pixels.get(p * 4) == Some(&7))
+            .collect();
         assert_eq!(lit, [5, 6, 9, 10]);
     }
 }

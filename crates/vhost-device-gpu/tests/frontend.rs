@@ -283,6 +283,12 @@ fn create_attach_transfer_flush_reaches_the_display_socket() {
     let m = next(&rx);
     assert_eq!(m.request, VU_SCANOUT);
     assert_eq!(m.payload, [0u32, 32, 16].map(u32::to_le_bytes).concat());
+    // SET_SCANOUT sends no pixels; the first flush after it sends the
+    // whole picture, whatever its damage.
+    assert_eq!(
+        status(&mut fe, &req(RESOURCE_FLUSH, &[0, 0, 1, 1, 1, 0])),
+        OK_NODATA
+    );
     let m = next(&rx);
     assert_eq!(m.request, VU_UPDATE);
     assert_eq!(

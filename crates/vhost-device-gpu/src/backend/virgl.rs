@@ -196,7 +196,8 @@ impl Renderer for Virgl {
     fn read_rect(&mut self, id: u32, rect: Rect, out: &mut Vec<u8>) -> Result<(), RendererError> {
         let len =
             usize::try_from(u64::from(rect.width) * u64::from(rect.height) * 4).map_err(failed)?;
-        out.clear();
+        // The read fills all `len` bytes: a reused buffer need not be
+        // zeroed first (clearing it would write the frame once more).
         out.resize(len, 0);
         let mut transfer = Transfer3D::new_2d(rect.x, rect.y, rect.width, rect.height, 0);
         transfer.stride = rect.width * 4;

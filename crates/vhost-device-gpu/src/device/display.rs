@@ -80,15 +80,26 @@ impl GpuState {
         Ok(Reply::Edid(self.own_edid(scanout_id).to_vec()))
     }
 
-    /// Reads `rect` of resource `id` as B,G,R,X rows for an UPDATE.
+    /// Reads `rect` of resource `id` as B,G,R,X rows for an UPDATE, into
+    /// the previous UPDATE's buffer when the display thread is done with
+    /// it, so a steady stream of flushes does not allocate a frame each.
     pub(super) fn update_pixels(&mut self, id: u32, format: Format, rect: Rect) -> Option<Pixels> {
-        let mut out = Vec::new();
+        let len = u64::from(rect.width) * u64::from(rect.height) * 4;
+        let mut out = self
+            .spare_pixels
+            .take()
+            .and_then(|p| Arc::try_unwrap(p).ok())
+            // A buffer left by a much larger flush is not kept around.
+            .filter(|v| v.capacity() as u64 <= 2 * len)
+            .unwrap_or_default();
         if let Err(e) = self.renderer.read_rect(id, rect, &mut out) {
             self.log.warn(|| format!("resource {id}: read: {e}"));
             return None;
         }
         format.to_bgra(&mut out);
-        Some(Arc::new(out))
+        let pixels = Arc::new(out);
+        self.spare_pixels = Some(pixels.clone());
+        Some(pixels)
     }
 
     /// An UPDATE of `damage` (resource coordinates) with `pixels`, on a
@@ -134,7 +145,7 @@ impl GpuState {
                 "scanout {scanout_id}: empty {rect:?}"
             )));
         }
-        let format = self.resource_rect(resource_id, rect)?.format;
+        self.resource_rect(resource_id, rect)?;
         if !resource.displayable {
             return Err(Error::InvalidParameter(format!(
                 "scanout {scanout_id}: resource {resource_id} has a format we cannot show"
@@ -144,34 +155,45 @@ impl GpuState {
             .scanouts
             .get_mut(scanout_id as usize)
             .ok_or(Error::InvalidScanout(scanout_id))?;
-        let previous = slot.replace(Scanout { resource_id, rect });
-        if !self.frontend_display {
-            return Ok(Reply::NoData);
-        }
-        let mut batch = Vec::new();
+        // Pixels go to the display on RESOURCE_FLUSH only (virtio 1.3
+        // §5.7.6.8: SET_SCANOUT sets what a scanout shows, a flush is what
+        // makes it visible), which the Linux driver sends right after
+        // each SET_SCANOUT: sending the picture here as well would read
+        // back and send every new frame twice. The first flush sends the
+        // whole of `rect`, whatever its damage, since the display still
+        // shows something else there.
+        let unshown =
+            slot.is_none_or(|p| p.unshown || p.resource_id != resource_id || p.rect != rect);
+        let previous = slot.replace(Scanout {
+            resource_id,
+            rect,
+            unshown,
+        });
         // Re-sending SCANOUT makes QEMU allocate a new (blank) surface, so
-        // only do it when the size changes; the full update below redraws.
-        if previous.map(|p| (p.rect.width, p.rect.height)) != Some((rect.width, rect.height)) {
-            batch.push(DisplayRequest::Scanout {
+        // only do it when the size changes.
+        let resized =
+            previous.map(|p| (p.rect.width, p.rect.height)) != Some((rect.width, rect.height));
+        let batch = if resized {
+            vec![DisplayRequest::Scanout {
                 scanout_id,
                 width: rect.width,
                 height: rect.height,
-            });
-        }
-        if let Some(pixels) = self.update_pixels(resource_id, format, rect) {
-            batch.push(Self::update(scanout_id, rect, rect, pixels));
-        }
+            }]
+        } else {
+            Vec::new()
+        };
         Ok(self.display_or_ok(batch))
     }
 
-    /// The scanouts showing resource `id`, with what part of it each shows.
-    fn showing(&self, id: u32) -> Vec<(u32, Rect)> {
+    /// The scanouts showing resource `id`: what part of it each shows, and
+    /// whether the display has not been sent any of it yet.
+    fn showing(&self, id: u32) -> Vec<(u32, Rect, bool)> {
         self.scanouts
             .iter()
             .enumerate()
             .filter_map(|(i, s)| {
                 let s = (*s)?;
-                (s.resource_id == id).then(|| (u32::try_from(i).unwrap_or(0), s.rect))
+                (s.resource_id == id).then(|| (u32::try_from(i).unwrap_or(0), s.rect, s.unshown))
             })
             .collect()
     }
@@ -191,9 +213,14 @@ impl GpuState {
         let mut batch = Vec::new();
         let mut copies: Vec<(Rect, Pixels)> = Vec::new();
         let mut copied = 0u64;
-        for (scanout_id, shown) in self.showing(id) {
-            // Only the damaged part of what this output shows.
-            let Some(damage) = rect.intersect(&shown) else {
+        for (scanout_id, shown, unshown) in self.showing(id) {
+            // Only the damaged part of what this output shows, unless it
+            // has just been put there.
+            let damage = if unshown {
+                shown
+            } else if let Some(damage) = rect.intersect(&shown) {
+                damage
+            } else {
                 continue;
             };
             let pixels = match copies.iter().find(|(r, _)| *r == damage) {
@@ -214,6 +241,9 @@ impl GpuState {
                 }
             };
             batch.push(Self::update(scanout_id, shown, damage, pixels));
+            if let Some(Some(s)) = self.scanouts.get_mut(scanout_id as usize) {
+                s.unshown = false;
+            }
         }
         Ok(self.display_or_ok(batch))
     }
@@ -239,6 +269,9 @@ impl GpuState {
             });
             if let Some(pixels) = self.update_pixels(s.resource_id, format, s.rect) {
                 batch.push(Self::update(scanout_id, s.rect, s.rect, pixels));
+                if let Some(Some(s)) = self.scanouts.get_mut(scanout_id as usize) {
+                    s.unshown = false;
+                }
             }
         }
         batch

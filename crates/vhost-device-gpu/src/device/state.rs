@@ -12,6 +12,7 @@ use vhost_device_common::{GuestMem, RateLimited};
 
 use super::resources::Resource;
 use super::{GpuConfig, WaitKind};
+use crate::backend::display::Pixels;
 use crate::backend::{DisplayRequest, Renderer};
 use crate::edid;
 use crate::error::Result;
@@ -25,6 +26,9 @@ use crate::protocol::{
 pub(super) struct Scanout {
     pub(super) resource_id: u32,
     pub(super) rect: Rect,
+    /// The frontend's display does not show this resource yet: the next
+    /// flush sends all of `rect`, whatever its damage.
+    pub(super) unshown: bool,
 }
 
 /// A successful command's answer, before it is encoded.
@@ -100,6 +104,9 @@ pub struct GpuState {
     pub(super) frontend_display: bool,
     /// Outputs the frontend has reported (it only answers EDID for those).
     pub(super) frontend_outputs: u32,
+    /// The last UPDATE's pixel buffer, reused by the next one once the
+    /// display thread has let go of it.
+    pub(super) spare_pixels: Option<Pixels>,
     stale_resources: Vec<u32>,
     stale_contexts: Vec<u32>,
     /// Guest-triggered warnings, rate-limited: the guest decides how
@@ -127,6 +134,7 @@ impl GpuState {
             resources: HashMap::new(),
             hostmem: 0,
             scanouts: [None; MAX_SCANOUTS],
+            spare_pixels: None,
             contexts: HashSet::new(),
             frontend_display: false,
             frontend_outputs: 1,
@@ -209,6 +217,7 @@ impl GpuState {
         self.resources.clear();
         self.hostmem = 0;
         self.scanouts = [None; MAX_SCANOUTS];
+        self.spare_pixels = None;
     }
 
     /// Tells the renderer about resources and contexts a reset dropped.

@@ -478,24 +478,32 @@ fn transfer_bounds_and_offsets() {
 fn set_scanout_then_flush_sends_only_the_damage() {
     let mut dev = displayed();
     let mem = drawn(&mut dev);
+    // SET_SCANOUT sizes the output and sends no pixels: the flush that
+    // follows does.
     let Outcome::Wait { batch, kind, .. } = set_scanout(&mut dev, 0, 1, rect(0, 0, 16, 8)) else {
         panic!("set_scanout must go to the display");
     };
     assert_eq!(kind, WaitKind::NoData);
     assert_eq!(
         batch,
-        vec![
-            DisplayRequest::Scanout {
-                scanout_id: 0,
-                width: 16,
-                height: 8
-            },
-            DisplayRequest::Update {
-                scanout_id: 0,
-                rect: rect(0, 0, 16, 8),
-                pixels: expected_pixels(rect(0, 0, 16, 8)).into(),
-            },
-        ]
+        vec![DisplayRequest::Scanout {
+            scanout_id: 0,
+            width: 16,
+            height: 8
+        }]
+    );
+    // The first flush after it sends the whole picture, whatever its
+    // damage: the display shows nothing of this resource yet.
+    let Outcome::Wait { batch, .. } = flush(&mut dev, 1, rect(5, 2, 3, 2)) else {
+        panic!("flush must go to the display");
+    };
+    assert_eq!(
+        batch,
+        vec![DisplayRequest::Update {
+            scanout_id: 0,
+            rect: rect(0, 0, 16, 8),
+            pixels: expected_pixels(rect(0, 0, 16, 8)).into(),
+        }]
     );
     // The guest draws a new pixel and flushes a 3x2 rectangle.
     drop(mem);
@@ -510,11 +518,61 @@ fn set_scanout_then_flush_sends_only_the_damage() {
             pixels: expected_pixels(rect(5, 2, 3, 2)).into(),
         }]
     );
-    // Same size again: no new SCANOUT (it would blank QEMU's surface).
-    let Outcome::Wait { batch, .. } = set_scanout(&mut dev, 0, 1, rect(0, 0, 16, 8)) else {
+    // Same scanout again: no new SCANOUT (it would blank QEMU's surface),
+    // no pixels, and later flushes still send only their damage.
+    assert_eq!(
+        set_scanout(&mut dev, 0, 1, rect(0, 0, 16, 8)),
+        reply(&hdr(cmd::SET_SCANOUT), cmd::RESP_OK_NODATA)
+    );
+    let Outcome::Wait { batch, .. } = flush(&mut dev, 1, rect(1, 1, 2, 2)) else {
         panic!();
     };
-    assert!(matches!(batch.as_slice(), [DisplayRequest::Update { .. }]));
+    assert!(
+        matches!(batch.as_slice(), [DisplayRequest::Update { rect: r, .. }] if *r == rect(1, 1, 2, 2))
+    );
+}
+
+#[test]
+fn a_page_flip_sends_the_new_picture_once() {
+    let mut dev = displayed();
+    drawn(&mut dev);
+    assert_eq!(
+        create(&mut dev, 2, Format::B8G8R8X8, 16, 8),
+        cmd::RESP_OK_NODATA
+    );
+    let _ = set_scanout(&mut dev, 0, 1, rect(0, 0, 16, 8));
+    let _ = flush(&mut dev, 1, rect(0, 0, 16, 8));
+    // Same size, other resource: nothing to tell the display yet.
+    assert_eq!(
+        set_scanout(&mut dev, 0, 2, rect(0, 0, 16, 8)),
+        reply(&hdr(cmd::SET_SCANOUT), cmd::RESP_OK_NODATA)
+    );
+    // A partial flush of the new one still replaces the whole picture.
+    let Outcome::Wait { batch, .. } = flush(&mut dev, 2, rect(0, 0, 1, 1)) else {
+        panic!();
+    };
+    assert!(
+        matches!(batch.as_slice(), [DisplayRequest::Update { rect: r, .. }] if *r == rect(0, 0, 16, 8))
+    );
+}
+
+#[test]
+fn flushes_reuse_the_last_pixel_buffer() {
+    let mut dev = displayed();
+    drawn(&mut dev);
+    let _ = set_scanout(&mut dev, 0, 1, rect(0, 0, 16, 8));
+    let pointer = |dev: &mut GpuDevice| {
+        let Outcome::Wait { batch, .. } = flush(dev, 1, rect(0, 0, 16, 8)) else {
+            panic!();
+        };
+        match &batch[..] {
+            [DisplayRequest::Update { pixels, .. }] => pixels.as_ptr() as usize,
+            other => panic!("{other:?}"),
+        }
+        // The batch, as the display thread would, lets go of it here.
+    };
+    let first = pointer(&mut dev);
+    assert_eq!(pointer(&mut dev), first);
 }
 
 #[test]
@@ -526,6 +584,7 @@ fn transfer_then_flush_shows_new_pixels() {
     );
     let (mem, addr) = attach(&mut dev, 1, 64);
     let _ = set_scanout(&mut dev, 0, 1, rect(0, 0, 4, 4));
+    let _ = flush(&mut dev, 1, rect(0, 0, 4, 4));
     // Pixel (1, 2) becomes R 0x11, G 0x22, B 0x33, A 0x44.
     mem.write_slice(&[0x11, 0x22, 0x33, 0x44], GuestAddress(addr + 2 * 16 + 4))
         .unwrap();
@@ -551,6 +610,7 @@ fn scanout_of_a_sub_rectangle_translates_updates() {
     let mut dev = displayed();
     drawn(&mut dev);
     let _ = set_scanout(&mut dev, 1, 1, rect(8, 2, 8, 6));
+    let _ = flush(&mut dev, 1, rect(0, 0, 16, 8));
     let Outcome::Wait { batch, .. } = flush(&mut dev, 1, rect(0, 0, 10, 4)) else {
         panic!();
     };
