@@ -378,6 +378,101 @@ fn in_guest_daemon() {
     assert!(child.wait().unwrap().success());
 }
 
+/// Runs `ip ARGS…` in the guest.
+fn ip(args: &[&str]) {
+    let status = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ip {args:?}");
+}
+
+/// The daemon's CPU ticks over half a second: a spinning worker shows ~50.
+fn ticks_over_half_a_second(daemon: &vhost_device_common::testing::DaemonProcess) -> u64 {
+    let before = daemon.cpu_ticks().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    daemon.cpu_ticks().unwrap() - before
+}
+
+/// The host side goes away under a running guest: the interface is set
+/// down and up again, then deleted and created again. Each time the guest
+/// gets VIRTIO_CAN_RESULT_NOT_OK, the daemon neither dies nor spins and
+/// still answers the control path; it works again once the interface is
+/// back.
+fn in_guest_interface_goes_away() {
+    use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend};
+
+    ip(&["link", "add", "dev", "vcan2", "type", "vcan"]);
+    ip(&["link", "set", "vcan2", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("can.sock");
+    let started = Instant::now();
+    let daemon = DaemonProcess::start(GUEST_BIN, &sock, 1, &["--device-list", "vcan2"]).unwrap();
+    let opts = FrontendOptions {
+        num_queues: Some(3),
+        queue_size: 64,
+        ..Default::default()
+    };
+    let mut fe = TestFrontend::connect_retry(&sock, opts, Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        control(&mut fe, VIRTIO_CAN_SET_CTRL_MODE_START),
+        VIRTIO_CAN_RESULT_OK
+    );
+    let peer = Peer::open("vcan2");
+    assert_eq!(send(&mut fe, 0, 0x200, &[1]), VIRTIO_CAN_RESULT_OK);
+    assert_eq!(peer.read().0, 0x200);
+    // The peer's socket would report the interface going down too.
+    drop(peer);
+
+    ip(&["link", "set", "vcan2", "down"]);
+    assert_eq!(
+        send(&mut fe, 0, 0x201, &[]),
+        VIRTIO_CAN_RESULT_NOT_OK,
+        "interface down"
+    );
+    let ticks = ticks_over_half_a_second(&daemon);
+    assert!(
+        ticks <= 5,
+        "the daemon spins with its interface down: {ticks} ticks in 0.5 s"
+    );
+    assert_eq!(fe.get_config(0, 2).unwrap().len(), 2);
+    ip(&["link", "set", "vcan2", "up"]);
+    let peer = Peer::open("vcan2");
+    assert_eq!(
+        send(&mut fe, 0, 0x202, &[2]),
+        VIRTIO_CAN_RESULT_OK,
+        "interface up again"
+    );
+    assert_eq!(peer.read().0, 0x202);
+    drop(peer);
+
+    ip(&["link", "del", "dev", "vcan2"]);
+    assert_eq!(
+        send(&mut fe, 0, 0x203, &[]),
+        VIRTIO_CAN_RESULT_NOT_OK,
+        "interface deleted"
+    );
+    let ticks = ticks_over_half_a_second(&daemon);
+    assert!(
+        ticks <= 5,
+        "the daemon spins with its interface gone: {ticks} ticks in 0.5 s"
+    );
+    assert_eq!(fe.get_config(0, 2).unwrap().len(), 2);
+    ip(&["link", "add", "dev", "vcan2", "type", "vcan"]);
+    ip(&["link", "set", "vcan2", "up"]);
+    let peer = Peer::open("vcan2");
+    let result = send(&mut fe, 0, 0x204, &[4]);
+    eprintln!("after vcan2 was created again: TX result {result}");
+    assert_eq!(result, VIRTIO_CAN_RESULT_OK, "interface created again");
+    assert_eq!(peer.read().0, 0x204);
+    fe.disconnect().unwrap();
+    assert!(daemon.stop().unwrap().success());
+    eprintln!(
+        "interface down, up, deleted, created: {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 #[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
 fn host_kernel_socketcan_backend() {
@@ -385,6 +480,7 @@ fn host_kernel_socketcan_backend() {
         in_guest_backend();
         in_guest_device();
         in_guest_daemon();
+        in_guest_interface_goes_away();
         return;
     }
     vhost_device_rig::Scenario::host_test(

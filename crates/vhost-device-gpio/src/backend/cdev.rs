@@ -305,6 +305,12 @@ impl GpioBackend for CdevChip {
         let slot = self.slot(line)?;
         slot.output = value;
         if slot.direction == Some(Direction::Out) {
+            if slot.request.is_none() {
+                // Released after its chip went away (see `read_events`):
+                // claim it again with the value, which fails while the chip
+                // is gone.
+                return self.apply(line);
+            }
             if let Some(request) = &slot.request {
                 let v = if value {
                     Value::Active
@@ -356,34 +362,37 @@ impl GpioBackend for CdevChip {
         let Some(request) = &slot.request else {
             return;
         };
-        for _ in 0..EVENTS_PER_WAKEUP {
-            match request.has_edge_event() {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    warn!(
-                        "{}: line {token}: poll edge events: {e}",
-                        self.path.display()
-                    );
-                    return;
+        let failed = (|| {
+            for _ in 0..EVENTS_PER_WAKEUP {
+                match request.has_edge_event() {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    Err(e) => return Some(format!("poll edge events: {e}")),
+                }
+                match request.read_edge_event() {
+                    Ok(event) => sink(
+                        token,
+                        match event.kind {
+                            EdgeKind::Rising => Edge::Rising,
+                            EdgeKind::Falling => Edge::Falling,
+                        },
+                    ),
+                    Err(e) => return Some(format!("read edge event: {e}")),
                 }
             }
-            match request.read_edge_event() {
-                Ok(event) => sink(
-                    token,
-                    match event.kind {
-                        EdgeKind::Rising => Edge::Rising,
-                        EdgeKind::Falling => Edge::Falling,
-                    },
-                ),
-                Err(e) => {
-                    warn!(
-                        "{}: line {token}: read edge event: {e}",
-                        self.path.display()
-                    );
-                    return;
-                }
-            }
+            None
+        })();
+        if let Some(what) = failed {
+            // The chip went away (ENODEV): its line fds stay readable for
+            // ever on the level-triggered epoll, so keeping this one would
+            // spin the worker and flood the log. Let the line go; the
+            // guest's next request on it asks the kernel again and gets the
+            // error status.
+            warn!(
+                "{}: line {token}: {what}; line released",
+                self.path.display()
+            );
+            self.release(token);
         }
     }
 

@@ -170,6 +170,62 @@ impl SocketCan {
     }
 }
 
+impl SocketCan {
+    /// Writes one frame of `size` bytes.
+    fn write(&self, raw: &RawFrame, size: usize) -> io::Result<()> {
+        // SAFETY: writes `size` (≤ 72) bytes from `raw`, which is 72 bytes.
+        let n = unsafe { libc::write(self.socket.as_raw_fd(), (&raw const *raw).cast(), size) };
+        if usize::try_from(n).ok() == Some(size) {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Binds the socket again to the interface named as at start-up. The fd
+    /// stays the same, so its epoll registration and its flags (own
+    /// messages) stay too; the filters are set again. The name is looked up
+    /// with an ioctl on the socket itself (no sysfs, which the sandbox may
+    /// hide).
+    fn rebind(&self) -> io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        // SAFETY: `ifreq` is plain data; all-zero is an empty request.
+        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+        let name = self.name.as_bytes();
+        if name.len() >= request.ifr_name.len() {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        for (to, &from) in request.ifr_name.iter_mut().zip(name) {
+            *to = libc::c_char::from_ne_bytes([from]);
+        }
+        // The request's type differs between libcs (c_ulong on glibc, c_int
+        // on musl).
+        #[allow(clippy::useless_conversion)]
+        let siocgifindex = libc::SIOCGIFINDEX.try_into().unwrap_or_default();
+        // SAFETY: SIOCGIFINDEX reads the NUL-terminated name in `request`
+        // and writes the index into it.
+        if unsafe { libc::ioctl(fd, siocgifindex, &raw mut request) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `sockaddr_can` is plain data; all-zero is a valid start.
+        let mut addr: libc::sockaddr_can = unsafe { std::mem::zeroed() };
+        addr.can_family = libc::sa_family_t::try_from(libc::AF_CAN).unwrap_or_default();
+        // SAFETY: SIOCGIFINDEX filled in the index member of the union.
+        addr.can_ifindex = unsafe { request.ifr_ifru.ifru_ifindex };
+        let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_can>())
+            .unwrap_or_default();
+        // SAFETY: `addr` is a `sockaddr_can` of `len` bytes.
+        if unsafe { libc::bind(fd, (&raw const addr).cast(), len) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The kernel dropped the receive filters with the interface: without
+        // them the socket would receive nothing, not even its own frames.
+        self.socket.set_filter_accept_all()?;
+        self.socket.set_error_filter(CAN_ERR_BUSOFF)?;
+        Ok(())
+    }
+}
+
 impl CanBackend for SocketCan {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -208,13 +264,20 @@ impl CanBackend for SocketCan {
         }
         let raw = RawFrame::from_frame(frame);
         let size = if frame.fd { CANFD_MTU } else { CAN_MTU };
-        // SAFETY: writes `size` (≤ 72) bytes from `raw`, which is 72 bytes.
-        let n = unsafe { libc::write(self.socket.as_raw_fd(), (&raw const raw).cast(), size) };
-        if usize::try_from(n).ok() != Some(size) {
-            // ENOBUFS: the interface's queue is full; the frame is lost, as
-            // the driver is told.
-            return Err(Error::Send(io::Error::last_os_error()));
+        let mut sent = self.write(&raw, size);
+        if let Err(e) = &sent {
+            // The interface was deleted, so the kernel unbound the socket;
+            // if one of that name exists again, take it.
+            if matches!(e.raw_os_error(), Some(libc::ENXIO | libc::ENODEV)) && self.rebind().is_ok()
+            {
+                self.log
+                    .warn(|| format!("{}: the interface is back; bound to it again", self.name));
+                sent = self.write(&raw, size);
+            }
         }
+        // ENOBUFS: the interface's queue is full; ENETDOWN: it is down;
+        // ENXIO: it is gone. The frame is lost, as the driver is told.
+        sent.map_err(Error::Send)?;
         if self.late_ack {
             self.in_flight += 1;
             Ok(TxAck::Later)
