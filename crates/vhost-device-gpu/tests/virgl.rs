@@ -545,5 +545,20 @@ fn virglrenderer_a_3d_resource_on_a_scanout_reaches_the_display() {
     assert_eq!(request, 8, "UPDATE");
     assert_eq!(&payload[20..], pattern);
     assert_eq!(read_back(&mut fe, ctx, res, (w, h), addr), pattern);
+    // A flush of part of it reads back and sends only that part.
+    ok(
+        &mut fe,
+        &req(RESOURCE_FLUSH, 0, 0, 0, &[3, 1, 4, 2, res, 0]),
+    );
+    let (request, payload) = next();
+    assert_eq!(request, 8, "UPDATE");
+    assert_eq!(
+        &payload[..20],
+        [0u32, 3, 1, 4, 2].map(u32::to_le_bytes).concat()
+    );
+    let part: Vec<u8> = (1..3)
+        .flat_map(|y| (3..7).flat_map(move |x| [x as u8, y as u8, 0x40, 0xff]))
+        .collect();
+    assert_eq!(&payload[20..], part);
     fe.disconnect().unwrap();
 }
