@@ -285,6 +285,28 @@ fn daemon_with_stub_and_sim() {
         let used = q.wait_used(wait).unwrap();
         assert_eq!(used.data, [VIRTIO_I2C_MSG_ERR], "request {}", used.head);
     }
+    // The host side cannot vanish under the daemon: it holds the stub's
+    // /dev/i2c-N open, which pins the i2c-stub module, so the kernel refuses
+    // to remove it (delete_module, as rmmod does) and the daemon serves on.
+    // SAFETY: a NUL-terminated module name and a flags value.
+    let removed = unsafe {
+        libc::syscall(
+            libc::SYS_delete_module,
+            c"i2c_stub".as_ptr(),
+            libc::O_NONBLOCK,
+        )
+    };
+    let error = std::io::Error::last_os_error();
+    assert!(removed != 0, "i2c-stub was removed under the daemon");
+    eprintln!("removing i2c-stub under the daemon: {error}");
+    let used = q
+        .request(&[&hdr(0x20, 0), &[0x11, 0x78]], &[1], wait)
+        .unwrap();
+    assert_eq!(
+        used.data,
+        [VIRTIO_I2C_MSG_OK],
+        "the stub after the refused removal"
+    );
     fe.disconnect().unwrap();
     drop(daemon);
 }

@@ -164,10 +164,95 @@ fn in_guest_loopback() {
             VIRTIO_SND_S_OK
         );
     }
+    let unplugged = card_unplugged_while_playing(&mut fe, child.0.id());
     fe.disconnect().unwrap();
     // SAFETY: kill() on our own child's pid.
     unsafe { libc::kill(libc::pid_t::try_from(child.0.id()).unwrap(), libc::SIGTERM) };
     assert!(child.0.wait().unwrap().success());
+    unplugged
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the card's removal did not finish once the daemon was gone");
+}
+
+/// The process's CPU ticks (user + system) from `/proc/PID/stat`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The ALSA card goes away under a playing stream, as a USB card that is
+/// unplugged: snd-aloop's device is unbound from its driver, which
+/// disconnects the card while the daemon holds its PCM open. Every tx
+/// buffer is answered (the ones after the unplug with
+/// VIRTIO_SND_S_IO_ERR), the daemon does not spin and still answers the
+/// control queue. The kernel finishes removing a card only once every
+/// handle on it is closed; the daemon closes the playing PCM when it fails,
+/// but the removal still waits for the daemon to exit (another handle on
+/// the card stays open), so it runs on a thread, and the returned channel
+/// says when it finished.
+fn card_unplugged_while_playing(fe: &mut TestFrontend, pid: u32) -> std::sync::mpsc::Receiver<()> {
+    const DRIVER: &str = "/sys/bus/platform/drivers/snd_aloop";
+    let started = Instant::now();
+    let mut req = words(&[VIRTIO_SND_R_PCM_SET_PARAMS, 0, 4 * PERIOD, PERIOD, 0]);
+    req.extend_from_slice(&[2, VIRTIO_SND_PCM_FMT_S16, 7, 0]);
+    assert_eq!(control(fe, &req), VIRTIO_SND_S_OK);
+    assert_eq!(
+        control(fe, &words(&[VIRTIO_SND_R_PCM_PREPARE, 0])),
+        VIRTIO_SND_S_OK
+    );
+    // 20 periods of 50 ms: one second of playback, unplugged after 0.2 s.
+    let tx = fe.queue(TX_QUEUE).unwrap();
+    let silence = vec![0u8; PERIOD as usize];
+    for _ in 0..20 {
+        tx.add(&[&0u32.to_le_bytes(), &silence], &[8]).unwrap();
+    }
+    tx.kick().unwrap();
+    assert_eq!(
+        control(fe, &words(&[VIRTIO_SND_R_PCM_START, 0])),
+        VIRTIO_SND_S_OK
+    );
+    let device = std::fs::read_dir(DRIVER)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with("snd_aloop"))
+        .expect("snd-aloop's platform device");
+    std::thread::sleep(Duration::from_millis(200));
+    let (done, unplugged) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        std::fs::write(format!("{DRIVER}/unbind"), &device).unwrap();
+        let _ = done.send(());
+        // Put the card back for whatever runs next in this guest.
+        let _ = std::fs::write(format!("{DRIVER}/bind"), &device);
+    });
+    let tx = fe.queue(TX_QUEUE).unwrap();
+    let statuses: Vec<u32> = (0..20)
+        .map(|_| status(&tx.wait_used(WAIT).unwrap().data))
+        .collect();
+    eprintln!("tx statuses with the card unplugged: {statuses:x?}");
+    assert!(
+        statuses.contains(&VIRTIO_SND_S_IO_ERR),
+        "no error status after the card went away"
+    );
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_millis(500));
+    let ticks = cpu_ticks(pid) - before;
+    assert!(
+        ticks <= 5,
+        "the daemon spins with its card gone: {ticks} ticks in 0.5 s"
+    );
+    // The control queue still answers.
+    for code in [VIRTIO_SND_R_PCM_STOP, VIRTIO_SND_R_PCM_RELEASE] {
+        let answer = control(fe, &words(&[code, 0]));
+        assert!(answer == VIRTIO_SND_S_OK || answer == VIRTIO_SND_S_IO_ERR);
+    }
+    eprintln!(
+        "card unplugged under a playing stream: {:?}",
+        started.elapsed()
+    );
+    unplugged
 }
 
 #[test]

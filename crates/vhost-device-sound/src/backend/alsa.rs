@@ -49,6 +49,26 @@ fn host_error(device: &str, e: &alsa::Error) -> BackendError {
     }
 }
 
+/// The error of an endpoint whose card went away.
+fn gone(device: &str) -> BackendError {
+    BackendError::Host {
+        backend: "alsa",
+        device: device.to_owned(),
+        reason: "the sound card went away (closed; PREPARE opens it again)".into(),
+    }
+}
+
+/// Closes `pcm` if `e` says its card went away (ENODEV: unplugged, or its
+/// driver unbound). The kernel only finishes removing a card once every
+/// handle on it is closed, so holding it would also hang whoever removes it;
+/// the stream fails until the driver prepares it again, which opens the PCM
+/// anew.
+fn close_if_gone(pcm: &mut Option<PCM>, e: &alsa::Error) {
+    if e.errno() == libc::ENODEV {
+        *pcm = None;
+    }
+}
+
 fn alsa_format(format: SampleFormat) -> Format {
     match format {
         SampleFormat::U8 => Format::U8,
@@ -101,7 +121,8 @@ fn open(name: &str, dir: Direction, params: &PcmParams) -> Result<(PCM, i64), Ba
 }
 
 struct AlsaSink {
-    pcm: PCM,
+    /// `None` once the card went away.
+    pcm: Option<PCM>,
     name: String,
     frame_bytes: usize,
     lead: Duration,
@@ -109,11 +130,10 @@ struct AlsaSink {
 
 impl OutputSink for AlsaSink {
     fn start(&mut self) -> Result<(), BackendError> {
+        let pcm = self.pcm.as_ref().ok_or_else(|| gone(&self.name))?;
         // After a stop the PCM ran dry (XRUN); be ready for new frames.
-        match self.pcm.state() {
-            State::XRun | State::Setup => {
-                self.pcm.prepare().map_err(|e| host_error(&self.name, &e))
-            }
+        match pcm.state() {
+            State::XRun | State::Setup => pcm.prepare().map_err(|e| host_error(&self.name, &e)),
             _ => Ok(()),
         }
     }
@@ -131,24 +151,30 @@ impl OutputSink for AlsaSink {
         if data.is_empty() {
             return Ok(0);
         }
-        let io = self.pcm.io_bytes();
-        match io.writei(data) {
+        let pcm = self.pcm.as_ref().ok_or_else(|| gone(&self.name))?;
+        let result = match pcm.io_bytes().writei(data) {
             Ok(frames) => Ok(frames * self.frame_bytes),
             Err(e) if e.errno() == libc::EAGAIN => Ok(0),
             Err(e) => {
                 // An underrun (EPIPE) or a suspend: recover and take the
                 // data next time.
                 debug!("alsa: {}: {e}, recovering", self.name);
-                self.pcm
-                    .recover(e.errno(), true)
-                    .map_err(|e| host_error(&self.name, &e))?;
-                Ok(0)
+                pcm.recover(e.errno(), true).map(|()| 0)
             }
-        }
+        };
+        result.map_err(|e| {
+            close_if_gone(&mut self.pcm, &e);
+            host_error(&self.name, &e)
+        })
     }
 
     fn latency_bytes(&mut self) -> u32 {
-        let delay = self.pcm.delay().unwrap_or(0).max(0);
+        let delay = self
+            .pcm
+            .as_ref()
+            .and_then(|pcm| pcm.delay().ok())
+            .unwrap_or(0)
+            .max(0);
         u32::try_from(usize::try_from(delay).unwrap_or(0) * self.frame_bytes).unwrap_or(0)
     }
 
@@ -158,22 +184,25 @@ impl OutputSink for AlsaSink {
 }
 
 struct AlsaSource {
-    pcm: PCM,
+    /// `None` once the card went away.
+    pcm: Option<PCM>,
     name: String,
     frame_bytes: usize,
 }
 
 impl InputSource for AlsaSource {
     fn start(&mut self) -> Result<(), BackendError> {
-        if self.pcm.state() != State::Running {
-            self.pcm.start().map_err(|e| host_error(&self.name, &e))?;
+        let pcm = self.pcm.as_ref().ok_or_else(|| gone(&self.name))?;
+        if pcm.state() != State::Running {
+            pcm.start().map_err(|e| host_error(&self.name, &e))?;
         }
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), BackendError> {
-        let _ = self.pcm.drop();
-        self.pcm.prepare().map_err(|e| host_error(&self.name, &e))
+        let pcm = self.pcm.as_ref().ok_or_else(|| gone(&self.name))?;
+        let _ = pcm.drop();
+        pcm.prepare().map_err(|e| host_error(&self.name, &e))
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, BackendError> {
@@ -184,23 +213,30 @@ impl InputSource for AlsaSource {
         if buf.is_empty() {
             return Ok(0);
         }
-        let io = self.pcm.io_bytes();
-        match io.readi(buf) {
+        let pcm = self.pcm.as_ref().ok_or_else(|| gone(&self.name))?;
+        let result = match pcm.io_bytes().readi(buf) {
             Ok(frames) => Ok(frames * self.frame_bytes),
             Err(e) if e.errno() == libc::EAGAIN => Ok(0),
             Err(e) => {
                 debug!("alsa: {}: {e}, recovering", self.name);
-                self.pcm
-                    .recover(e.errno(), true)
-                    .and_then(|()| self.pcm.start())
-                    .map_err(|e| host_error(&self.name, &e))?;
-                Ok(0)
+                pcm.recover(e.errno(), true)
+                    .and_then(|()| pcm.start())
+                    .map(|()| 0)
             }
-        }
+        };
+        result.map_err(|e| {
+            close_if_gone(&mut self.pcm, &e);
+            host_error(&self.name, &e)
+        })
     }
 
     fn latency_bytes(&mut self) -> u32 {
-        let delay = self.pcm.delay().unwrap_or(0).max(0);
+        let delay = self
+            .pcm
+            .as_ref()
+            .and_then(|pcm| pcm.delay().ok())
+            .unwrap_or(0)
+            .max(0);
         u32::try_from(usize::try_from(delay).unwrap_or(0) * self.frame_bytes).unwrap_or(0)
     }
 }
@@ -222,7 +258,7 @@ impl AudioBackend for AlsaBackend {
         let frame_bytes = params.frame_bytes();
         let period_bytes = u64::try_from(period).unwrap_or(0) * frame_bytes as u64;
         Ok(Box::new(AlsaSink {
-            pcm,
+            pcm: Some(pcm),
             name,
             frame_bytes,
             lead: params.duration_of(period_bytes * LEAD_PERIODS),
@@ -239,7 +275,7 @@ impl AudioBackend for AlsaBackend {
             .unwrap_or_else(|| "default".into());
         let (pcm, _) = open(&name, Direction::Capture, params)?;
         Ok(Box::new(AlsaSource {
-            pcm,
+            pcm: Some(pcm),
             name,
             frame_bytes: params.frame_bytes(),
         }))
