@@ -42,8 +42,10 @@ for target in "${targets[@]}"; do
 	# corpus is only read, so CI never changes the tree.
 	scratch="$(mktemp -d)"
 	artifacts="$(mktemp -d)"
+	# Where a target puts its own files (vhost_user's daemon socket).
+	tmp="$(mktemp -d)"
 	echo "fuzz: $target for ${each}s"
-	if ! "$bin/$target" "$scratch" "corpus/$target" \
+	if ! TMPDIR="$tmp" "$bin/$target" "$scratch" "corpus/$target" \
 		-max_total_time="$each" -rss_limit_mb=512 -timeout=10 \
 		-artifact_prefix="$artifacts/" -print_final_stats=1; then
 		echo "fuzz: $target failed; the input that did it:" >&2
@@ -53,5 +55,5 @@ for target in "${targets[@]}"; do
 		done
 		exit 1
 	fi
-	rm -rf "$scratch" "$artifacts"
+	rm -rf "$scratch" "$artifacts" "$tmp"
 done
