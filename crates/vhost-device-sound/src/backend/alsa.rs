@@ -69,6 +69,13 @@ fn close_if_gone(pcm: &mut Option<PCM>, e: &alsa::Error) {
     }
 }
 
+/// What `pcm` holds and has not played or handed over yet, in bytes (0 once
+/// its card went away).
+fn latency_bytes(pcm: Option<&PCM>, frame_bytes: usize) -> u32 {
+    let delay = pcm.and_then(|pcm| pcm.delay().ok()).unwrap_or(0).max(0);
+    u32::try_from(usize::try_from(delay).unwrap_or(0) * frame_bytes).unwrap_or(0)
+}
+
 fn alsa_format(format: SampleFormat) -> Format {
     match format {
         SampleFormat::U8 => Format::U8,
@@ -169,13 +176,7 @@ impl OutputSink for AlsaSink {
     }
 
     fn latency_bytes(&mut self) -> u32 {
-        let delay = self
-            .pcm
-            .as_ref()
-            .and_then(|pcm| pcm.delay().ok())
-            .unwrap_or(0)
-            .max(0);
-        u32::try_from(usize::try_from(delay).unwrap_or(0) * self.frame_bytes).unwrap_or(0)
+        latency_bytes(self.pcm.as_ref(), self.frame_bytes)
     }
 
     fn lead(&self) -> Duration {
@@ -231,13 +232,7 @@ impl InputSource for AlsaSource {
     }
 
     fn latency_bytes(&mut self) -> u32 {
-        let delay = self
-            .pcm
-            .as_ref()
-            .and_then(|pcm| pcm.delay().ok())
-            .unwrap_or(0)
-            .max(0);
-        u32::try_from(usize::try_from(delay).unwrap_or(0) * self.frame_bytes).unwrap_or(0)
+        latency_bytes(self.pcm.as_ref(), self.frame_bytes)
     }
 }
 
