@@ -378,6 +378,24 @@ impl<'a> LeanDriver<'a> {
     }
 }
 
+impl LeanDriver<'_> {
+    /// Asks for a signal on the next completion (EVENT_IDX's `used_event`,
+    /// as Linux's `virtqueue_get_buf` re-arms it), then looks once more:
+    /// returns true if one was published before the store, which would not
+    /// be signalled. Without EVENT_IDX every completion is signalled.
+    pub fn arm(&self) -> bool {
+        if !self.event_idx {
+            return false;
+        }
+        let off = 4 + 2 * usize::from(self.size);
+        self.ring_u16(self.avail, off)
+            .store(self.last_used.to_le(), Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let used_idx = u16::from_le(self.ring_u16(self.used, 2).load(Ordering::Acquire));
+        used_idx != self.last_used
+    }
+}
+
 impl Driver for LeanDriver<'_> {
     fn post(&mut self) -> Result<()> {
         let s = self
@@ -472,17 +490,8 @@ impl Driver for LeanDriver<'_> {
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<()> {
-        if self.event_idx {
-            // Ask for a signal on the next completion, then look once more:
-            // one published before the store would not be signalled.
-            let off = 4 + 2 * usize::from(self.size);
-            self.ring_u16(self.avail, off)
-                .store(self.last_used.to_le(), Ordering::Relaxed);
-            fence(Ordering::SeqCst);
-            let used_idx = u16::from_le(self.ring_u16(self.used, 2).load(Ordering::Acquire));
-            if used_idx != self.last_used {
-                return Ok(());
-            }
+        if self.arm() {
+            return Ok(());
         }
         wait_readable(self.call_fd, timeout)?;
         drain_eventfd(self.call_fd).map(|_| ())

@@ -183,11 +183,22 @@ pub fn run(args: &Args) -> Result<Report> {
     } else if args.scenario == Scenario::Bt {
         let shapes = shapes(args);
         let depth = max_depth(&shapes);
-        let mut d = bt::BtDriver::new(&mut fe, depth)?;
-        place(Placement::SameCpu, pair, pid)?;
-        report.idle = measure_idle(pid, Duration::from_millis(args.idle_ms))?;
+        let templates = bt::lean_templates();
         let loads = Loads::new(&placements, &shapes, pair, pid, &limits);
-        report.loads = loads.run(&mut d, pairing.as_mut())?;
+        report.loads = match args.driver {
+            DriverArg::Lean => {
+                let mut d = bt::BtLean::new(&mut fe, &templates, depth)?;
+                place(Placement::SameCpu, pair, pid)?;
+                report.idle = measure_idle(pid, Duration::from_millis(args.idle_ms))?;
+                loads.run(&mut d, pairing.as_mut())?
+            }
+            DriverArg::Frontend => {
+                let mut d = bt::BtDriver::new(&mut fe, depth)?;
+                place(Placement::SameCpu, pair, pid)?;
+                report.idle = measure_idle(pid, Duration::from_millis(args.idle_ms))?;
+                loads.run(&mut d, pairing.as_mut())?
+            }
+        };
         if let Some(p) = pairing.take() {
             report.floors = p.floors;
         }

@@ -148,6 +148,14 @@ fn bt_read_bd_addr_round_trips() {
         .as_str()
         .unwrap()
         .contains("vhost-device-bluetooth"));
+    assert_eq!(r["driver"], "lean");
+}
+
+#[test]
+fn bt_through_the_test_frontend() {
+    let r = report(&["bt", "--driver", "frontend", "--placement", "same"]);
+    assert_eq!(r["driver"], "frontend");
+    check_loads(&r, 2);
 }
 
 #[test]

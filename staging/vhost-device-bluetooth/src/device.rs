@@ -237,16 +237,21 @@ impl VirtioDevice for BtDevice {
     fn process_queue(&mut self, queues: &mut Queues<'_>, index: usize) -> DeviceResult {
         match index {
             TX_QUEUE => {
-                if let Some(mut queue) = queues.get(TX_QUEUE) {
+                let tx = queues.get(TX_QUEUE).map(|mut queue| {
                     queue.drain(|chain, mem| Some(self.handle_tx(&chain, mem)));
-                }
+                    queue
+                });
+                // The replies go out before the TX completions are signalled
+                // (when `tx` is dropped): the driver waits for the event,
+                // while a TX completion only frees the command's buffer.
+                self.flush_rx(queues);
+                drop(tx);
             }
             // The buffers stay in the ring until a packet needs one (see
             // fill_rx): draining would re-arm the kick for every re-post.
-            RX_QUEUE => {}
-            _ => return Ok(()),
+            RX_QUEUE => self.flush_rx(queues),
+            _ => {}
         }
-        self.flush_rx(queues);
         Ok(())
     }
 
