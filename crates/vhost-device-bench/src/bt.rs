@@ -46,6 +46,14 @@ impl<'a> BtDriver<'a> {
     /// Resets the controller, checks the reply, and posts `depth` RX
     /// buffers (one for ping-pong, as Linux does).
     pub fn new(fe: &'a mut TestFrontend, depth: usize) -> Result<Self> {
+        let mut d = Self::reset(fe)?;
+        d.post_rx(depth)?;
+        Ok(d)
+    }
+
+    /// Takes both queues, resets the controller and reads its address
+    /// once, checking both replies; leaves no RX buffer posted.
+    fn reset(fe: &'a mut TestFrontend) -> Result<Self> {
         // Queue 0 is tx, queue 1 rx (virtio_bt's VIRTBT_VQ_TX, VIRTBT_VQ_RX).
         let [tx, rx] = fe.queues_mut() else {
             return Err(Error::Failed(
@@ -58,18 +66,11 @@ impl<'a> BtDriver<'a> {
             in_flight: 0,
             used: Used::default(),
         };
-        d.reset()?;
-        d.post_rx(depth)?;
+        d.post_rx(1)?;
+        d.round_trip(&RESET, 0x0c03, 0)?;
+        d.post_rx(1)?;
+        d.round_trip(&READ_BD_ADDR, 0x1009, 6)?;
         Ok(d)
-    }
-
-    /// Resets the controller and reads its address once, checking both
-    /// replies; leaves no RX buffer posted.
-    fn reset(&mut self) -> Result<()> {
-        self.post_rx(1)?;
-        self.round_trip(&RESET, 0x0c03, 0)?;
-        self.post_rx(1)?;
-        self.round_trip(&READ_BD_ADDR, 0x1009, 6)
     }
 
     fn post_rx(&mut self, n: usize) -> Result<()> {
@@ -167,18 +168,7 @@ impl<'a> BtLean<'a> {
         templates: &'a [Vec<Template>; 2],
         depth: usize,
     ) -> Result<Self> {
-        let [tx, rx] = fe.queues_mut() else {
-            return Err(Error::Failed(
-                "a virtio-bluetooth device has two queues".into(),
-            ));
-        };
-        let mut setup = BtDriver {
-            tx,
-            rx,
-            in_flight: 0,
-            used: Used::default(),
-        };
-        setup.reset()?;
+        let setup = BtDriver::reset(fe)?;
         let [tx_templates, rx_templates] = templates;
         let tx = LeanDriver::new(setup.tx, "bt", tx_templates, depth)?;
         let mut rx = LeanDriver::new(setup.rx, "bt", rx_templates, depth)?;
