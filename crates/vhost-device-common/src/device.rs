@@ -336,8 +336,18 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
         Ok(())
     }
 
-    fn update_memory(&self, _mem: GuestMemoryAtomic<GuestMem>) -> io::Result<()> {
-        // The daemon updates the GuestMemoryAtomic this adapter shares.
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMem>) -> io::Result<()> {
+        // The daemon updates the GuestMemoryAtomic this adapter shares; this
+        // only checks what the frontend handed over.
+        if let Err(e) = regions_within_their_files(&mem.memory()) {
+            // The connection ends on the error; until then no queue may
+            // touch the region.
+            for track in &*self.shared.tracks {
+                track.set_broken();
+            }
+            warn!("refusing the frontend's memory table: {e}");
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -398,8 +408,70 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
     }
 }
 
+/// Checks that every region of `mem` backed by a regular file (a memfd, a
+/// file on hugetlbfs or tmpfs) lies within that file. vm-memory maps a
+/// region without looking at the file's length, and touching a page past its
+/// end raises SIGBUS, which kills the daemon: a frontend that sends a region
+/// longer than its fd must get an error instead.
+fn regions_within_their_files(mem: &GuestMem) -> io::Result<()> {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    for region in mem.iter() {
+        let Some(file_offset) = region.file_offset() else {
+            continue;
+        };
+        let meta = file_offset.file().metadata()?;
+        if !meta.file_type().is_file() {
+            continue;
+        }
+        let end = file_offset.start().checked_add(region.len());
+        if end.is_none_or(|end| end > meta.len()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a region of {:#x} bytes at offset {:#x} of a file of {:#x} bytes",
+                    region.len(),
+                    file_offset.start(),
+                    meta.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The raw epoll fd of a worker, borrowed for [`DeviceBackend::activate`].
 pub(crate) fn worker_epoll<T: AsRawFd>(handler: &T) -> BorrowedFd<'_> {
     // SAFETY: the fd belongs to `handler`, which outlives the borrow.
     unsafe { BorrowedFd::borrow_raw(handler.as_raw_fd()) }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use vm_memory::{FileOffset, GuestAddress};
+
+    use super::*;
+
+    fn memory_over_a_file(file_len: u64, offset: u64, region_len: usize) -> GuestMem {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(file_len).unwrap();
+        GuestMem::from_ranges_with_files([(
+            GuestAddress(0),
+            region_len,
+            Some(FileOffset::new(file, offset)),
+        )])
+        .unwrap()
+    }
+
+    #[test]
+    fn a_region_past_the_end_of_its_file_is_refused() {
+        // Found by the vhost_user fuzz target: SIGBUS on the first access.
+        assert!(regions_within_their_files(&memory_over_a_file(0x1000, 0, 0x10000)).is_err());
+        assert!(regions_within_their_files(&memory_over_a_file(0x10000, 0x1000, 0x10000)).is_err());
+        regions_within_their_files(&memory_over_a_file(0x10000, 0, 0x10000)).unwrap();
+        regions_within_their_files(&memory_over_a_file(0x11000, 0x1000, 0x10000)).unwrap();
+        let anonymous = GuestMem::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
+        regions_within_their_files(&anonymous).unwrap();
+    }
 }
