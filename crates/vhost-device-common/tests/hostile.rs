@@ -179,8 +179,15 @@ fn a_republished_head_does_not_grow_the_daemon() {
         q.republish(held, 200).unwrap();
         q.notify().unwrap();
         // Let the worker take them before the next round, so that the index
-        // stays within a ring of the device's.
-        thread::sleep(Duration::from_millis(20));
+        // stays within a ring of the device's: a fixed pause was not enough
+        // on a loaded machine, and the device then (rightly) stopped the
+        // queue as bogus. With EVENT_IDX the device says how far it has read.
+        assert!(q.event_idx(), "the test frontend negotiates EVENT_IDX");
+        let deadline = Instant::now() + TIMEOUT;
+        while q.avail_event().unwrap() != q.avail_idx() {
+            assert!(Instant::now() < deadline, "the worker did not catch up");
+            thread::sleep(Duration::from_millis(1));
+        }
     }
     let growth = rss_kib(&daemon).saturating_sub(before);
     eprintln!("10 000 republications of a held 256-descriptor chain: RSS +{growth} KiB");
