@@ -122,3 +122,44 @@ pub fn fuzz<D: VirtioDevice>(device: D, data: &[u8], rules: &Rules<'_>) {
         .unwrap_or_else(|e| panic!("the harness cannot set up the device: {e}"));
     run(&mut harness, ops, rules);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::echo::Echo;
+
+    /// Each operation of the table once, on the echo device, so that the
+    /// decoding the fuzz targets rely on is itself tested; then a program
+    /// cut off in the middle of an operation.
+    #[test]
+    fn every_operation_decodes_and_runs() {
+        #[rustfmt::skip]
+        let program = [
+            1, // EVENT_IDX
+            0, 0b0000_0101, 4, 0, b'p', b'i', b'n', b'g', 16, 0, // post 1 readable + 1 writable, kick
+            0, 0b0001_0101, 4, 0, b'h', b'o', b'l', b'd', 8, 0,  // indirect, held by the echo device
+            0, 0b0010_0101, 2, 0, b'h', b'i', 4, 0,               // posted without a kick
+            1,                                                    // kick
+            2,                                                    // serve host fds
+            7, 0,                                                 // republish the held head
+            3,                                                    // stop and restart the queue
+            5, 0, 8,                                              // GET_CONFIG
+            6, 4, 2, 0xaa, 0xbb,                                  // SET_CONFIG
+            4,                                                    // reset
+            0, 0b0000_0101, 2, 0, b'o', b'k', 2, 0,               // served after the reset
+            0, 0b0000_0011, 0xff,                                 // truncated length
+        ];
+        fuzz(Echo::new(0), &program, &Rules::default());
+    }
+
+    /// A request queue must answer what it was given: the rule holds for
+    /// the echo device's ordinary requests, and empty input is no program.
+    #[test]
+    fn answered_queues_are_checked_and_empty_input_is_nothing() {
+        let rules = Rules {
+            answer_at_once: &[0],
+        };
+        fuzz(Echo::new(1), &[0, 0, 0b0000_0101, 1, 0, b'x', 1, 0], &rules);
+        fuzz(Echo::new(1), &[], &rules);
+    }
+}
