@@ -25,13 +25,12 @@ use std::time::Duration;
 
 use backend::builtin::radio::{BdAddr, Radio};
 use backend::builtin::{Builtin, Identity};
-use backend::endpoint::Endpoint;
+use backend::endpoint::{Endpoint, HeldChannel};
 use backend::link::Link;
 use backend::HciBackend;
 pub use device::{BtDevice, Vendor};
 pub use error::{Error, Result};
-use vhost_device_common::sandbox::caps::CAP_NET_ADMIN;
-use vhost_device_common::{CapSet, FsAccess, SandboxPolicy};
+use vhost_device_common::{FsAccess, SandboxPolicy};
 
 /// Most packets `--rx-backlog` may hold.
 pub const MAX_BACKLOG: usize = 4096;
@@ -159,6 +158,9 @@ pub struct BtConfig {
     vendor: Vendor,
     backlog: usize,
     retry: Duration,
+    /// Each guest's user channel, for `hci:N`, bound here before the
+    /// sandbox drops CAP_NET_ADMIN.
+    held: Vec<Option<HeldChannel>>,
 }
 
 impl BtConfig {
@@ -191,7 +193,9 @@ impl BtConfig {
             });
         }
         let mut adapters: Vec<u16> = Vec::new();
+        let mut held = Vec::new();
         for spec in &guests {
+            let mut channel = None;
             if let BackendSpec::External(Endpoint::Hci(index)) = spec {
                 if adapters.contains(index) {
                     return Err(Error::Flag {
@@ -200,9 +204,11 @@ impl BtConfig {
                     });
                 }
                 adapters.push(*index);
-                // Report EBUSY, EUSERS and EPERM now, not when a guest comes.
-                Endpoint::Hci(*index).connect()?;
+                // Bound once, now: EBUSY, EUSERS and EPERM are reported at
+                // startup, and the daemon needs no CAP_NET_ADMIN after it.
+                channel = Some(HeldChannel::new(Endpoint::Hci(*index).connect()?));
             }
+            held.push(channel);
         }
         let base = parse_bdaddr(&args.bdaddr)?;
         if args.name.len() > backend::builtin::NAME_LEN - 8 {
@@ -244,23 +250,21 @@ impl BtConfig {
             vendor,
             backlog: args.rx_backlog,
             retry: Duration::from_millis(args.reconnect_ms),
+            held,
         })
     }
 
     /// What the daemon needs once set up. A serial endpoint's device node
-    /// is opened for each connection; an HCI user channel is bound for each
-    /// connection and again after a host adapter comes back, which takes
-    /// CAP_NET_ADMIN, so that one capability stays. Stream endpoints
-    /// connect to their sockets and need nothing.
+    /// is opened for each connection. An HCI user channel was bound in
+    /// [`BtConfig::from_args`] and is kept, so no capability stays; binding
+    /// it again after the adapter is lost takes `--modcaps +net_admin`.
+    /// Stream endpoints connect to their sockets and need nothing.
     pub fn sandbox_policy(&self) -> SandboxPolicy {
         let mut policy = SandboxPolicy::of::<BtDevice>();
         for spec in &self.guests {
             match spec {
                 BackendSpec::External(Endpoint::Serial(path, _)) => {
                     policy = policy.with_path(path, FsAccess::Device);
-                }
-                BackendSpec::External(Endpoint::Hci(_)) => {
-                    policy.keep_caps = CapSet::of(&[CAP_NET_ADMIN]);
                 }
                 _ => {}
             }
@@ -282,7 +286,11 @@ impl BtConfig {
                 })?;
                 Box::new(Builtin::new(&self.radio, identity)?)
             }
-            BackendSpec::External(endpoint) => Box::new(Link::new(endpoint.clone(), self.retry)?),
+            BackendSpec::External(endpoint) => Box::new(Link::with_held(
+                endpoint.clone(),
+                self.retry,
+                self.held.get(index).cloned().flatten(),
+            )?),
         };
         Ok(BtDevice::new(backend, self.vendor, self.backlog))
     }

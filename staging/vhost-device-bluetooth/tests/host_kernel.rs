@@ -4,7 +4,9 @@
 //! guest: `hci_vhci` creates a controller whose far side is this test
 //! (through /dev/vhci), the daemon binds that controller's user channel,
 //! and the test frontend plays the guest. Packets cross the kernel's
-//! Bluetooth core both ways.
+//! Bluetooth core both ways. The channel is bound once: a second frontend
+//! gets the same controller back through HCI_Reset, from a daemon that kept
+//! no capability, and a lost adapter fails the guest's commands at once.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -14,13 +16,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{command, options, Driver, WAIT};
 use vhost_device_bluetooth::backend::endpoint::Endpoint;
 use vhost_device_bluetooth::Error;
-use vhost_device_common::testing::TestFrontend;
+use vhost_device_common::testing::DaemonProcess;
 
 /// Where the scenario puts the daemon binary in the guest.
 const GUEST_BIN: &str = "/rig/vhost-device-bluetooth";
@@ -42,6 +44,22 @@ fn vhci_read(vhci: &mut File, limit: Duration) -> Option<Vec<u8>> {
     let n = vhci.read(&mut buf).unwrap();
     buf.truncate(n);
     Some(buf)
+}
+
+/// Every thread's capability sets, from /proc.
+fn capability_sets(pid: u32) -> Vec<(String, u64)> {
+    let mut sets = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        for line in status.lines().filter(|l| l.starts_with("Cap")) {
+            let (name, value) = line.split_once(':').unwrap();
+            sets.push((
+                name.to_owned(),
+                u64::from_str_radix(value.trim(), 16).unwrap(),
+            ));
+        }
+    }
+    sets
 }
 
 /// The indexes of the adapters in sysfs.
@@ -125,14 +143,8 @@ fn in_guest() {
 
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("bt.sock");
-    let mut child = Command::new(GUEST_BIN)
-        .arg("--socket-path")
-        .arg(&sock)
-        .args(["--backend", &backend])
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut d = Driver::new(TestFrontend::connect_retry(&sock, options(), WAIT).unwrap());
+    let daemon = DaemonProcess::start(GUEST_BIN, &sock, 1, &["--backend", &backend]).unwrap();
+    let mut d = Driver::new(daemon.connect(0, options()).unwrap());
 
     // Guest → controller: the command reaches /dev/vhci as it was sent.
     d.send(&command(0x1009, &[]));
@@ -162,9 +174,60 @@ fn in_guest() {
     );
 
     drop(d);
-    // SAFETY: kill() on our own child's pid.
-    unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    // The old guest's traffic, after it left: the next one never sees it.
+    vhci.write_all(&[4, 0xff, 1, 0x41]).unwrap();
+    let mut d = Driver::new(daemon.connect(0, options()).unwrap());
+    // The same socket, reset for the new guest rather than bound again.
+    assert_eq!(vhci_read(&mut vhci, WAIT).unwrap(), command(0x0c03, &[]));
+    vhci.write_all(&[4, 0xff, 1, 0x42]).unwrap();
+    vhci.write_all(&[4, 0x0e, 4, 1, 0x03, 0x0c, 0]).unwrap();
+    d.send(&command(0x1009, &[]));
+    assert_eq!(vhci_read(&mut vhci, WAIT).unwrap(), command(0x1009, &[]));
+    vhci.write_all(&reply).unwrap();
+    assert_eq!(
+        d.recv(),
+        reply,
+        "stale packets or the reset's completion leaked"
+    );
+
+    // Nothing kept: binding happened before the sandbox.
+    let ours = capability_sets(std::process::id());
+    assert!(
+        ours.iter()
+            .any(|(name, bits)| name == "CapEff" && *bits != 0),
+        "the test needs capabilities to see them dropped: run as root"
+    );
+    let sets = capability_sets(daemon.pid());
+    assert!(sets.len() >= 3, "{sets:?}");
+    for (name, bits) in sets {
+        if matches!(name.as_str(), "CapEff" | "CapPrm" | "CapBnd") {
+            assert_eq!(bits, 0, "{name}");
+        }
+    }
+
+    // The adapter goes away: the daemon lives, and the guest's commands
+    // fail with Hardware Failure instead of timing out.
+    drop(vhci);
+    let deadline = Instant::now() + WAIT;
+    while adapters().contains(&index) {
+        assert!(Instant::now() < deadline, "hci{index} stayed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = (0..5).find_map(|_| {
+        d.send(&command(0x1009, &[]));
+        d.recv_within(Duration::from_secs(1))
+    });
+    assert_eq!(refused.unwrap(), [4, 0x0f, 4, 0x03, 1, 0x09, 0x10]);
+    let before = daemon.cpu_ticks().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let ticks = daemon.cpu_ticks().unwrap() - before;
+    assert!(
+        ticks <= 5,
+        "the daemon spins without its adapter: {ticks} ticks in 0.5 s"
+    );
+
+    drop(d);
+    assert!(daemon.stop().unwrap().success());
 }
 
 #[test]

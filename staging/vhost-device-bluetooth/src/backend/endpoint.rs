@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use vhost_device_common::IoError;
 
@@ -240,6 +241,40 @@ impl Connection {
         // SAFETY: buf is valid for buf.len() bytes; the fd is open.
         let n = unsafe { libc::write(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
         usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+}
+
+/// A user channel bound once at startup, before the sandbox drops
+/// CAP_NET_ADMIN, and handed from one frontend connection's backend to the
+/// next: re-binding would need the capability again.
+#[derive(Clone, Debug, Default)]
+pub struct HeldChannel(Arc<Mutex<Option<Parked>>>);
+
+/// A connection between two frontends.
+#[derive(Debug)]
+pub struct Parked {
+    /// The bound socket.
+    pub conn: Connection,
+    /// Whether a guest used it since the controller was last reset.
+    pub dirty: bool,
+}
+
+impl HeldChannel {
+    /// Holds a freshly bound `conn`.
+    pub fn new(conn: Connection) -> Self {
+        let held = HeldChannel::default();
+        held.put(conn, false);
+        held
+    }
+
+    /// Takes the connection, if it is here.
+    pub fn take(&self) -> Option<Parked> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Gives the connection back for the next frontend.
+    pub fn put(&self, conn: Connection, dirty: bool) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Parked { conn, dirty });
     }
 }
 

@@ -13,19 +13,28 @@
 //! its state, so the guest is sent a Hardware Error event (Core Vol 4 Part
 //! E §7.7.16), on which Linux closes and re-opens hciN and runs its init
 //! sequence again.
+//!
+//! An HCI user channel is bound once, at startup, and kept across
+//! frontends in a [`HeldChannel`]: binding needs CAP_NET_ADMIN, which the
+//! sandbox drops. A guest that used the controller leaves it dirty; the
+//! next frontend (or the guest's own device reset) gets it back through an
+//! HCI_Reset sent on the same socket, and whatever the controller sent
+//! before that reset's Command Complete (the old guest's traffic) is
+//! dropped. While the controller is gone, the guest's commands fail at once
+//! with Hardware Failure rather than time out.
 
 use std::collections::VecDeque;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vhost_device_common::IoError;
 
 use vhost_device_common::{EventRegistry, EventSet, RateLimited};
 use vmm_sys_util::timerfd::TimerFd;
 
-use super::endpoint::{Connection, Endpoint};
+use super::endpoint::{Connection, Endpoint, HeldChannel};
 use super::HciBackend;
-use crate::error::Result;
-use crate::packet::{Framer, Packet, MAX_PACKET};
+use crate::error::{Error, Result};
+use crate::packet::{Framer, Kind, Packet, MAX_PACKET};
 use crate::rx::Rx;
 
 /// Token of the connection.
@@ -36,6 +45,19 @@ const TIMER: u16 = 1;
 const OUT_LIMIT: usize = 256 << 10;
 /// Hardware Error event code.
 const EVT_HARDWARE_ERROR: u8 = 0x10;
+/// Command Status event code.
+const EVT_CMD_STATUS: u8 = 0x0f;
+/// Command Complete event code.
+const EVT_CMD_COMPLETE: u8 = 0x0e;
+/// Hardware Failure error code (Core Vol 1 Part F §2.3).
+const HARDWARE_FAILURE: u8 = 0x03;
+/// HCI_Reset (Core Vol 4 Part E §7.3.2).
+const HCI_RESET: u16 = 0x0c03;
+/// How long packets are dropped while waiting for our HCI_Reset's Command
+/// Complete: a controller that never answers must not silence the guest.
+const RESET_WAIT: Duration = Duration::from_secs(2);
+/// Most stale packets read off a reused socket before resetting it.
+const DRAIN_LIMIT: usize = 1024;
 
 /// The backend of `--backend unix:|tcp:|serial:|hci:`.
 #[derive(Debug)]
@@ -57,12 +79,30 @@ pub struct Link {
     connections: u64,
     buf: Vec<u8>,
     log: RateLimited,
+    /// The user channel bound at startup, for `hci:N`.
+    held: Option<HeldChannel>,
+    /// A guest sent something since the controller was last reset.
+    dirty: bool,
+    /// When our HCI_Reset went out, while its Command Complete is awaited.
+    resetting: Option<Instant>,
+    /// The loss of a capability-less adapter was logged.
+    told_no_cap: bool,
 }
 
 impl Link {
     /// A backend for `endpoint`, retrying a lost connection every `retry`.
     /// It connects when the device is activated.
     pub fn new(endpoint: Endpoint, retry: Duration) -> Result<Self> {
+        Self::with_held(endpoint, retry, None)
+    }
+
+    /// A backend that takes its connection from `held` while it is there,
+    /// and gives it back when dropped.
+    pub fn with_held(
+        endpoint: Endpoint,
+        retry: Duration,
+        held: Option<HeldChannel>,
+    ) -> Result<Self> {
         Ok(Link {
             endpoint,
             conn: None,
@@ -79,6 +119,10 @@ impl Link {
             connections: 0,
             buf: vec![0; MAX_PACKET],
             log: RateLimited::default(),
+            held,
+            dirty: false,
+            resetting: None,
+            told_no_cap: false,
         })
     }
 
@@ -88,8 +132,12 @@ impl Link {
     }
 
     fn connect(&mut self, rx: &mut Rx) {
-        match self.endpoint.connect() {
-            Ok(conn) => {
+        let opened = match self.held.as_ref().and_then(HeldChannel::take) {
+            Some(parked) => Ok((parked.conn, parked.dirty)),
+            None => self.endpoint.connect().map(|conn| (conn, false)),
+        };
+        match opened {
+            Ok((conn, dirty)) => {
                 log::info!("controller {}: connected", self.endpoint);
                 self.conn = Some(conn);
                 self.framer.clear();
@@ -99,7 +147,21 @@ impl Link {
                         .push_back(Ok(Packet::event(EVT_HARDWARE_ERROR, &[0])));
                     self.deliver_parsed(rx);
                 }
+                if dirty {
+                    self.reset_controller();
+                }
                 self.update_interest();
+            }
+            Err(Error::NotPermitted(index)) => {
+                if !std::mem::replace(&mut self.told_no_cap, true) {
+                    log::error!(
+                        "controller hci{index}: lost, and binding its user channel again needs \
+                         CAP_NET_ADMIN, which the sandbox dropped (run with --modcaps +net_admin \
+                         to allow it); guest commands fail with Hardware Failure until then"
+                    );
+                }
+                // The previous frontend's backend may still hand the socket back.
+                self.arm_timer();
             }
             Err(e) => {
                 let endpoint = &self.endpoint;
@@ -134,6 +196,67 @@ impl Link {
         self.written = 0;
         self.out_bytes = 0;
         self.arm_timer();
+    }
+
+    /// Brings a controller a guest used back to a clean state over the same
+    /// socket: stale packets are read off and dropped, then HCI_Reset goes
+    /// out, and everything up to its Command Complete is dropped too.
+    fn reset_controller(&mut self) {
+        if let Some(conn) = &self.conn {
+            for _ in 0..DRAIN_LIMIT {
+                if conn.read(&mut self.buf).map_or(true, |n| n == 0) {
+                    break;
+                }
+            }
+        }
+        self.parsed.clear();
+        self.framer.clear();
+        self.out.clear();
+        self.written = 0;
+        self.out_bytes = 0;
+        let [lo, hi] = HCI_RESET.to_le_bytes();
+        let reset = vec![Kind::Command.indicator(), lo, hi, 0];
+        self.out_bytes = reset.len();
+        self.out.push_back(reset);
+        self.resetting = Some(Instant::now());
+        self.dirty = false;
+        log::info!("controller {}: resetting for a new guest", self.endpoint);
+        self.flush();
+    }
+
+    /// Whether `packet` from the controller predates our HCI_Reset's
+    /// completion (that completion included) and so is not the guest's.
+    fn stale(&mut self, packet: &Packet) -> bool {
+        let Some(since) = self.resetting else {
+            return false;
+        };
+        if since.elapsed() > RESET_WAIT {
+            self.resetting = None;
+            self.log
+                .warn(|| "controller did not complete HCI_Reset".into());
+            return false;
+        }
+        let [lo, hi] = HCI_RESET.to_le_bytes();
+        if packet.bytes().get(..2) == Some(&[Kind::Event.indicator(), EVT_CMD_COMPLETE])
+            && packet.bytes().get(4..6) == Some(&[lo, hi])
+        {
+            self.resetting = None;
+        }
+        true
+    }
+
+    /// Answers a command the controller cannot take: Command Status with
+    /// Hardware Failure, so that the guest's stack fails it at once.
+    fn refuse(&mut self, packet: &Packet, rx: &mut Rx) {
+        if let Some(opcode) = packet.opcode() {
+            if rx.reserve() {
+                let [lo, hi] = opcode.to_le_bytes();
+                rx.push(Packet::event(
+                    EVT_CMD_STATUS,
+                    &[HARDWARE_FAILURE, 1, lo, hi],
+                ));
+            }
+        }
     }
 
     /// Registers the connection for what it waits for now.
@@ -191,7 +314,9 @@ impl Link {
             }
             match self.parsed.pop_front() {
                 Some(Ok(packet)) => {
-                    rx.push(packet);
+                    if !self.stale(&packet) {
+                        rx.push(packet);
+                    }
                 }
                 Some(Err(e)) => {
                     let endpoint = &self.endpoint;
@@ -240,13 +365,15 @@ impl HciBackend for Link {
         Ok(())
     }
 
-    fn send(&mut self, packet: Packet, _rx: &mut Rx) -> Result<()> {
+    fn send(&mut self, packet: Packet, rx: &mut Rx) -> Result<()> {
         if self.conn.is_none() {
             let kind = packet.kind();
             self.log
                 .warn(|| format!("controller not connected: {kind:?} packet dropped"));
+            self.refuse(&packet, rx);
             return Ok(());
         }
+        self.dirty = true;
         let bytes = packet.into_bytes();
         if self.out_bytes + bytes.len() > OUT_LIMIT {
             self.log
@@ -288,6 +415,21 @@ impl HciBackend for Link {
         self.parsed.clear();
         self.framer.clear();
         self.paused = false;
+        if self.dirty && self.held.is_some() && self.conn.is_some() {
+            self.reset_controller();
+        }
         self.update_interest();
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let (Some(held), Some(conn)) = (&self.held, self.conn.take()) else {
+            return;
+        };
+        if let (Some(registry), Some(_)) = (&self.registry, self.interest) {
+            let _ = registry.unregister(&conn);
+        }
+        held.put(conn, self.dirty || self.resetting.is_some());
     }
 }
