@@ -262,11 +262,8 @@ impl BtConfig {
     pub fn sandbox_policy(&self) -> SandboxPolicy {
         let mut policy = SandboxPolicy::of::<BtDevice>();
         for spec in &self.guests {
-            match spec {
-                BackendSpec::External(Endpoint::Serial(path, _)) => {
-                    policy = policy.with_path(path, FsAccess::Device);
-                }
-                _ => {}
+            if let BackendSpec::External(Endpoint::Serial(path, _)) = spec {
+                policy = policy.with_path(path, FsAccess::Device);
             }
         }
         policy

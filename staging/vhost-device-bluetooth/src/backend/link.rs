@@ -313,10 +313,10 @@ impl Link {
                 return;
             }
             match self.parsed.pop_front() {
+                // The previous guest's, or our reset's completion.
+                Some(Ok(packet)) if self.stale(&packet) => {}
                 Some(Ok(packet)) => {
-                    if !self.stale(&packet) {
-                        rx.push(packet);
-                    }
+                    rx.push(packet);
                 }
                 Some(Err(e)) => {
                     let endpoint = &self.endpoint;
