@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vhost_device_common::testing::{FrontendOptions, TestFrontend};
+use vhost_device_common::testing::{capability_sets, FrontendOptions, TestFrontend};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-echo");
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -223,25 +223,9 @@ fn landlock_hides_files_outside_the_policy() {
     }
 }
 
-/// The capability sets of every thread of `pid`: (name, bits) pairs.
-fn capability_sets(pid: u32) -> Vec<(String, u64)> {
-    let mut sets = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
-        for line in status.lines().filter(|l| l.starts_with("Cap")) {
-            let (name, value) = line.split_once(':').unwrap();
-            sets.push((
-                name.to_owned(),
-                u64::from_str_radix(value.trim(), 16).unwrap(),
-            ));
-        }
-    }
-    sets
-}
-
 #[test]
 fn a_root_daemon_drops_every_capability_it_does_not_keep() {
-    let ours = capability_sets(std::process::id());
+    let ours = capability_sets(std::process::id()).unwrap();
     assert!(
         ours.iter()
             .any(|(name, bits)| name == "CapEff" && *bits != 0),
@@ -260,7 +244,7 @@ fn a_root_daemon_drops_every_capability_it_does_not_keep() {
         echo.wait_for_filter();
         // A connection starts the vring worker: it must have nothing either.
         assert_eq!(ask(&mut frontend, b"hello"), 17);
-        let sets = capability_sets(echo.0.id());
+        let sets = capability_sets(echo.0.id()).unwrap();
         assert!(sets.len() >= 5 * 3, "{sets:?}");
         for (name, bits) in sets {
             let want = match name.as_str() {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use common::{command, options, Driver, WAIT};
 use vhost_device_bluetooth::backend::endpoint::Endpoint;
 use vhost_device_bluetooth::Error;
-use vhost_device_common::testing::DaemonProcess;
+use vhost_device_common::testing::{capability_sets, DaemonProcess};
 
 /// Where the scenario puts the daemon binary in the guest.
 const GUEST_BIN: &str = "/rig/vhost-device-bluetooth";
@@ -44,22 +44,6 @@ fn vhci_read(vhci: &mut File, limit: Duration) -> Option<Vec<u8>> {
     let n = vhci.read(&mut buf).unwrap();
     buf.truncate(n);
     Some(buf)
-}
-
-/// Every thread's capability sets, from /proc.
-fn capability_sets(pid: u32) -> Vec<(String, u64)> {
-    let mut sets = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
-        for line in status.lines().filter(|l| l.starts_with("Cap")) {
-            let (name, value) = line.split_once(':').unwrap();
-            sets.push((
-                name.to_owned(),
-                u64::from_str_radix(value.trim(), 16).unwrap(),
-            ));
-        }
-    }
-    sets
 }
 
 /// The indexes of the adapters in sysfs.
@@ -191,13 +175,13 @@ fn in_guest() {
     );
 
     // Nothing kept: binding happened before the sandbox.
-    let ours = capability_sets(std::process::id());
+    let ours = capability_sets(std::process::id()).unwrap();
     assert!(
         ours.iter()
             .any(|(name, bits)| name == "CapEff" && *bits != 0),
         "the test needs capabilities to see them dropped: run as root"
     );
-    let sets = capability_sets(daemon.pid());
+    let sets = capability_sets(daemon.pid()).unwrap();
     assert!(sets.len() >= 3, "{sets:?}");
     for (name, bits) in sets {
         if matches!(name.as_str(), "CapEff" | "CapPrm" | "CapBnd") {

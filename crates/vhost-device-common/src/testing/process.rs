@@ -16,6 +16,23 @@ use super::{FrontendError, FrontendOptions, TestFrontend};
 /// process to exit.
 pub const PROCESS_WAIT: Duration = Duration::from_secs(10);
 
+/// Every thread's capability sets of process `pid` (`CapInh`, `CapPrm`,
+/// `CapEff`, `CapBnd`, `CapAmb` from each `/proc/PID/task/TID/status`), as
+/// bits.
+pub fn capability_sets(pid: u32) -> io::Result<Vec<(String, u64)>> {
+    let mut sets = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let status = std::fs::read_to_string(task?.path().join("status"))?;
+        for line in status.lines().filter(|l| l.starts_with("Cap")) {
+            let parsed = line.split_once(':').and_then(|(name, value)| {
+                Some((name.to_owned(), u64::from_str_radix(value.trim(), 16).ok()?))
+            });
+            sets.push(parsed.ok_or_else(|| io::Error::other(format!("malformed {line:?}")))?);
+        }
+    }
+    Ok(sets)
+}
+
 /// A running daemon process.
 #[derive(Debug)]
 pub struct DaemonProcess {
