@@ -20,8 +20,8 @@
 //! next frontend (or the guest's own device reset) gets it back through an
 //! HCI_Reset sent on the same socket, and whatever the controller sent
 //! before that reset's Command Complete (the old guest's traffic) is
-//! dropped. While the controller is gone, the guest's commands fail at once
-//! with Hardware Failure rather than time out.
+//! dropped. While such an adapter is gone, the guest's commands fail at
+//! once with Hardware Failure rather than time out.
 
 use std::collections::VecDeque;
 use std::io;
@@ -245,9 +245,15 @@ impl Link {
         true
     }
 
-    /// Answers a command the controller cannot take: Command Status with
-    /// Hardware Failure, so that the guest's stack fails it at once.
+    /// Answers a command a lost user-channel adapter cannot take: Command
+    /// Status with Hardware Failure, so that the guest's stack fails it at
+    /// once (binding it again may need a capability the daemon dropped).
+    /// Stream controllers that are not there yet keep dropping commands:
+    /// they come back with a Hardware Error, and Linux starts over.
     fn refuse(&mut self, packet: &Packet, rx: &mut Rx) {
+        if self.held.is_none() {
+            return;
+        }
         if let Some(opcode) = packet.opcode() {
             if rx.reserve() {
                 let [lo, hi] = opcode.to_le_bytes();
