@@ -23,14 +23,18 @@
 use std::mem::size_of;
 
 use log::{debug, warn};
-use vhost_device_common::{DescChain, DeviceResult, GuestMem, Queues, RateLimited, VirtioDevice};
+use vhost_device_common::{
+    DescChain, DeviceResult, EventRegistry, EventSet, GuestMem, Queue, Queues, RateLimited,
+    VirtioDevice,
+};
 
-use crate::backend::{BusMap, I2cMsg, MAX_MSG_LEN};
+use crate::backend::{BusMap, I2cMsg, TransferError, MAX_MSG_LEN};
 use crate::error::Error;
 use crate::protocol::{
     VirtioI2cInHdr, VirtioI2cOutHdr, VIRTIO_I2C_F_ZERO_LENGTH_REQUEST, VIRTIO_I2C_MSG_ERR,
     VIRTIO_I2C_MSG_OK,
 };
+use crate::transfer::{Job, Transfers};
 
 /// The longest group the device holds. A driver can never have more
 /// requests outstanding than its queue has entries, so this is only a
@@ -56,6 +60,8 @@ const KEEP_MSGS: usize = 64;
 const KEEP_BUF: usize = 512;
 /// Completions kept room for between drains.
 const KEEP_DONE: usize = 1024;
+/// The event token of the transfer thread's eventfd.
+const TRANSFER_DONE: u16 = 0;
 
 /// The virtio-i2c device of one guest.
 ///
@@ -80,6 +86,17 @@ pub struct I2cDevice {
     /// The driver did not accept ZERO_LENGTH_REQUEST: the spec says to
     /// reject it, so every request fails.
     refused: bool,
+    /// The transfer thread, for a bus with host adapters (started when a
+    /// frontend connects).
+    offload: Option<Transfers>,
+    /// A job is out on the transfer thread: no request is taken until it
+    /// comes back.
+    busy: bool,
+    /// The requests of the group out on the transfer thread, in order.
+    waiting: Vec<Held>,
+    /// Bumped when the queue stops or the device resets, so that a job sent
+    /// before answers nothing.
+    generation: u64,
     log: RateLimited,
 }
 
@@ -94,6 +111,10 @@ impl I2cDevice {
             invalid: false,
             done: Vec::new(),
             refused: false,
+            offload: None,
+            busy: false,
+            waiting: Vec::new(),
+            generation: 0,
             log: RateLimited::default(),
         }
     }
@@ -151,10 +172,11 @@ impl I2cDevice {
     /// appended to `done`.
     pub fn accept(&mut self, chain: DescChain, mem: &GuestMem, done: &mut Vec<(u16, u32)>) {
         let (fail_next, has_status) = self.decode(&chain, mem);
+        let held = Held { chain, has_status };
         if fail_next && self.pending.len() + 1 < MAX_GROUP {
-            self.pending.push(Held { chain, has_status });
+            self.pending.push(held);
         } else {
-            self.run_group(Some((&chain, has_status)), mem, done);
+            self.run_group(Some(held), mem, done);
         }
     }
 
@@ -172,34 +194,133 @@ impl I2cDevice {
 
     /// Runs the held requests and then `last`, the one that ended the group
     /// (none when the ring ran dry first), and replies to each.
-    fn run_group(
-        &mut self,
-        last: Option<(&DescChain, bool)>,
-        mem: &GuestMem,
-        done: &mut Vec<(u16, u32)>,
-    ) {
+    fn run_group(&mut self, last: Option<Held>, mem: &GuestMem, done: &mut Vec<(u16, u32)>) {
         let count = self.msg_count;
         let msgs = self.msgs.get_mut(..count).unwrap_or_default();
         let completed = if msgs.is_empty() || self.refused {
             0
+        } else if self.offload.is_some() && self.bus.blocks(msgs) {
+            self.pending.extend(last);
+            self.send_group(mem, done);
+            return;
         } else {
-            match self.bus.transfer(msgs) {
-                Ok(()) => count,
-                Err(e) => {
-                    // Slots past the group hold stale data: never reply with them.
-                    let completed = e.completed.min(count);
-                    let n = e.completed;
-                    let e = Error::Transfer(e);
-                    self.log.warn(|| format!("{msgs:?} failed after {n}: {e}"));
-                    completed
-                }
-            }
+            let result = self.bus.transfer(msgs);
+            self.settle(count, result)
         };
         let msgs = self.msgs.get(..completed).unwrap_or_default();
-        let held = self.pending.iter().map(|h| (&h.chain, h.has_status));
-        for (i, (chain, has_status)) in held.chain(last).enumerate() {
-            done.push((chain.head(), reply(chain, mem, has_status, msgs.get(i))));
+        let held = self.pending.iter().chain(last.as_ref());
+        for (i, h) in held.enumerate() {
+            let len = reply(&h.chain, mem, h.has_status, msgs.get(i));
+            done.push((h.chain.head(), len));
         }
+        self.end_group();
+    }
+
+    /// How many of the group's `count` messages completed, logging a
+    /// transfer's failure.
+    fn settle(&self, count: usize, result: Result<(), TransferError>) -> usize {
+        match result {
+            Ok(()) => count,
+            Err(e) => {
+                // Slots past the group hold stale data: never reply with them.
+                let n = e.completed;
+                let msgs = self.msgs.get(..count).unwrap_or_default();
+                let e = Error::Transfer(e);
+                self.log.warn(|| format!("{msgs:?} failed after {n}: {e}"));
+                n.min(count)
+            }
+        }
+    }
+
+    /// Hands the group (its requests all in `pending`) to the transfer
+    /// thread. If the thread is gone, the group fails at once.
+    fn send_group(&mut self, mem: &GuestMem, done: &mut Vec<(u16, u32)>) {
+        let Some(offload) = &self.offload else {
+            return;
+        };
+        let job = Job {
+            msgs: std::mem::take(&mut self.msgs),
+            count: self.msg_count,
+            result: Ok(()),
+            generation: self.generation,
+        };
+        match offload.submit(job) {
+            Ok(()) => {
+                self.busy = true;
+                std::mem::swap(&mut self.waiting, &mut self.pending);
+                self.msg_count = 0;
+                self.invalid = false;
+            }
+            Err(job) => {
+                self.msgs = job.msgs;
+                self.log
+                    .warn(|| "the i2c transfer thread is gone: the group fails".into());
+                self.offload = None;
+                self.msg_count = 0;
+                self.run_group(None, mem, done);
+            }
+        }
+    }
+
+    /// Answers the group the transfer thread sent back.
+    fn finish_job(&mut self, job: Job, mem: &GuestMem, done: &mut Vec<(u16, u32)>) {
+        self.busy = false;
+        self.msgs = job.msgs;
+        if job.generation != self.generation {
+            // Its chains were forgotten with the queue.
+            return;
+        }
+        let completed = self.settle(job.count, job.result);
+        let msgs = self.msgs.get(..completed).unwrap_or_default();
+        for (i, h) in self.waiting.iter().enumerate() {
+            let len = reply(&h.chain, mem, h.has_status, msgs.get(i));
+            done.push((h.chain.head(), len));
+        }
+        self.waiting.clear();
+        self.msg_count = job.count;
+        self.end_group();
+    }
+
+    /// Takes requests from `queue` until the ring is empty or a group is
+    /// out on the transfer thread; then the rest stay in the ring (with
+    /// kicks off) until the job comes back.
+    ///
+    /// A round after the first that pops nothing ends it: the queue gave up
+    /// its turn (it kicks itself to come back) or is broken, and asking
+    /// again would spin.
+    fn take_requests(&mut self, queue: &mut Queue<'_>, done: &mut Vec<(u16, u32)>) {
+        let mem = queue.memory();
+        let mut first = true;
+        loop {
+            queue.set_kicks(false);
+            let mut took = false;
+            while !self.busy {
+                let Some(chain) = queue.pop() else {
+                    break;
+                };
+                took = true;
+                self.accept(chain, mem, done);
+            }
+            if !self.busy {
+                self.flush(mem, done);
+            }
+            if self.busy || (!took && !first) || !queue.set_kicks(true) {
+                break;
+            }
+            first = false;
+        }
+    }
+
+    /// Whether a group is out on the transfer thread.
+    pub fn transfer_pending(&self) -> bool {
+        self.busy
+    }
+
+    /// Forgets the group out on the transfer thread, if any: its chains
+    /// will not be completed (the queue stopped or the device reset).
+    fn forget_waiting(&mut self) {
+        self.waiting.clear();
+        self.generation = self.generation.wrapping_add(1);
         self.end_group();
     }
 
@@ -322,33 +443,97 @@ impl VirtioDevice for I2cDevice {
         }
     }
 
+    fn activate(&mut self, events: EventRegistry) -> DeviceResult {
+        self.offload = None;
+        self.busy = false;
+        self.forget_waiting();
+        if !self.bus.has_blocking() {
+            return Ok(());
+        }
+        match Transfers::start(self.bus.clone()) {
+            Ok(t) => match events.register(t.ready(), EventSet::IN, TRANSFER_DONE) {
+                Ok(()) => self.offload = Some(t),
+                Err(e) => warn!("i2c: transfers run on the worker: cannot watch the thread: {e}"),
+            },
+            Err(e) => warn!("i2c: transfers run on the worker: no transfer thread: {e}"),
+        }
+        Ok(())
+    }
+
     fn process_queue(&mut self, queues: &mut Queues<'_>, index: usize) -> DeviceResult {
         let Some(mut queue) = queues.get(index) else {
             return Ok(());
         };
         let mut done = std::mem::take(&mut self.done);
-        queue.drain(|chain, mem| {
-            self.accept(chain, mem, &mut done);
-            None
-        });
-        self.flush(queue.memory(), &mut done);
+        if self.offload.is_some() {
+            if !self.busy {
+                self.take_requests(&mut queue, &mut done);
+            }
+        } else {
+            queue.drain(|chain, mem| {
+                self.accept(chain, mem, &mut done);
+                None
+            });
+            self.flush(queue.memory(), &mut done);
+        }
+        self.complete(&mut queue, done);
+        Ok(())
+    }
+
+    fn handle_event(
+        &mut self,
+        queues: &mut Queues<'_>,
+        token: u16,
+        _events: EventSet,
+    ) -> DeviceResult {
+        let job = match &self.offload {
+            Some(t) if token == TRANSFER_DONE => t.take(),
+            _ => None,
+        };
+        let Some(job) = job else {
+            return Ok(());
+        };
+        let mut done = std::mem::take(&mut self.done);
+        match queues.get(0) {
+            Some(mut queue) => {
+                self.finish_job(job, queue.memory(), &mut done);
+                self.take_requests(&mut queue, &mut done);
+                self.complete(&mut queue, done);
+            }
+            None => {
+                // The queue is gone: so are the chains.
+                self.busy = false;
+                self.msgs = job.msgs;
+                self.forget_waiting();
+                self.done = done;
+            }
+        }
+        Ok(())
+    }
+
+    fn queue_stopped(&mut self, _index: usize) {
+        self.forget_waiting();
+    }
+
+    fn reset(&mut self) {
+        self.forget_waiting();
+    }
+}
+
+impl I2cDevice {
+    /// Completes `done` on `queue` and keeps its room for the next time.
+    fn complete(&mut self, queue: &mut Queue<'_>, mut done: Vec<(u16, u32)>) {
         queue.complete_all(done.iter().copied());
         done.clear();
         if done.capacity() > KEEP_DONE {
             done.shrink_to(KEEP_DONE);
         }
         self.done = done;
-        Ok(())
-    }
-
-    fn queue_stopped(&mut self, _index: usize) {
-        self.end_group();
-    }
-
-    fn reset(&mut self) {
-        self.end_group();
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod offload_tests;

@@ -14,6 +14,7 @@ pub mod device;
 pub mod error;
 pub mod protocol;
 pub mod request;
+pub mod transfer;
 
 pub use args::Args;
 pub use device::I2cDevice;

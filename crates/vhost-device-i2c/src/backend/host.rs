@@ -423,6 +423,10 @@ impl<A: HostAdapter> AdapterBus<A> {
 }
 
 impl<A: HostAdapter> I2cBus for AdapterBus<A> {
+    fn may_block(&self) -> bool {
+        true
+    }
+
     fn transfer(&mut self, msgs: &mut [I2cMsg]) -> Result<(), TransferError> {
         let result = match self.mode {
             Mode::I2c => self.transfer_i2c(msgs),

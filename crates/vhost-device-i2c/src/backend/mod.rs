@@ -84,6 +84,13 @@ pub trait I2cBus: Send {
 
     /// A short description for logs: "adapter 1 (/dev/i2c-1)", "simulated".
     fn describe(&self) -> String;
+
+    /// Whether a transfer may wait on hardware (a host adapter, up to its
+    /// I2C_TIMEOUT). Such transfers run on the device's transfer thread,
+    /// never on the vring worker; in-memory ones run in place.
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 /// A bus shared between guests or connections.
@@ -100,6 +107,9 @@ fn lock(bus: &SharedBus) -> MutexGuard<'_, dyn I2cBus + 'static> {
 pub struct BusMap {
     buses: Vec<SharedBus>,
     by_addr: [Option<u8>; 128],
+    /// Per address: its bus may block (see [`I2cBus::may_block`]), asked
+    /// once when the bus is added so that the request path takes no lock.
+    blocking: [bool; 128],
 }
 
 impl fmt::Debug for BusMap {
@@ -116,6 +126,7 @@ impl Default for BusMap {
         BusMap {
             buses: Vec::new(),
             by_addr: [None; 128],
+            blocking: [false; 128],
         }
     }
 }
@@ -140,9 +151,13 @@ impl BusMap {
         if !free {
             return false;
         }
+        let blocking = lock(&bus).may_block();
         for &a in addrs {
             if let Some(slot) = self.by_addr.get_mut(usize::from(a)) {
                 *slot = Some(index);
+            }
+            if let Some(slot) = self.blocking.get_mut(usize::from(a)) {
+                *slot = blocking;
             }
         }
         self.buses.push(bus);
@@ -152,6 +167,21 @@ impl BusMap {
     /// Whether `addr` is configured.
     pub fn contains(&self, addr: u8) -> bool {
         self.bus_index(addr).is_some()
+    }
+
+    /// Whether any target sits on a bus that may block.
+    pub fn has_blocking(&self) -> bool {
+        self.blocking.contains(&true)
+    }
+
+    /// Whether any of `msgs` goes to a bus that may block.
+    pub fn blocks(&self, msgs: &[I2cMsg]) -> bool {
+        msgs.iter().any(|m| {
+            self.blocking
+                .get(usize::from(m.addr))
+                .copied()
+                .unwrap_or_default()
+        })
     }
 
     /// The configured addresses, ascending.
