@@ -15,7 +15,7 @@
 //! which serialises transfers in hardware too.
 
 use std::io;
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread;
 
 use log::debug;
@@ -95,9 +95,6 @@ impl Transfers {
     /// job arriving meanwhile signals again.
     pub fn take(&self) -> Option<Job> {
         let _ = self.ready.read();
-        match self.results.try_recv() {
-            Ok(job) => Some(job),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.results.try_recv().ok()
     }
 }
