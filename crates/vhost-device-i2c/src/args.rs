@@ -29,10 +29,10 @@ pub struct Args {
 
     /// How long a host adapter's driver may wait for one transfer, in ms
     /// (set with i2c-dev's I2C_TIMEOUT when the adapter is opened, in steps
-    /// of 10 ms; the setting stays with the adapter). A transfer holds the
-    /// guest's queue and its vhost-user control messages, and the other
-    /// guests on the same adapter, until it ends. Default 1000, Linux's own
-    /// default for most adapters.
+    /// of 10 ms; the setting stays with the adapter). A transfer runs on the
+    /// guest's transfer thread and holds that guest's later requests, and
+    /// the other guests on the same adapter, until it ends. Default 1000,
+    /// Linux's own default for most adapters.
     #[arg(long, value_name = "MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub transfer_timeout_ms: u64,
