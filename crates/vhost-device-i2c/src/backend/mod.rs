@@ -109,7 +109,7 @@ pub struct BusMap {
     by_addr: [Option<u8>; 128],
     /// Per address: its bus may block (see [`I2cBus::may_block`]), asked
     /// once when the bus is added so that the request path takes no lock.
-    blocking: [bool; 128],
+    blocking: u128,
 }
 
 impl fmt::Debug for BusMap {
@@ -126,7 +126,7 @@ impl Default for BusMap {
         BusMap {
             buses: Vec::new(),
             by_addr: [None; 128],
-            blocking: [false; 128],
+            blocking: 0,
         }
     }
 }
@@ -156,8 +156,8 @@ impl BusMap {
             if let Some(slot) = self.by_addr.get_mut(usize::from(a)) {
                 *slot = Some(index);
             }
-            if let Some(slot) = self.blocking.get_mut(usize::from(a)) {
-                *slot = blocking;
+            if blocking {
+                self.blocking |= 1u128.checked_shl(u32::from(a)).unwrap_or_default();
             }
         }
         self.buses.push(bus);
@@ -171,16 +171,14 @@ impl BusMap {
 
     /// Whether any target sits on a bus that may block.
     pub fn has_blocking(&self) -> bool {
-        self.blocking.contains(&true)
+        self.blocking != 0
     }
 
     /// Whether any of `msgs` goes to a bus that may block.
     pub fn blocks(&self, msgs: &[I2cMsg]) -> bool {
         msgs.iter().any(|m| {
-            self.blocking
-                .get(usize::from(m.addr))
-                .copied()
-                .unwrap_or_default()
+            let bit = 1u128.checked_shl(u32::from(m.addr)).unwrap_or_default();
+            self.blocking & bit != 0
         })
     }
 
