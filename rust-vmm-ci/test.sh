@@ -82,6 +82,21 @@ print_summary() {
 	echo "total: $(fmt_time $((SECONDS - run_start))) (cpu $(fmt_time "$cpu_now"))"
 }
 
+# With CI set, target/ is the machine's shared cache (steps/lib.sh), so
+# two runs at once would rebuild binaries under each other's running
+# tests and wipe each other's scenario logs (seen: a guest scenario of
+# one run failed while another run's build replaced its daemon). One run
+# at a time holds the cache; a second waits here and says so.
+if [ -n "${CI:-}" ] && [ "${VHOST_DEVICE_CI_TARGET_CACHE:-1}" != 0 ]; then
+	lock_dir="${VHOST_DEVICE_CACHE:-$HOME/.cache/vhost-device}/ci-target"
+	mkdir -p "$lock_dir"
+	exec 9>"$lock_dir/run.lock"
+	if ! flock -n 9; then
+		echo "another CI run on this machine holds $lock_dir/run.lock: waiting for it"
+		flock -w 5400 9 || echo "still held after 90 minutes: going on without it"
+	fi
+fi
+
 run_start=$SECONDS
 n=${#selected[@]}
 i=0
@@ -93,7 +108,9 @@ for step in "${selected[@]}"; do
 	read_cpu
 	cpu_start=$cpu_now
 	rc=0
-	"$ci_dir/steps/$step.sh" || rc=$?
+	# 9>&-: the steps and whatever they start never hold the run lock, so
+	# a process left behind cannot block the next run.
+	"$ci_dir/steps/$step.sh" 9>&- || rc=$?
 	took=$((SECONDS - start))
 	read_cpu
 	cpu=$((cpu_now - cpu_start))
