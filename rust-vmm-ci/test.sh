@@ -87,12 +87,13 @@ print_summary() {
 # tests and wipe each other's scenario logs (seen: a guest scenario of
 # one run failed while another run's build replaced its daemon). One run
 # at a time holds the cache; a second waits here and says so.
-if [ -n "${CI:-}" ] && [ "${VHOST_DEVICE_CI_TARGET_CACHE:-1}" != 0 ]; then
-	lock_dir="${VHOST_DEVICE_CACHE:-$HOME/.cache/vhost-device}/ci-target"
-	mkdir -p "$lock_dir"
-	exec 9>"$lock_dir/run.lock"
+# shellcheck source=rust-vmm-ci/steps/lib.sh
+source "$ci_dir/steps/lib.sh"
+if ci_target_cache_on; then
+	mkdir -p "$CI_TARGET_CACHE"
+	exec 9>"$CI_TARGET_CACHE/run.lock"
 	if ! flock -n 9; then
-		echo "another CI run on this machine holds $lock_dir/run.lock: waiting for it"
+		echo "another CI run on this machine holds $CI_TARGET_CACHE/run.lock: waiting for it"
 		flock -w 5400 9 || echo "still held after 90 minutes: going on without it"
 	fi
 fi

@@ -54,7 +54,11 @@ link_cached_target() {
 	[ -e "$link" ] || [ -L "$link" ] && return 0
 	mkdir -p "$dir" && ln -s "$dir" "$link"
 }
-if [ -n "${CI:-}" ] && [ "${VHOST_DEVICE_CI_TARGET_CACHE:-1}" != 0 ]; then
+# Whether this run uses the cache (test.sh also takes its run lock then).
+ci_target_cache_on() {
+	[ -n "${CI:-}" ] && [ "${VHOST_DEVICE_CI_TARGET_CACHE:-1}" != 0 ]
+}
+if ci_target_cache_on; then
 	link_cached_target target main
 	link_cached_target fuzz/target fuzz
 fi
