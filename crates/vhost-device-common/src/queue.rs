@@ -280,8 +280,9 @@ impl<'a> Queue<'a> {
                 Avail::Invalid => {
                     if self.track.set_broken() {
                         warn!(
-                            "queue {}: its rings (size {}, at {:#x}, {:#x}, {:#x}) are not in \
-                             guest memory; the queue is stopped until the device is reset",
+                            "queue {}: its rings (size {}, at {:#x}, {:#x}, {:#x}) cannot be \
+                             used (not all in guest memory, or refused by virtio-queue); the \
+                             queue is stopped until the device is reset",
                             self.index,
                             queue.size(),
                             queue.desc_table(),
@@ -383,9 +384,18 @@ impl<'a> Queue<'a> {
         if idx == next {
             return Avail::Empty;
         }
+        // virtio-queue also calls an available ring at guest address 0
+        // "not ready", which `is_valid` does not check: it would refuse
+        // every pop with an error log while `enable_notification` keeps
+        // reporting the published index, and the drain would spin.
+        if queue.avail_ring() == 0 {
+            return Avail::Invalid;
+        }
         match queue.pop_descriptor_chain(self.mem) {
             Some(chain) => Avail::Head(chain.head_index()),
-            None => Avail::Empty,
+            // The index is published and the rings are valid, so this is a
+            // refusal that every later try would repeat: treat it like one.
+            None => Avail::Invalid,
         }
     }
 
@@ -748,6 +758,15 @@ mod tests {
         // Malformed chains are completed inside the pop: they count too.
         let malformed = Descriptor::new(0x3000, 4, VRING_DESC_F_INDIRECT as u16, 0);
         assert_eq!(drain_aliased(malformed), (0, 1));
+    }
+
+    #[test]
+    fn an_available_ring_at_address_zero_breaks_a_queue_on_the_generic_path() {
+        // The used ring straddles two regions, so neither ring is mapped;
+        // virtio-queue refuses an available ring at 0 as "not ready".
+        // Found by the `vhost_user` fuzz target (a drain that never ended).
+        let two = [(0, 0x1000), (0x1000, 0x1000), (0x2000, 0x1000)];
+        assert_eq!(drain_with(&two, 0, 0xffc, 1), (0, true));
     }
 
     #[test]
