@@ -368,6 +368,29 @@ VHOST_USER = {
     ]),
 }
 
+# Inputs that found a bug, written as regression-*: each fails on the code
+# before its fix, on its own.
+UADDR = 0x7000_0000_0000
+FEATURES = 1 << 32 | 1 << 28 | 1 << 29 | 1 << 30
+VHOST_USER_REGRESSIONS = {
+    # Two memory regions, so the used ring across their boundary cannot be
+    # mapped and virtio-queue's path is taken; it refuses an available ring
+    # at guest address 0, and the drain used to spin.
+    "avail-ring-at-zero": b"".join([
+        msg(SET_FEATURES, u64(FEATURES)),
+        msg(SET_MEM_TABLE, bytes([2]) + region(0, 0x8000, UADDR, 0)
+            + region(0x8000, 0x8000, UADDR + 0x8000, 0x8000)),
+        msg(SET_VRING_NUM, state(0, 4)),
+        msg(SET_VRING_ADDR, vring_addr(0, 0, UADDR + 0x1000, UADDR + 0x7ffc, UADDR)),
+        msg(SET_VRING_BASE, state(0, 0)),
+        msg(SET_VRING_KICK, u64(0), EVENTFD),
+        msg(SET_VRING_CALL, u64(0), EVENTFD),
+        msg(SET_VRING_ENABLE, state(0, 1)),
+        poke(2, struct.pack("<H", 1)),
+        bytes([KICK, 0]),
+    ]),
+}
+
 CORPORA = {
     "gpio": GPIO,
     "i2c": I2C,
@@ -388,6 +411,10 @@ def main():
         for name, data in seeds.items():
             with open(os.path.join(directory, "seed-" + name), "wb") as f:
                 f.write(data)
+    directory = os.path.join(root, "vhost_user")
+    for name, data in VHOST_USER_REGRESSIONS.items():
+        with open(os.path.join(directory, "regression-" + name), "wb") as f:
+            f.write(data)
 
 
 if __name__ == "__main__":
