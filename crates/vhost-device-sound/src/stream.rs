@@ -5,6 +5,7 @@
 //! No queue here: the device feeds it chains and completes what it returns.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use vhost_device_common::DescChain;
 
@@ -99,6 +100,24 @@ pub enum Endpoint {
     In(Box<dyn InputSource>),
 }
 
+impl Endpoint {
+    /// Whether it still holds its host device.
+    pub fn is_open(&self) -> bool {
+        match self {
+            Endpoint::Out(sink) => sink.is_open(),
+            Endpoint::In(source) => source.is_open(),
+        }
+    }
+
+    /// Whether it lets go of its host device while its stream is released.
+    pub fn close_when_released(&self) -> bool {
+        match self {
+            Endpoint::Out(sink) => sink.close_when_released(),
+            Endpoint::In(source) => source.close_when_released(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -121,6 +140,9 @@ pub struct Stream {
     pub endpoint: Option<Endpoint>,
     /// The parameters `endpoint` was opened with.
     pub endpoint_params: Option<PcmParams>,
+    /// When a released stream lets go of its endpoint (once the frames its
+    /// sink took have played), for endpoints that close when released.
+    pub close_at: Option<Duration>,
     /// Held guest buffers, oldest first.
     pub io: VecDeque<IoBuf>,
     /// The stream's clock, from START.
@@ -148,6 +170,7 @@ impl Stream {
             params: None,
             endpoint: None,
             endpoint_params: None,
+            close_at: None,
             io: VecDeque::new(),
             pacer: None,
             volume: VOLUME_MAX,

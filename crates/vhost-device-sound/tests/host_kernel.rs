@@ -4,7 +4,8 @@
 //! the rig's guest (this host has no snd-aloop). The daemon plays a test
 //! signal into `hw:Loopback,0,0` and records `hw:Loopback,1,0`, the other
 //! end of the same cable, driven by the test frontend; what it records
-//! must contain what it played, sample for sample.
+//! must contain what it played, sample for sample. Then the card is
+//! unplugged under a playing stream and bound again, under the same daemon.
 
 #![cfg(feature = "alsa-backend")]
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -81,18 +82,38 @@ fn in_guest_loopback() {
         ..Default::default()
     };
     let mut fe = TestFrontend::connect_retry(&sock, opts, WAIT).unwrap();
+    let pid = child.0.id();
+    play_and_record(&mut fe);
+    // Both streams are released: the daemon holds no card.
+    assert_eq!(
+        sound_handles(pid),
+        Vec::<String>::new(),
+        "released streams still hold the card"
+    );
+    let device = card_unplugged_while_playing(&mut fe, pid);
+    card_comes_back(&mut fe, &device);
+    fe.disconnect().unwrap();
+    // SAFETY: kill() on our own child's pid.
+    unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap(), libc::SIGTERM) };
+    assert!(child.0.wait().unwrap().success());
+}
+
+fn set_params_and_prepare(fe: &mut TestFrontend, stream: u32) -> u32 {
+    let mut req = words(&[VIRTIO_SND_R_PCM_SET_PARAMS, stream, 4 * PERIOD, PERIOD, 0]);
+    req.extend_from_slice(&[2, VIRTIO_SND_PCM_FMT_S16, 7, 0]);
+    assert_eq!(control(fe, &req), VIRTIO_SND_S_OK);
+    control(fe, &words(&[VIRTIO_SND_R_PCM_PREPARE, stream]))
+}
+
+/// Plays one second of signal on stream 0 into the loopback and records
+/// stream 1, its other end, for up to two; the recording must hold the
+/// signal sample for sample. Both streams are released at the end.
+fn play_and_record(fe: &mut TestFrontend) {
     for stream in [0, 1] {
-        let mut req = words(&[VIRTIO_SND_R_PCM_SET_PARAMS, stream, 4 * PERIOD, PERIOD, 0]);
-        req.extend_from_slice(&[2, VIRTIO_SND_PCM_FMT_S16, 7, 0]);
-        assert_eq!(control(&mut fe, &req), VIRTIO_SND_S_OK);
-        assert_eq!(
-            control(&mut fe, &words(&[VIRTIO_SND_R_PCM_PREPARE, stream])),
-            VIRTIO_SND_S_OK
-        );
+        assert_eq!(set_params_and_prepare(fe, stream), VIRTIO_SND_S_OK);
     }
-    // One second of signal, recorded for up to two. Every buffer is posted
-    // up front: the device holds them until they are due, so a slow
-    // frontend cannot starve it.
+    // Every buffer is posted up front: the device holds them until they
+    // are due, so a slow frontend cannot starve it.
     let played = signal(192_000);
     let out_id = 0u32.to_le_bytes();
     let in_id = 1u32.to_le_bytes();
@@ -105,7 +126,7 @@ fn in_guest_loopback() {
         rx.kick().unwrap();
     }
     assert_eq!(
-        control(&mut fe, &words(&[VIRTIO_SND_R_PCM_START, 1])),
+        control(fe, &words(&[VIRTIO_SND_R_PCM_START, 1])),
         VIRTIO_SND_S_OK
     );
     let tx = fe.queue(TX_QUEUE).unwrap();
@@ -114,7 +135,7 @@ fn in_guest_loopback() {
     }
     tx.kick().unwrap();
     assert_eq!(
-        control(&mut fe, &words(&[VIRTIO_SND_R_PCM_START, 0])),
+        control(fe, &words(&[VIRTIO_SND_R_PCM_START, 0])),
         VIRTIO_SND_S_OK
     );
     let mut recorded = Vec::new();
@@ -156,22 +177,14 @@ fn in_guest_loopback() {
     );
     for stream in [0, 1] {
         assert_eq!(
-            control(&mut fe, &words(&[VIRTIO_SND_R_PCM_STOP, stream])),
+            control(fe, &words(&[VIRTIO_SND_R_PCM_STOP, stream])),
             VIRTIO_SND_S_OK
         );
         assert_eq!(
-            control(&mut fe, &words(&[VIRTIO_SND_R_PCM_RELEASE, stream])),
+            control(fe, &words(&[VIRTIO_SND_R_PCM_RELEASE, stream])),
             VIRTIO_SND_S_OK
         );
     }
-    let unplugged = card_unplugged_while_playing(&mut fe, child.0.id());
-    fe.disconnect().unwrap();
-    // SAFETY: kill() on our own child's pid.
-    unsafe { libc::kill(libc::pid_t::try_from(child.0.id()).unwrap(), libc::SIGTERM) };
-    assert!(child.0.wait().unwrap().success());
-    unplugged
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the card's removal did not finish once the daemon was gone");
 }
 
 /// The process's CPU ticks (user + system) from `/proc/PID/stat`.
@@ -182,26 +195,31 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
+/// The ALSA device nodes the process holds open, from `/proc/PID/fd`.
+fn sound_handles(pid: u32) -> Vec<String> {
+    let mut held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with("/dev/snd/"))
+        .collect();
+    held.sort();
+    held
+}
+
+const DRIVER: &str = "/sys/bus/platform/drivers/snd_aloop";
+
 /// The ALSA card goes away under a playing stream, as a USB card that is
 /// unplugged: snd-aloop's device is unbound from its driver, which
 /// disconnects the card while the daemon holds its PCM open. Every tx
 /// buffer is answered (the ones after the unplug with
-/// VIRTIO_SND_S_IO_ERR), the daemon does not spin and still answers the
-/// control queue. The kernel finishes removing a card only once every
-/// handle on it is closed; the daemon closes the playing PCM when it fails,
-/// but the removal still waits for the daemon to exit (another handle on
-/// the card stays open), so it runs on a thread, and the returned channel
-/// says when it finished.
-fn card_unplugged_while_playing(fe: &mut TestFrontend, pid: u32) -> std::sync::mpsc::Receiver<()> {
-    const DRIVER: &str = "/sys/bus/platform/drivers/snd_aloop";
+/// VIRTIO_SND_S_IO_ERR), the daemon does not spin, still answers the
+/// control queue, and lets go of the card: the kernel finishes removing a
+/// card only once every handle on it is closed, so the unbind returns while
+/// the daemon runs. Returns snd-aloop's platform device, unbound.
+fn card_unplugged_while_playing(fe: &mut TestFrontend, pid: u32) -> String {
     let started = Instant::now();
-    let mut req = words(&[VIRTIO_SND_R_PCM_SET_PARAMS, 0, 4 * PERIOD, PERIOD, 0]);
-    req.extend_from_slice(&[2, VIRTIO_SND_PCM_FMT_S16, 7, 0]);
-    assert_eq!(control(fe, &req), VIRTIO_SND_S_OK);
-    assert_eq!(
-        control(fe, &words(&[VIRTIO_SND_R_PCM_PREPARE, 0])),
-        VIRTIO_SND_S_OK
-    );
+    assert_eq!(set_params_and_prepare(fe, 0), VIRTIO_SND_S_OK);
     // 20 periods of 50 ms: one second of playback, unplugged after 0.2 s.
     let tx = fe.queue(TX_QUEUE).unwrap();
     let silence = vec![0u8; PERIOD as usize];
@@ -220,12 +238,18 @@ fn card_unplugged_while_playing(fe: &mut TestFrontend, pid: u32) -> std::sync::m
         .find(|name| name.starts_with("snd_aloop"))
         .expect("snd-aloop's platform device");
     std::thread::sleep(Duration::from_millis(200));
+    eprintln!(
+        "the daemon's sound handles while playing: {:?}",
+        sound_handles(pid)
+    );
+    // The removal waits for every handle on the card: on a thread, so that
+    // a daemon that holds one fails the test rather than hangs it.
     let (done, unplugged) = std::sync::mpsc::channel();
+    let unbind = device.clone();
+    let unplug_began = Instant::now();
     std::thread::spawn(move || {
-        std::fs::write(format!("{DRIVER}/unbind"), &device).unwrap();
-        let _ = done.send(());
-        // Put the card back for whatever runs next in this guest.
-        let _ = std::fs::write(format!("{DRIVER}/bind"), &device);
+        std::fs::write(format!("{DRIVER}/unbind"), &unbind).unwrap();
+        let _ = done.send(Instant::now());
     });
     let tx = fe.queue(TX_QUEUE).unwrap();
     let statuses: Vec<u32> = (0..20)
@@ -248,11 +272,43 @@ fn card_unplugged_while_playing(fe: &mut TestFrontend, pid: u32) -> std::sync::m
         let answer = control(fe, &words(&[code, 0]));
         assert!(answer == VIRTIO_SND_S_OK || answer == VIRTIO_SND_S_IO_ERR);
     }
+    let removed = unplugged.recv_timeout(Duration::from_secs(10));
+    let held = sound_handles(pid);
+    let Ok(removed) = removed else {
+        panic!("the card's removal waits for the daemon, which holds {held:?}");
+    };
+    assert_eq!(held, Vec::<String>::new());
     eprintln!(
-        "card unplugged under a playing stream: {:?}",
+        "card removed {:?} after the unplug began",
+        removed - unplug_began
+    );
+    // With the card gone, PREPARE fails.
+    assert_eq!(set_params_and_prepare(fe, 0), VIRTIO_SND_S_IO_ERR);
+    eprintln!(
+        "card unplugged under a playing stream and removed: {:?}",
         started.elapsed()
     );
-    unplugged
+    device
+}
+
+/// The card is bound again under the same daemon: the driver's next
+/// PREPARE opens it, and playback reaches the loopback's other end.
+fn card_comes_back(fe: &mut TestFrontend, device: &str) {
+    std::fs::write(format!("{DRIVER}/bind"), device).unwrap();
+    let back = Instant::now();
+    // The driver retries PREPARE (as an application retrying its open)
+    // until the card's nodes are there.
+    let deadline = back + Duration::from_secs(10);
+    while set_params_and_prepare(fe, 0) != VIRTIO_SND_S_OK {
+        assert!(
+            Instant::now() < deadline,
+            "PREPARE fails with the card back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("card back: first PREPARE OK after {:?}", back.elapsed());
+    play_and_record(fe);
+    eprintln!("card back: played and recorded after {:?}", back.elapsed());
 }
 
 #[test]

@@ -10,6 +10,12 @@
 //! full) is accepted only in part, which holds back the guest's buffers: a
 //! host card whose clock runs slower than ours sets the pace. An underrun
 //! or overrun is recovered by re-preparing the PCM.
+//!
+//! A PCM is closed when its stream is released (once the frames it holds
+//! have played) and when its card goes away, so that the daemon holds no
+//! card it is not playing or recording on: other programs can use it, and
+//! an unplugged card can be removed and come back; the next PREPARE opens
+//! it again.
 
 use std::time::Duration;
 
@@ -49,31 +55,44 @@ fn host_error(device: &str, e: &alsa::Error) -> BackendError {
     }
 }
 
-/// The error of an endpoint whose card went away.
-fn gone(device: &str) -> BackendError {
-    BackendError::Host {
-        backend: "alsa",
-        device: device.to_owned(),
-        reason: "the sound card went away (closed; PREPARE opens it again)".into(),
-    }
-}
-
-/// Closes `pcm` if `e` says its card went away (ENODEV: unplugged, or its
+/// A host PCM, closed once its card went away (ENODEV: unplugged, or its
 /// driver unbound). The kernel only finishes removing a card once every
-/// handle on it is closed, so holding it would also hang whoever removes it;
-/// the stream fails until the driver prepares it again, which opens the PCM
-/// anew.
-fn close_if_gone(pcm: &mut Option<PCM>, e: &alsa::Error) {
-    if e.errno() == libc::ENODEV {
-        *pcm = None;
-    }
+/// handle on it is closed, so holding it would also hang whoever removes
+/// it; the stream fails until the driver prepares it again, which opens the
+/// PCM anew.
+struct Handle {
+    pcm: Option<PCM>,
+    name: String,
 }
 
-/// What `pcm` holds and has not played or handed over yet, in bytes (0 once
-/// its card went away).
-fn latency_bytes(pcm: Option<&PCM>, frame_bytes: usize) -> u32 {
-    let delay = pcm.and_then(|pcm| pcm.delay().ok()).unwrap_or(0).max(0);
-    u32::try_from(usize::try_from(delay).unwrap_or(0) * frame_bytes).unwrap_or(0)
+impl Handle {
+    /// The PCM, or the error of a stream whose card went away.
+    fn get(&self) -> Result<&PCM, BackendError> {
+        self.pcm.as_ref().ok_or_else(|| BackendError::Host {
+            backend: "alsa",
+            device: self.name.clone(),
+            reason: "the sound card went away (closed; PREPARE opens it again)".into(),
+        })
+    }
+
+    /// Maps the result of a call on the PCM, closing it if its card is
+    /// gone.
+    fn check<T>(&mut self, result: alsa::Result<T>) -> Result<T, BackendError> {
+        result.map_err(|e| {
+            if e.errno() == libc::ENODEV && self.pcm.take().is_some() {
+                info!("alsa: {}: the sound card went away; closed", self.name);
+            }
+            host_error(&self.name, &e)
+        })
+    }
+
+    /// What the PCM holds and has not played or handed over yet, in bytes
+    /// (0 once its card went away).
+    fn latency_bytes(&self, frame_bytes: usize) -> u32 {
+        let delay = self.pcm.as_ref().and_then(|pcm| pcm.delay().ok());
+        let frames = usize::try_from(delay.unwrap_or(0).max(0)).unwrap_or(0);
+        u32::try_from(frames * frame_bytes).unwrap_or(0)
+    }
 }
 
 fn alsa_format(format: SampleFormat) -> Format {
@@ -120,7 +139,8 @@ fn open(name: &str, dir: Direction, params: &PcmParams) -> Result<(PCM, i64), Ba
             .map_err(|e| host_error(name, &e))?;
         pcm.sw_params(&sw).map_err(|e| host_error(name, &e))?;
     }
-    info!(
+    // Each PREPARE after a RELEASE opens the PCM: guest-triggered.
+    debug!(
         "alsa: opened {name} for {} ch {:?} {} Hz, period {period} frames",
         params.channels, params.format, params.rate
     );
@@ -128,21 +148,22 @@ fn open(name: &str, dir: Direction, params: &PcmParams) -> Result<(PCM, i64), Ba
 }
 
 struct AlsaSink {
-    /// `None` once the card went away.
-    pcm: Option<PCM>,
-    name: String,
+    pcm: Handle,
     frame_bytes: usize,
     lead: Duration,
 }
 
 impl OutputSink for AlsaSink {
     fn start(&mut self) -> Result<(), BackendError> {
-        let pcm = self.pcm.as_ref().ok_or_else(|| gone(&self.name))?;
-        // After a stop the PCM ran dry (XRUN); be ready for new frames.
-        match pcm.state() {
-            State::XRun | State::Setup => pcm.prepare().map_err(|e| host_error(&self.name, &e)),
-            _ => Ok(()),
-        }
+        let result = {
+            let pcm = self.pcm.get()?;
+            // After a stop the PCM ran dry (XRUN); be ready for new frames.
+            match pcm.state() {
+                State::XRun | State::Setup => pcm.prepare(),
+                _ => Ok(()),
+            }
+        };
+        self.pcm.check(result)
     }
 
     fn stop(&mut self) -> Result<(), BackendError> {
@@ -158,52 +179,64 @@ impl OutputSink for AlsaSink {
         if data.is_empty() {
             return Ok(0);
         }
-        let pcm = self.pcm.as_ref().ok_or_else(|| gone(&self.name))?;
-        let result = match pcm.io_bytes().writei(data) {
-            Ok(frames) => Ok(frames * self.frame_bytes),
-            Err(e) if e.errno() == libc::EAGAIN => Ok(0),
-            Err(e) => {
-                // An underrun (EPIPE) or a suspend: recover and take the
-                // data next time.
-                debug!("alsa: {}: {e}, recovering", self.name);
-                pcm.recover(e.errno(), true).map(|()| 0)
+        let result = {
+            let pcm = self.pcm.get()?;
+            match pcm.io_bytes().writei(data) {
+                Ok(frames) => Ok(frames * self.frame_bytes),
+                Err(e) if e.errno() == libc::EAGAIN => Ok(0),
+                Err(e) => {
+                    // An underrun (EPIPE) or a suspend: recover and take the
+                    // data next time.
+                    debug!("alsa: {}: {e}, recovering", self.pcm.name);
+                    pcm.recover(e.errno(), true).map(|()| 0)
+                }
             }
         };
-        result.map_err(|e| {
-            close_if_gone(&mut self.pcm, &e);
-            host_error(&self.name, &e)
-        })
+        self.pcm.check(result)
     }
 
     fn latency_bytes(&mut self) -> u32 {
-        latency_bytes(self.pcm.as_ref(), self.frame_bytes)
+        self.pcm.latency_bytes(self.frame_bytes)
     }
 
     fn lead(&self) -> Duration {
         self.lead
     }
+
+    fn is_open(&self) -> bool {
+        self.pcm.pcm.is_some()
+    }
+
+    fn close_when_released(&self) -> bool {
+        true
+    }
 }
 
 struct AlsaSource {
-    /// `None` once the card went away.
-    pcm: Option<PCM>,
-    name: String,
+    pcm: Handle,
     frame_bytes: usize,
 }
 
 impl InputSource for AlsaSource {
     fn start(&mut self) -> Result<(), BackendError> {
-        let pcm = self.pcm.as_ref().ok_or_else(|| gone(&self.name))?;
-        if pcm.state() != State::Running {
-            pcm.start().map_err(|e| host_error(&self.name, &e))?;
-        }
-        Ok(())
+        let result = {
+            let pcm = self.pcm.get()?;
+            if pcm.state() == State::Running {
+                Ok(())
+            } else {
+                pcm.start()
+            }
+        };
+        self.pcm.check(result)
     }
 
     fn stop(&mut self) -> Result<(), BackendError> {
-        let pcm = self.pcm.as_ref().ok_or_else(|| gone(&self.name))?;
-        let _ = pcm.drop();
-        pcm.prepare().map_err(|e| host_error(&self.name, &e))
+        let result = {
+            let pcm = self.pcm.get()?;
+            let _ = pcm.drop();
+            pcm.prepare()
+        };
+        self.pcm.check(result)
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, BackendError> {
@@ -214,25 +247,32 @@ impl InputSource for AlsaSource {
         if buf.is_empty() {
             return Ok(0);
         }
-        let pcm = self.pcm.as_ref().ok_or_else(|| gone(&self.name))?;
-        let result = match pcm.io_bytes().readi(buf) {
-            Ok(frames) => Ok(frames * self.frame_bytes),
-            Err(e) if e.errno() == libc::EAGAIN => Ok(0),
-            Err(e) => {
-                debug!("alsa: {}: {e}, recovering", self.name);
-                pcm.recover(e.errno(), true)
-                    .and_then(|()| pcm.start())
-                    .map(|()| 0)
+        let result = {
+            let pcm = self.pcm.get()?;
+            match pcm.io_bytes().readi(buf) {
+                Ok(frames) => Ok(frames * self.frame_bytes),
+                Err(e) if e.errno() == libc::EAGAIN => Ok(0),
+                Err(e) => {
+                    debug!("alsa: {}: {e}, recovering", self.pcm.name);
+                    pcm.recover(e.errno(), true)
+                        .and_then(|()| pcm.start())
+                        .map(|()| 0)
+                }
             }
         };
-        result.map_err(|e| {
-            close_if_gone(&mut self.pcm, &e);
-            host_error(&self.name, &e)
-        })
+        self.pcm.check(result)
     }
 
     fn latency_bytes(&mut self) -> u32 {
-        latency_bytes(self.pcm.as_ref(), self.frame_bytes)
+        self.pcm.latency_bytes(self.frame_bytes)
+    }
+
+    fn is_open(&self) -> bool {
+        self.pcm.pcm.is_some()
+    }
+
+    fn close_when_released(&self) -> bool {
+        true
     }
 }
 
@@ -253,8 +293,10 @@ impl AudioBackend for AlsaBackend {
         let frame_bytes = params.frame_bytes();
         let period_bytes = u64::try_from(period).unwrap_or(0) * frame_bytes as u64;
         Ok(Box::new(AlsaSink {
-            pcm: Some(pcm),
-            name,
+            pcm: Handle {
+                pcm: Some(pcm),
+                name,
+            },
             frame_bytes,
             lead: params.duration_of(period_bytes * LEAD_PERIODS),
         }))
@@ -270,8 +312,10 @@ impl AudioBackend for AlsaBackend {
             .unwrap_or_else(|| "default".into());
         let (pcm, _) = open(&name, Direction::Capture, params)?;
         Ok(Box::new(AlsaSource {
-            pcm: Some(pcm),
-            name,
+            pcm: Handle {
+                pcm: Some(pcm),
+                name,
+            },
             frame_bytes: params.frame_bytes(),
         }))
     }

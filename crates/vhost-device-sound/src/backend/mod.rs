@@ -95,6 +95,19 @@ pub trait OutputSink: Send {
     fn lead(&self) -> Duration {
         Duration::ZERO
     }
+    /// Whether the sink still holds its host device. One that lost it (its
+    /// card went away) is opened anew by the next PREPARE.
+    fn is_open(&self) -> bool {
+        true
+    }
+
+    /// Whether to let go of the host device while the stream is released
+    /// (once the frames it took have played): an ALSA card that other
+    /// programs may want, and that the kernel can only remove once nothing
+    /// holds it. The default keeps it for the next PREPARE.
+    fn close_when_released(&self) -> bool {
+        false
+    }
 }
 
 /// Where capture comes from.
@@ -123,6 +136,16 @@ pub trait InputSource: Send {
     /// it.
     fn lead(&self) -> Duration {
         Duration::ZERO
+    }
+
+    /// As [`OutputSink::is_open`].
+    fn is_open(&self) -> bool {
+        true
+    }
+
+    /// As [`OutputSink::close_when_released`] (a source is closed at once).
+    fn close_when_released(&self) -> bool {
+        false
     }
 }
 

@@ -121,6 +121,14 @@ impl SoundDevice {
         let Some(stream) = self.streams.get_mut(id) else {
             return;
         };
+        if stream.state == PcmState::Released {
+            // The frames a released stream's sink held have played (a
+            // timer may also wake the worker early).
+            if stream.close_at.is_some_and(|at| at <= now) {
+                close_released(stream);
+            }
+            return;
+        }
         if stream.state != PcmState::Running {
             return;
         }
@@ -193,6 +201,20 @@ impl SoundDevice {
         }
         self.deliver_events(mem);
     }
+}
+
+/// Closes a released stream's host endpoint if it lets go of its device
+/// while released.
+pub(super) fn close_released(stream: &mut Stream) {
+    if stream.state == PcmState::Released
+        && stream
+            .endpoint
+            .as_ref()
+            .is_some_and(Endpoint::close_when_released)
+    {
+        stream.endpoint = None;
+    }
+    stream.close_at = None;
 }
 
 /// Moves the frames that are due between `stream`'s held buffers and its

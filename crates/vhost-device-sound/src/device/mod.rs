@@ -201,6 +201,8 @@ impl SoundDevice {
                     if stream.queue() == index {
                         stream.io.clear();
                         self.timers.arm(id, None);
+                        // Its timer would have closed it.
+                        io::close_released(stream);
                     }
                 }
             }

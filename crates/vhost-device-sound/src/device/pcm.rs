@@ -149,7 +149,9 @@ impl SoundDevice {
             id: u32::try_from(id).unwrap_or(u32::MAX),
         })?;
         let params = stream.params.ok_or(no_params)?;
-        if stream.endpoint.is_none() || stream.endpoint_params != Some(params) {
+        let reusable = stream.endpoint.as_ref().is_some_and(Endpoint::is_open)
+            && stream.endpoint_params == Some(params);
+        if !reusable {
             stream.endpoint = None;
             let sref = StreamRef {
                 id: u32::try_from(id).unwrap_or(u32::MAX),
@@ -172,6 +174,7 @@ impl SoundDevice {
         }
         stream.state = PcmState::Prepared;
         stream.pacer = None;
+        stream.close_at = None;
         self.set_host_ok(id, true);
         Ok(())
     }
@@ -244,7 +247,8 @@ impl SoundDevice {
         // Whatever was not played or recorded goes back now: the driver
         // waits for every buffer before it frees them (§5.14.6.6.5).
         self.flush_io(id, VIRTIO_SND_S_OK, mem);
-        self.timers.arm(id, None);
+        let now = self.clock.now();
+        let mut close_at = None;
         if let Some(stream) = self.streams.get_mut(id) {
             if stream.state == PcmState::Prepared {
                 if let Some(Endpoint::Out(sink)) = &mut stream.endpoint {
@@ -253,7 +257,28 @@ impl SoundDevice {
             }
             stream.state = PcmState::Released;
             stream.pacer = None;
+            if stream
+                .endpoint
+                .as_ref()
+                .is_some_and(Endpoint::close_when_released)
+            {
+                // Let go of the host device once what it took has played:
+                // the guest heard those frames complete.
+                let left = match (&mut stream.endpoint, stream.endpoint_params) {
+                    (Some(Endpoint::Out(sink)), Some(params)) => {
+                        params.duration_of(u64::from(sink.latency_bytes()))
+                    }
+                    _ => Duration::ZERO,
+                };
+                if left.is_zero() {
+                    stream.endpoint = None;
+                } else {
+                    close_at = Some(now + left);
+                }
+                stream.close_at = close_at;
+            }
         }
+        self.timers.arm(id, close_at);
     }
 
     /// Completes every buffer held for stream `id` with `status`.

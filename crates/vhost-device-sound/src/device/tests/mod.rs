@@ -101,6 +101,12 @@ struct Host {
     room: Option<usize>,
     fail: bool,
     opens: usize,
+    /// Sinks and sources open now.
+    live: usize,
+    /// Endpoints let go of their device while released (as ALSA's).
+    exclusive: bool,
+    /// Endpoints lost their device (as an ALSA card unplugged).
+    gone: bool,
     next_sample: u8,
 }
 
@@ -130,6 +136,24 @@ impl OutputSink for FakeSink {
     fn latency_bytes(&mut self) -> u32 {
         77
     }
+    fn is_open(&self) -> bool {
+        !self.0.lock().unwrap().gone
+    }
+    fn close_when_released(&self) -> bool {
+        self.0.lock().unwrap().exclusive
+    }
+}
+
+impl Drop for FakeSink {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().live -= 1;
+    }
+}
+
+impl Drop for FakeSource {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().live -= 1;
+    }
 }
 
 impl InputSource for FakeSource {
@@ -140,6 +164,12 @@ impl InputSource for FakeSource {
             host.next_sample = host.next_sample.wrapping_add(1);
         }
         Ok(buf.len())
+    }
+    fn is_open(&self) -> bool {
+        !self.0.lock().unwrap().gone
+    }
+    fn close_when_released(&self) -> bool {
+        self.0.lock().unwrap().exclusive
     }
 }
 
@@ -161,6 +191,7 @@ impl AudioBackend for FakeBackend {
                 reason: "no device".into(),
             });
         }
+        host.live += 1;
         Ok(Box::new(FakeSink(self.0.clone())))
     }
     fn open_input(
@@ -168,7 +199,9 @@ impl AudioBackend for FakeBackend {
         _stream: StreamRef,
         _params: &PcmParams,
     ) -> Result<Box<dyn InputSource>, BackendError> {
-        self.0.lock().unwrap().opens += 1;
+        let mut host = self.0.lock().unwrap();
+        host.opens += 1;
+        host.live += 1;
         Ok(Box::new(FakeSource(self.0.clone())))
     }
 }

@@ -260,6 +260,76 @@ fn backend_failure_at_prepare_is_an_io_error_and_unplugs_the_jack() {
 }
 
 #[test]
+fn prepare_opens_again_an_endpoint_that_lost_its_device_and_only_that() {
+    let mut r = rig();
+    r.play_setup(3840);
+    assert_eq!(r.host.0.lock().unwrap().opens, 1);
+    // Same parameters, device still there: the endpoint is kept.
+    assert_eq!(
+        r.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 0)),
+        VIRTIO_SND_S_OK
+    );
+    assert_eq!(r.host.0.lock().unwrap().opens, 1);
+    // Its card went away and came back: a new one.
+    r.host.0.lock().unwrap().gone = true;
+    assert_eq!(
+        r.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 0)),
+        VIRTIO_SND_S_OK
+    );
+    let host = r.host.0.lock().unwrap();
+    assert_eq!((host.opens, host.live), (2, 1));
+}
+
+#[test]
+fn a_released_stream_lets_go_of_an_exclusive_device_once_played() {
+    let mut r = rig();
+    r.host.0.lock().unwrap().exclusive = true;
+    r.play_setup(3840);
+    r.capture_setup(3840);
+    assert_eq!(r.host.0.lock().unwrap().live, 2);
+    assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_START, 0)), VIRTIO_SND_S_OK);
+    r.tx(0, &[1; 3840]);
+    assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_STOP, 0)), VIRTIO_SND_S_OK);
+    // Capture holds nothing to play: closed at once.
+    assert_eq!(
+        r.control(&pcm(VIRTIO_SND_R_PCM_RELEASE, 1)),
+        VIRTIO_SND_S_OK
+    );
+    assert_eq!(r.host.0.lock().unwrap().live, 1);
+    // The sink still holds 77 bytes: closed when they have played.
+    assert_eq!(
+        r.control(&pcm(VIRTIO_SND_R_PCM_RELEASE, 0)),
+        VIRTIO_SND_S_OK
+    );
+    assert_eq!(r.host.0.lock().unwrap().live, 1);
+    let at = r.timers.get(0).expect("a timer to close the sink");
+    assert!(at > r.clock.now());
+    // A wake-up before the deadline leaves it open.
+    r.dev.handle_timer(0, r.mem.memory());
+    assert_eq!(r.host.0.lock().unwrap().live, 1);
+    r.fire(0);
+    assert_eq!(r.host.0.lock().unwrap().live, 0);
+    // The next PREPARE opens it again.
+    r.play_setup(3840);
+    let host = r.host.0.lock().unwrap();
+    assert_eq!((host.opens, host.live), (3, 1));
+}
+
+#[test]
+fn a_released_stream_keeps_a_shared_device_for_the_next_prepare() {
+    let mut r = rig();
+    r.play_setup(3840);
+    assert_eq!(
+        r.control(&pcm(VIRTIO_SND_R_PCM_RELEASE, 0)),
+        VIRTIO_SND_S_OK
+    );
+    assert_eq!(r.timers.get(0), None);
+    r.play_setup(3840);
+    let host = r.host.0.lock().unwrap();
+    assert_eq!((host.opens, host.live), (1, 1));
+}
+
+#[test]
 fn set_params_bounds_period_and_buffer_bytes() {
     // Issue 17, item 6: the host backends size their buffers from these;
     // a 2 GiB period made the PipeWire backend abort on allocation.
