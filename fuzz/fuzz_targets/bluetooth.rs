@@ -7,14 +7,17 @@
 
 #![no_main]
 
+use std::sync::LazyLock;
+
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
 use vhost_device_bluetooth::args::Args;
 use vhost_device_bluetooth::BtConfig;
 use vhost_device_common::mock::program::{fuzz, Rules};
 
-fuzz_target!(|data: &[u8]| {
-    let args = Args::parse_from([
+/// The command line, parsed once: clap costs more than a short input.
+static ARGS: LazyLock<Args> = LazyLock::new(|| {
+    Args::parse_from([
         "bluetooth",
         "--socket-path",
         "/nonexistent",
@@ -22,8 +25,12 @@ fuzz_target!(|data: &[u8]| {
         "builtin",
         "--rx-backlog",
         "64",
-    ]);
-    let device = BtConfig::from_args(&args)
+    ])
+});
+
+fuzz_target!(|data: &[u8]| {
+    let args = &*ARGS;
+    let device = BtConfig::from_args(args)
         .ok()
         .and_then(|config| config.build_device(0).ok())
         .expect("built-in controller");

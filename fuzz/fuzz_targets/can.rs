@@ -6,21 +6,28 @@
 
 #![no_main]
 
+use std::sync::LazyLock;
+
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
 use vhost_device_can::args::Args;
 use vhost_device_can::CanConfig;
 use vhost_device_common::mock::program::{fuzz, Rules};
 
-fuzz_target!(|data: &[u8]| {
-    let args = Args::parse_from([
+/// The command line, parsed once: clap costs more than a short input.
+static ARGS: LazyLock<Args> = LazyLock::new(|| {
+    Args::parse_from([
         "can",
         "--socket-path",
         "/nonexistent",
         "--device-list",
         "bus",
-    ]);
-    let device = CanConfig::from_args(&args)
+    ])
+});
+
+fuzz_target!(|data: &[u8]| {
+    let args = &*ARGS;
+    let device = CanConfig::from_args(args)
         .ok()
         .and_then(|config| config.build_device(0).ok())
         .expect("virtual bus");

@@ -7,21 +7,28 @@
 
 #![no_main]
 
+use std::sync::LazyLock;
+
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
 use vhost_device_common::mock::program::{fuzz, Rules};
 use vhost_device_gpio::args::Args;
 use vhost_device_gpio::GpioConfig;
 
-fuzz_target!(|data: &[u8]| {
-    let args = Args::parse_from([
+/// The command line, parsed once: clap costs more than a short input.
+static ARGS: LazyLock<Args> = LazyLock::new(|| {
+    Args::parse_from([
         "gpio",
         "--socket-path",
         "/nonexistent",
         "--device-list",
         "s8",
-    ]);
-    let device = GpioConfig::from_args(&args)
+    ])
+});
+
+fuzz_target!(|data: &[u8]| {
+    let args = &*ARGS;
+    let device = GpioConfig::from_args(args)
         .and_then(|config| config.build_device(0))
         .expect("simulated chip");
     fuzz(

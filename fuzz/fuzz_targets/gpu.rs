@@ -7,20 +7,27 @@
 
 #![no_main]
 
+use std::sync::LazyLock;
+
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
 use vhost_device_common::mock::program::{fuzz, Rules};
 use vhost_device_gpu::{make_renderer, Args, GpuDevice};
 
-fuzz_target!(|data: &[u8]| {
-    let args = Args::parse_from([
+/// The command line, parsed once: clap costs more than a short input.
+static ARGS: LazyLock<Args> = LazyLock::new(|| {
+    Args::parse_from([
         "gpu",
         "--socket-path",
         "/nonexistent",
         "--headless",
         "--max-hostmem",
         "16",
-    ]);
+    ])
+});
+
+fuzz_target!(|data: &[u8]| {
+    let args = &*ARGS;
     let config = args.config().expect("gpu config");
     let renderer = make_renderer(&config).expect("2D renderer");
     fuzz(GpuDevice::new(config, renderer), data, &Rules::default());

@@ -6,14 +6,17 @@
 
 #![no_main]
 
+use std::sync::LazyLock;
+
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
 use vhost_device_common::mock::program::{fuzz, Rules};
 use vhost_device_rpmsg::args::Args;
 use vhost_device_rpmsg::Config;
 
-fuzz_target!(|data: &[u8]| {
-    let args = Args::parse_from([
+/// The command line, parsed once: clap costs more than a short input.
+static ARGS: LazyLock<Args> = LazyLock::new(|| {
+    Args::parse_from([
         "rpmsg",
         "--socket-path",
         "/nonexistent",
@@ -23,8 +26,12 @@ fuzz_target!(|data: &[u8]| {
         "name=rpmsg-tty,addr=0x401,echo",
         "--queue-limit",
         "64",
-    ]);
-    let device = Config::from_args(&args)
+    ])
+});
+
+fuzz_target!(|data: &[u8]| {
+    let args = &*ARGS;
+    let device = Config::from_args(args)
         .ok()
         .and_then(|config| config.build_device(0).ok())
         .expect("echo channels");

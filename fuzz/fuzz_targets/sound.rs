@@ -7,21 +7,28 @@
 
 #![no_main]
 
+use std::sync::LazyLock;
+
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
 use vhost_device_common::mock::program::{fuzz, Rules};
 use vhost_device_sound::args::SoundArgs;
 use vhost_device_sound::SoundDevice;
 
-fuzz_target!(|data: &[u8]| {
-    let args = SoundArgs::parse_from([
+/// The command line, parsed once: clap costs more than a short input.
+static ARGS: LazyLock<SoundArgs> = LazyLock::new(|| {
+    SoundArgs::parse_from([
         "sound",
         "--socket-path",
         "/nonexistent",
         "--backend",
         "null",
         "--controls",
-    ]);
+    ])
+});
+
+fuzz_target!(|data: &[u8]| {
+    let args = &*ARGS;
     let config = args.sound_config().expect("sound config");
     let backend = args
         .backend_spec()

@@ -13,6 +13,13 @@
 //! on: a used element names a head the driver made available and has not got
 //! back yet, and its length is at most what the chain's writable buffers
 //! hold. A breach panics, with what went wrong, so a fuzzer reports it.
+//!
+//! A fuzz target builds a harness per input. Mapping a fresh guest memory
+//! each time, and faulting its pages in again, cost more than most inputs:
+//! [`DeviceHarness::into_memory`] hands the memory on to the next harness
+//! ([`DeviceHarness::with_memory`]), which zeroes everything the last one
+//! wrote, so a harness starts from the same memory either way and an input
+//! behaves alone as it did in the run.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -23,7 +30,7 @@ use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
 };
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryBackend};
 use vmm_sys_util::epoll::{Epoll, EpollEvent, EventSet};
 
 use crate::device::{DeviceBackend, VirtioDevice};
@@ -86,6 +93,14 @@ pub enum Buffer<'a> {
     Writable(u32),
 }
 
+/// A harness's guest memory, handed on to the next harness.
+#[derive(Debug)]
+pub struct SpareMemory {
+    mem: GuestMem,
+    /// End of what a harness wrote: rings and buffers all lie below it.
+    dirty_end: u64,
+}
+
 /// A device behind its [`DeviceBackend`], with a driver's side of its queues.
 pub struct DeviceHarness<D: VirtioDevice> {
     backend: DeviceBackend<D>,
@@ -96,6 +111,8 @@ pub struct DeviceHarness<D: VirtioDevice> {
     event_idx: bool,
     next_data: u64,
     data_start: u64,
+    /// The highest `next_data` so far: what [`SpareMemory`] must zero.
+    data_end: u64,
     completed: usize,
 }
 
@@ -111,6 +128,12 @@ impl<D: VirtioDevice> DeviceHarness<D> {
     /// Wraps `device`, acks every feature it offers (EVENT_IDX only if
     /// `event_idx`), activates it and sets up all its queues.
     pub fn new(device: D, event_idx: bool) -> io::Result<Self> {
+        Self::with_memory(device, event_idx, None)
+    }
+
+    /// As [`DeviceHarness::new`], in `spare` (zeroed first) if it is of the
+    /// size this device needs, else in a fresh mapping.
+    pub fn with_memory(device: D, event_idx: bool, spare: Option<SpareMemory>) -> io::Result<Self> {
         let num_queues = device.num_queues();
         let size = [MAX_SIZE, 32, 16, 8, 4, 2, 1]
             .into_iter()
@@ -119,7 +142,14 @@ impl<D: VirtioDevice> DeviceHarness<D> {
         let rings_len = RING_PAGE * num_queues as u64;
         let data_start = BASE + rings_len;
         let len = usize::try_from(rings_len + DATA_SIZE).map_err(io::Error::other)?;
-        let mem = GuestMem::from_ranges(&[(GuestAddress(BASE), len)]).map_err(io::Error::other)?;
+        let mem = match spare {
+            Some(spare) if spare.mem.last_addr() == GuestAddress(BASE + len as u64 - 1) => {
+                let dirty = spare.dirty_end.saturating_sub(BASE);
+                fill(&spare.mem, BASE, usize::try_from(dirty).unwrap_or(len), 0)?;
+                spare.mem
+            }
+            _ => GuestMem::from_ranges(&[(GuestAddress(BASE), len)]).map_err(io::Error::other)?,
+        };
         let atomic = GuestMemoryAtomic::new(mem.clone());
         let backend = DeviceBackend::new(device, atomic.clone())?;
         let mut features = backend.features();
@@ -144,6 +174,7 @@ impl<D: VirtioDevice> DeviceHarness<D> {
             event_idx,
             next_data: data_start,
             data_start,
+            data_end: data_start,
             completed: 0,
         };
         for index in 0..num_queues {
@@ -154,9 +185,7 @@ impl<D: VirtioDevice> DeviceHarness<D> {
 
     fn setup_queue(&mut self, index: usize, size: u16) -> io::Result<()> {
         let page = BASE + RING_PAGE * index as u64;
-        self.mem
-            .write_slice(&[0; RING_PAGE as usize], GuestAddress(page))
-            .map_err(io::Error::other)?;
+        fill(&self.mem, page, RING_PAGE as usize, 0)?;
         let vring = self.vring(index)?;
         vring.set_queue_size(size);
         vring
@@ -213,7 +242,17 @@ impl<D: VirtioDevice> DeviceHarness<D> {
             return None;
         }
         self.next_data = end;
+        self.data_end = self.data_end.max(end);
         Some(addr)
+    }
+
+    /// Ends the harness (the device and its host fds with it) and keeps its
+    /// memory for the next one.
+    pub fn into_memory(self) -> SpareMemory {
+        let dirty_end = self.data_end;
+        let mem = self.mem.clone();
+        drop(self);
+        SpareMemory { mem, dirty_end }
     }
 
     /// Lays out `buffers` as a chain on `queue` (in an indirect table if
@@ -246,8 +285,7 @@ impl<D: VirtioDevice> DeviceHarness<D> {
                 Buffer::Writable(_) => {
                     writable += u64::from(len);
                     // What the device did not write reads as 0xAA.
-                    let fill = vec![0xAA; len as usize];
-                    self.mem.write_slice(&fill, GuestAddress(addr)).ok()?;
+                    fill(&self.mem, addr, len as usize, 0xAA).ok()?;
                 }
             }
             raw.push((addr, len, write));
@@ -492,6 +530,24 @@ impl<D: VirtioDevice> DeviceHarness<D> {
     }
 }
 
+/// Sets `len` bytes of guest memory at `addr` to `byte`, with one memset:
+/// the harness fills far more than a device reads, and going through
+/// `Bytes` would need a buffer of the fill first.
+fn fill(mem: &GuestMem, addr: u64, len: usize, byte: u8) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let slice = mem
+        .get_slice(GuestAddress(addr), len)
+        .map_err(io::Error::other)?;
+    let guard = slice.ptr_guard_mut();
+    // SAFETY: `get_slice` checked that the `len` bytes at `addr` lie in one
+    // mapped region, which `mem` keeps mapped while the guard lives; the
+    // harness runs the device on this thread, so nothing else touches them.
+    unsafe { std::ptr::write_bytes(guard.as_ptr(), byte, slice.len()) };
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -581,6 +637,42 @@ mod tests {
         // Completing `held` once is fine; a second completion would panic.
         h.kick(0);
         h.assert_all_used(0);
+    }
+
+    #[test]
+    fn reused_memory_starts_zeroed_and_serves_the_next_device() {
+        let mut h = DeviceHarness::new(Echo::default(), false).unwrap();
+        h.post(0, &[Buffer::Readable(b"H")], false).unwrap();
+        h.post(1, &[Buffer::Readable(b"x"), Buffer::Writable(300)], true)
+            .unwrap();
+        h.kick(0);
+        h.kick(1);
+        let written = h.data_end;
+        let spare = h.into_memory();
+        let mut h = DeviceHarness::with_memory(Echo::default(), true, Some(spare)).unwrap();
+        let mut old = vec![0xff; usize::try_from(written - BASE).unwrap()];
+        h.memory().read_slice(&mut old, GuestAddress(BASE)).unwrap();
+        assert!(
+            old.iter().all(|&b| b == 0),
+            "the last harness's bytes remain"
+        );
+        h.post(0, &[Buffer::Readable(b"ok"), Buffer::Writable(2)], false)
+            .unwrap();
+        h.kick(0);
+        h.assert_all_used(0);
+        // Memory of another size is not reused.
+        let spare = h.into_memory();
+        struct Wide;
+        impl VirtioDevice for Wide {
+            fn num_queues(&self) -> usize {
+                3
+            }
+            fn process_queue(&mut self, _: &mut Queues<'_>, _: usize) -> DeviceResult {
+                Ok(())
+            }
+        }
+        let h = DeviceHarness::with_memory(Wide, false, Some(spare)).unwrap();
+        assert_eq!(h.num_queues(), 3);
     }
 
     #[test]

@@ -22,8 +22,15 @@
 //! At the end every queue is kicked once more and host fds are served, and
 //! the queues in [`Rules::answer_at_once`] must have used every chain.
 
-use super::harness::{Buffer, DeviceHarness};
+use std::cell::RefCell;
+
+use super::harness::{Buffer, DeviceHarness, SpareMemory};
 use crate::device::VirtioDevice;
+
+thread_local! {
+    /// The last input's guest memory, zeroed and reused by the next one.
+    static SPARE: RefCell<Option<SpareMemory>> = const { RefCell::new(None) };
+}
 
 /// What a device promises beyond the harness's own checks.
 #[derive(Clone, Copy, Debug, Default)]
@@ -114,13 +121,19 @@ fn post<D: VirtioDevice>(harness: &mut DeviceHarness<D>, queue: usize, input: &m
 
 /// A fuzz target's body: `device` behind a fresh harness (EVENT_IDX if bit
 /// 0 of the first byte is set), then the rest of `data` as operations.
+/// The harness reuses the guest memory of the previous call on this
+/// thread, zeroed (see [`DeviceHarness::with_memory`]): nothing else
+/// carries over, so an input does alone what it did in a run.
 pub fn fuzz<D: VirtioDevice>(device: D, data: &[u8], rules: &Rules<'_>) {
     let Some((&header, ops)) = data.split_first() else {
         return;
     };
-    let mut harness = DeviceHarness::new(device, header & 1 != 0)
+    let spare = SPARE.with_borrow_mut(Option::take);
+    let mut harness = DeviceHarness::with_memory(device, header & 1 != 0, spare)
         .unwrap_or_else(|e| panic!("the harness cannot set up the device: {e}"));
     run(&mut harness, ops, rules);
+    let spare = harness.into_memory();
+    SPARE.with_borrow_mut(|slot| *slot = Some(spare));
 }
 
 #[cfg(test)]
