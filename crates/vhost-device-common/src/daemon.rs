@@ -343,21 +343,9 @@ fn poll_pair(first: RawFd, second: RawFd) -> Result<(libc::c_short, libc::c_shor
 /// Blocks SIGTERM and SIGINT in this thread (and so in every thread it
 /// starts) and returns a signalfd that reports them.
 pub fn block_stop_signals() -> Result<OwnedFd> {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t for all of these calls.
-    let fd = unsafe {
-        libc::sigemptyset(&raw mut set);
-        libc::sigaddset(&raw mut set, libc::SIGTERM);
-        libc::sigaddset(&raw mut set, libc::SIGINT);
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) != 0 {
-            return Err(Error::Io {
-                what: "block signals",
-                source: io::Error::last_os_error(),
-            });
-        }
-        libc::signalfd(-1, &raw const set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
-    };
+    let set = mask_stop_signals()?;
+    // SAFETY: `set` is a valid, initialised sigset_t.
+    let fd = unsafe { libc::signalfd(-1, &raw const set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
     if fd < 0 {
         return Err(Error::Io {
             what: "signalfd",
@@ -366,4 +354,59 @@ pub fn block_stop_signals() -> Result<OwnedFd> {
     }
     // SAFETY: signalfd returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Blocks SIGTERM and SIGINT in this thread; the set blocked.
+fn mask_stop_signals() -> Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t for all of these calls.
+    let blocked = unsafe {
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGTERM);
+        libc::sigaddset(&raw mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut())
+    };
+    if blocked != 0 {
+        return Err(Error::Io {
+            what: "block signals",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(set)
+}
+
+/// Starts a thread that serves the host, not the guest (a device's control
+/// socket), before [`serve`]: it runs `body` with SIGTERM and SIGINT
+/// blocked (they are the main thread's to wait for) and without any
+/// capability, bounding set included. Capabilities belong to a thread, so
+/// [`serve`]'s drop cannot reach a thread started before it; this one drops
+/// its own before `spawn_host_thread` returns, so before the seccomp filter
+/// (which does not allow `capset`) is installed. Threads `body` starts
+/// inherit both.
+pub fn spawn_host_thread(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<thread::JoinHandle<()>> {
+    let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
+    let handle = thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let setup = mask_stop_signals()
+                .and_then(|_| crate::sandbox::caps::drop_all_but(Default::default()).map(drop));
+            let ok = setup.is_ok();
+            let _ = ready_tx.send(setup);
+            if ok {
+                body();
+            }
+        })
+        .map_err(Error::io("spawn a host thread"))?;
+    match ready.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::Daemon {
+            socket: name.to_owned(),
+            reason: "its thread ended before it was set up".into(),
+        }),
+    }
 }

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend, TestQueue};
+use vhost_device_common::testing::{
+    running_with_capabilities, threads_beyond_capabilities, DaemonProcess, FrontendOptions,
+    TestFrontend, TestQueue,
+};
 use vhost_device_gpio::control::ControlClient;
 use vhost_device_gpio::protocol::*;
 use vm_memory::ByteValued;
@@ -422,4 +425,30 @@ fn several_guests_each_with_a_control_socket() {
     ctl0.get(2).unwrap_err();
     fe.disconnect().unwrap();
     assert!(daemon.stop().unwrap().success());
+}
+
+#[test]
+fn no_thread_keeps_a_capability_not_even_the_control_socket_s() {
+    assert!(
+        running_with_capabilities(),
+        "this test needs capabilities to see them dropped: run it as root (CI does)"
+    );
+    let d = Daemon::start(&["--device-list", "s4"]);
+    // The control socket's thread starts before the sandbox, and a client
+    // gets a thread of its own; a frontend starts the vring worker.
+    let mut ctl = d.control();
+    ctl.set(1, true).unwrap();
+    let mut fe = d.connect();
+    assert_eq!(ok(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 1, 0), 1);
+    let (wrong, threads) = threads_beyond_capabilities(d.process.pid(), 0).unwrap();
+    assert!(threads >= 4, "main, socket, control, its client: {threads}");
+    assert!(wrong.is_empty(), "threads with capabilities: {wrong:#?}");
+    // A client that comes after the sandbox is no different.
+    let mut late = d.control();
+    assert!(late.get(1).unwrap());
+    let (wrong, _) = threads_beyond_capabilities(d.process.pid(), 0).unwrap();
+    assert!(wrong.is_empty(), "threads with capabilities: {wrong:#?}");
+    drop((ctl, late));
+    fe.disconnect().unwrap();
+    assert_eq!(d.stop(), Some(0));
 }

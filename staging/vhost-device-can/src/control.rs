@@ -31,27 +31,21 @@ pub fn serve(bus: Arc<VirtualBus>, path: &Path) -> Result<SocketFileGuard> {
     let _ = std::fs::remove_file(path);
     let listener =
         UnixListener::bind(path).map_err(|e| IoError::new(format!("{}", path.display()), e))?;
-    thread::Builder::new()
-        .name("can-bus-control".into())
-        .spawn(move || {
-            // The daemon waits for SIGTERM/SIGINT in its main thread; this
-            // thread, started before that, must not take them. The
-            // signalfd that comes with the mask is not needed here.
-            if let Err(e) = vhost_device_common::daemon::block_stop_signals() {
-                warn!("bus control: {e}");
-            }
-            for stream in listener.incoming().flatten() {
-                let bus = bus.clone();
-                let _ = thread::Builder::new()
-                    .name("can-bus-client".into())
-                    .spawn(move || {
-                        if let Err(e) = serve_client(&bus, stream) {
-                            warn!("bus control client: {e}");
-                        }
-                    });
-            }
-        })
-        .map_err(|e| IoError::new("control thread", e))?;
+    // Started before `serve`: a host thread drops its capabilities itself
+    // and leaves SIGTERM/SIGINT to the main thread.
+    vhost_device_common::daemon::spawn_host_thread("can-bus-control", move || {
+        for stream in listener.incoming().flatten() {
+            let bus = bus.clone();
+            let _ = thread::Builder::new()
+                .name("can-bus-client".into())
+                .spawn(move || {
+                    if let Err(e) = serve_client(&bus, stream) {
+                        warn!("bus control client: {e}");
+                    }
+                });
+        }
+    })
+    .map_err(|e| IoError::new("control thread", io::Error::other(e.to_string())))?;
     Ok(SocketFileGuard::new(path))
 }
 

@@ -11,7 +11,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use vhost_device_can::protocol::*;
-use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend};
+use vhost_device_common::testing::{
+    running_with_capabilities, threads_beyond_capabilities, DaemonProcess, FrontendOptions,
+    TestFrontend,
+};
 use vm_memory::ByteValued;
 
 mod support;
@@ -292,4 +295,26 @@ fn bad_command_lines_fail_with_one_line() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
+}
+
+#[test]
+fn no_thread_keeps_a_capability_not_even_the_bus_control_s() {
+    use std::io::{BufRead, BufReader, Write};
+    assert!(
+        running_with_capabilities(),
+        "this test needs capabilities to see them dropped: run it as root (CI does)"
+    );
+    let daemon = Daemon::start(1, &[]);
+    let _fe = daemon.connect(0, !0);
+    // A client held open, so that its thread is there to be looked at.
+    let client =
+        std::os::unix::net::UnixStream::connect(daemon.dir.path().join("bus.ctl")).unwrap();
+    let mut writer = client.try_clone().unwrap();
+    writeln!(writer, "dropped").unwrap();
+    let mut answer = String::new();
+    BufReader::new(client).read_line(&mut answer).unwrap();
+    assert!(answer.starts_with("ok"), "{answer}");
+    let (wrong, threads) = threads_beyond_capabilities(daemon.process.pid(), 0).unwrap();
+    assert!(threads >= 4, "main, socket, control, its client: {threads}");
+    assert!(wrong.is_empty(), "threads with capabilities: {wrong:#?}");
 }

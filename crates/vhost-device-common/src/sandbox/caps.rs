@@ -8,13 +8,12 @@
 //!
 //! Capabilities belong to a thread: the drop covers the thread that calls
 //! `serve` and every thread it starts afterwards (all socket and vring
-//! threads). A device's control thread started before `serve` (gpio's and
-//! can's `--*-control` sockets) keeps what the process had; it serves the
-//! host, not the guest.
+//! threads). A thread started before `serve` (gpio's and can's
+//! `--*-control` sockets) would keep what the process had, so such threads
+//! start through [`crate::daemon::spawn_host_thread`], which drops them all
+//! in the new thread before it runs anything.
 
 use std::io;
-
-use log::info;
 
 use crate::error::{Error, Result};
 
@@ -184,10 +183,10 @@ fn split(set: u64) -> [u32; 2] {
     [set as u32, (set >> 32) as u32]
 }
 
-/// Keeps `keep` (of what the thread has) and drops every other capability
-/// from all five sets. Nothing to do, and nothing logged, for a daemon
-/// started without capabilities.
-pub(super) fn drop_all_but(keep: CapSet) -> Result<()> {
+/// Keeps `keep` (of what the calling thread has) and drops every other
+/// capability from all five sets; the set kept. `None`, with nothing to
+/// do, for a thread without capabilities.
+pub(crate) fn drop_all_but(keep: CapSet) -> Result<Option<CapSet>> {
     let fail = |what: &str| Error::Sandbox(format!("{what}: {}", io::Error::last_os_error()));
     let [low, high] = capget().map_err(|e| Error::Sandbox(format!("capget: {e}")))?;
     let permitted = u64::from(low.permitted) | (u64::from(high.permitted) << 32);
@@ -206,7 +205,7 @@ pub(super) fn drop_all_but(keep: CapSet) -> Result<()> {
         return Err(fail("clearing ambient capabilities"));
     }
     if permitted == 0 {
-        return Ok(());
+        return Ok(None);
     }
     // The bounding set first: dropping from it needs CAP_SETPCAP, which
     // the capset below may remove. Numbers past the kernel's last are
@@ -241,8 +240,7 @@ pub(super) fn drop_all_but(keep: CapSet) -> Result<()> {
     if unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_mut_ptr()) } != 0 {
         return Err(fail("capset"));
     }
-    info!("capabilities: kept {}", CapSet(kept).names());
-    Ok(())
+    Ok(Some(CapSet(kept)))
 }
 
 #[cfg(test)]

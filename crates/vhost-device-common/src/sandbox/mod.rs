@@ -128,7 +128,9 @@ impl SandboxArgs {
     pub fn install(&self, policy: &SandboxPolicy, sockets: &[PathBuf]) -> Result<()> {
         set_no_new_privs()?;
         let keep = self.modcaps.unwrap_or_default().apply(policy.keep_caps);
-        caps::drop_all_but(keep)?;
+        if let Some(kept) = caps::drop_all_but(keep)? {
+            log::info!("capabilities: kept {}", kept.names());
+        }
         let mut rules = policy.paths.clone();
         rules.extend(
             sockets

@@ -64,6 +64,9 @@ mod ring;
 pub use self::error::FrontendError;
 pub use self::frontend::TestFrontend;
 pub use self::options::{supported_protocol_features, FrontendOptions, UNSUPPORTED_FEATURES};
-pub use self::process::{capability_sets, DaemonProcess, PROCESS_WAIT};
+pub use self::process::{
+    capability_sets, running_with_capabilities, threads_beyond_capabilities, DaemonProcess,
+    PROCESS_WAIT,
+};
 pub use self::queue::{RawDesc, TestQueue, Used};
 pub use self::ring::{VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};

@@ -251,49 +251,33 @@ impl SimWorld {
         let listener = UnixListener::bind(path).map_err(|e| control_error("bind", e))?;
         let world = Arc::clone(self);
         let name = path.display().to_string();
-        thread::Builder::new()
-            .name("gpio-sim-control".into())
-            .spawn(move || {
-                block_stop_signals_here();
-                for stream in listener.incoming() {
-                    match stream {
-                        // A thread per client (they are few and short-lived)
-                        // so that one left open cannot block a test's next.
-                        Ok(stream) => {
-                            let world = Arc::clone(&world);
-                            let client = name.clone();
-                            let spawned = thread::Builder::new()
-                                .name("gpio-sim-client".into())
-                                .spawn(move || {
-                                    if let Err(e) = serve_client(&world, stream) {
-                                        debug!("{client}: client: {e}");
-                                    }
-                                });
-                            if let Err(e) = spawned {
-                                warn!("{name}: cannot serve a client: {e}");
-                            }
+        // Started before `serve`: a host thread drops its capabilities
+        // itself (the daemon's drop covers only threads started after it).
+        vhost_device_common::daemon::spawn_host_thread("gpio-sim-control", move || {
+            for stream in listener.incoming() {
+                match stream {
+                    // A thread per client (they are few and short-lived)
+                    // so that one left open cannot block a test's next.
+                    Ok(stream) => {
+                        let world = Arc::clone(&world);
+                        let client = name.clone();
+                        let spawned = thread::Builder::new().name("gpio-sim-client".into()).spawn(
+                            move || {
+                                if let Err(e) = serve_client(&world, stream) {
+                                    debug!("{client}: client: {e}");
+                                }
+                            },
+                        );
+                        if let Err(e) = spawned {
+                            warn!("{name}: cannot serve a client: {e}");
                         }
-                        Err(e) => warn!("{name}: accept: {e}"),
                     }
+                    Err(e) => warn!("{name}: accept: {e}"),
                 }
-            })
-            .map_err(|e| control_error("spawn its thread", e))?;
+            }
+        })
+        .map_err(|e| control_error("spawn its thread", io::Error::other(e.to_string())))?;
         Ok(SocketFileGuard::new(path))
-    }
-}
-
-/// The daemon waits for SIGTERM/SIGINT on a signalfd in the main thread; a
-/// thread that does not block them could take the signal and end the
-/// process without cleanup.
-fn block_stop_signals_here() {
-    // SAFETY: sigset_t is plain data that sigemptyset initialises; the calls
-    // only read and write `set`, which outlives them.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&raw mut set);
-        libc::sigaddset(&raw mut set, libc::SIGTERM);
-        libc::sigaddset(&raw mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
     }
 }
 
