@@ -150,7 +150,9 @@ pub struct Queue<'a> {
     /// The heads the device holds, and whether the queue is broken.
     track: &'a QueueTrack,
     log: &'a RateLimited,
-    /// Heads taken from the available ring in this callback, valid or not.
+    /// Descriptors this callback walked, valid or not (a head counts at
+    /// least one, a malformed chain the whole queue size its walk may have
+    /// cost).
     taken: usize,
     /// Whether this callback took its share (see [`Queue::pop`]) and kicked
     /// the queue to be called again.
@@ -195,9 +197,9 @@ impl<'a> Queue<'a> {
     /// Pops the next valid chain. A malformed chain is logged, returned to
     /// the driver with a used length of 0, and skipped.
     ///
-    /// One callback takes at most four times the queue size of
-    /// heads from the ring; then the queue kicks itself and gives nothing
-    /// more, so the worker serves its other events (the stop event, other
+    /// One callback walks at most four times the queue size of
+    /// descriptors (a head counts at least one); then the queue kicks
+    /// itself and gives nothing more, so the worker serves its other events (the stop event, other
     /// queues, the device's host fds) and lets go of the device lock before
     /// it comes back for the rest. A driver that keeps the ring full loses
     /// nothing; a frontend that aliases the used ring onto the available
@@ -311,8 +313,18 @@ impl<'a> Queue<'a> {
                 queue.size(),
                 head,
             ) {
-                Ok(chain) => return Some(chain),
+                Ok(chain) => {
+                    // The head was counted; a chain may walk up to a
+                    // queue's worth of descriptors, so with heads alone one
+                    // callback could walk four rings' worth squared.
+                    let walked = chain.readable().len() + chain.writable().len();
+                    self.taken += walked.saturating_sub(1);
+                    return Some(chain);
+                }
                 Err(error) => {
+                    // Where the walk failed is not known: charge the most
+                    // it may have cost.
+                    self.taken += usize::from(queue.size()).saturating_sub(1);
                     self.log.warn(|| {
                         format!(
                             "queue {}: dropping malformed chain {head}: {error}",
@@ -440,7 +452,7 @@ impl<'a> Queue<'a> {
     /// driver's kick nor this thread's wake-up.
     ///
     /// Like [`Self::pop`], it stops after four rings' worth of
-    /// chains and lets the worker come back later.
+    /// descriptors and lets the worker come back later.
     pub fn drain(&mut self, mut f: impl FnMut(DescChain, &GuestMem) -> Option<u32>) -> usize {
         let mut count = 0;
         // Without busy polling, the step that finds the ring empty also
@@ -639,7 +651,7 @@ mod tests {
     use std::fs::File;
     use std::os::fd::FromRawFd;
 
-    use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_INDIRECT;
+    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT};
     use virtio_queue::desc::split::Descriptor;
     use vm_memory::{Bytes, FileOffset, GuestMemoryAtomic};
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -713,7 +725,7 @@ mod tests {
     /// completion sets `avail.idx` too. Head 0 is `desc` (a valid chain or
     /// a malformed one). Returns how many chains one drain handed out, and
     /// whether the queue kicked itself to be called again.
-    fn drain_aliased(desc: Descriptor) -> (usize, u64) {
+    fn drain_aliased(descs: Vec<Descriptor>) -> (usize, u64) {
         let (send, receive) = mpsc::channel();
         thread::spawn(move || {
             let file = tempfile::tempfile().unwrap();
@@ -724,7 +736,10 @@ mod tests {
                 (GuestAddress(0x1_0000), 0x4000, Some(alias)),
             ])
             .unwrap();
-            mem.write_obj(desc, GuestAddress(DESC)).unwrap();
+            for (i, desc) in descs.into_iter().enumerate() {
+                mem.write_obj(desc, GuestAddress(DESC + 16 * i as u64))
+                    .unwrap();
+            }
             mem.write_obj(1u16, GuestAddress(0x1000 + 2)).unwrap();
             let vring = Vring::new(GuestMemoryAtomic::new(mem.clone()), SIZE).unwrap();
             vring.set_queue_size(SIZE);
@@ -754,10 +769,24 @@ mod tests {
     fn a_self_feeding_ring_yields_after_its_share() {
         let budget = usize::from(SIZE) * DRAIN_ROUNDS;
         let valid = Descriptor::new(0x3000, 4, 0, 0);
-        assert_eq!(drain_aliased(valid), (budget, 1));
+        assert_eq!(drain_aliased(vec![valid]), (budget, 1));
         // Malformed chains are completed inside the pop: they count too.
         let malformed = Descriptor::new(0x3000, 4, VRING_DESC_F_INDIRECT as u16, 0);
-        assert_eq!(drain_aliased(malformed), (0, 1));
+        assert_eq!(drain_aliased(vec![malformed]), (0, 1));
+    }
+
+    #[test]
+    fn a_self_feeding_ring_of_long_chains_yields_after_its_share_of_descriptors() {
+        // Head 0 walks the whole table, 0 -> 1 -> 2 -> 3: a callback that
+        // counted heads only would walk SIZE times more descriptors.
+        let budget = usize::from(SIZE) * DRAIN_ROUNDS;
+        let chain = (0..SIZE)
+            .map(|i| {
+                let next = if i + 1 < SIZE { VRING_DESC_F_NEXT } else { 0 };
+                Descriptor::new(0x3000, 4, next as u16, i + 1)
+            })
+            .collect();
+        assert_eq!(drain_aliased(chain), (budget / usize::from(SIZE), 1));
     }
 
     #[test]
