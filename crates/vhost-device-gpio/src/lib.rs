@@ -180,14 +180,31 @@ impl GpioConfig {
         Ok(GpioConfig { guests, controls })
     }
 
-    /// What the daemon needs once set up: the real chips' device nodes
-    /// (opened for each connection) and the directories of the control
-    /// sockets (removed at exit). Simulated chips need nothing.
+    /// What the daemon needs once set up: the directory of the real chips'
+    /// device nodes (`/dev`), read-only with ioctls, and the directories of
+    /// the control sockets (removed at exit). Simulated chips need nothing.
+    ///
+    /// The chips are opened for each connection, and again when one comes
+    /// back after it went away; a node created again is a new file, which a
+    /// rule on the old node would not cover. gpiocdev opens chips
+    /// read-only and does everything else with ioctls, so nothing under
+    /// `/dev` can be written.
     pub fn sandbox_policy(&self) -> SandboxPolicy {
-        let chips = self.guests.iter().filter_map(|g| match g {
-            GuestChip::Real(path) => Some(FsRule::new(path, FsAccess::Device)),
-            GuestChip::Sim(_) => None,
-        });
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for guest in &self.guests {
+            if let GuestChip::Real(path) = guest {
+                let node = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                let dir = node
+                    .parent()
+                    .map_or_else(|| node.clone(), Path::to_path_buf);
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+        }
+        let chips = dirs
+            .into_iter()
+            .map(|dir| FsRule::new(dir, FsAccess::DeviceIoctl));
         let controls = self
             .controls
             .iter()

@@ -60,6 +60,11 @@ pub enum FsAccess {
     /// Open the device node (or the nodes under the directory) for reading
     /// and writing, with ioctls.
     Device,
+    /// Open the device nodes under the directory read-only and use their
+    /// ioctls, nothing else: for a directory where a device's node may be
+    /// created again under a running daemon (a hot-plugged GPIO chip is a
+    /// new file, which a rule on the old node does not cover).
+    DeviceIoctl,
     /// Read, write, create, truncate and remove files under the directory.
     ReadWrite,
     /// Create (bind) and remove Unix sockets in the directory.
@@ -71,6 +76,7 @@ impl FsAccess {
         match self {
             FsAccess::Read => AccessFs::ReadFile | AccessFs::ReadDir,
             FsAccess::Device => AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev,
+            FsAccess::DeviceIoctl => AccessFs::ReadFile | AccessFs::IoctlDev,
             FsAccess::ReadWrite => AccessFs::from_all(TARGET_ABI) & !AccessFs::Execute,
             FsAccess::Sockets => AccessFs::MakeSock | AccessFs::RemoveFile,
         }
@@ -196,6 +202,9 @@ mod tests {
             & !(AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev);
         assert!(!FsAccess::Read.rights().intersects(changes));
         assert!(!FsAccess::Device.rights().intersects(changes));
+        assert!(!FsAccess::DeviceIoctl
+            .rights()
+            .intersects(AccessFs::from_write(TARGET_ABI) & !AccessFs::IoctlDev));
         assert!(!FsAccess::ReadWrite.rights().contains(AccessFs::Execute));
         assert!(!FsAccess::Sockets.rights().contains(AccessFs::MakeReg));
     }

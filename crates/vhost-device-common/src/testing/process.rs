@@ -111,9 +111,11 @@ impl DaemonProcess {
         Self::spawn(command, sockets)
     }
 
-    /// Starts a prepared command and waits for `sockets` to exist.
+    /// Starts a prepared command and waits for `sockets` to exist. Its
+    /// `RUST_LOG`, if it sets one, wins over the default `warn`.
     pub fn spawn(mut command: Command, sockets: Vec<PathBuf>) -> io::Result<Self> {
-        if std::env::var_os("RUST_LOG").is_none() {
+        let set_on_command = command.get_envs().any(|(key, _)| key == "RUST_LOG");
+        if std::env::var_os("RUST_LOG").is_none() && !set_on_command {
             command.env("RUST_LOG", "warn");
         }
         let child = command.stdin(Stdio::null()).spawn()?;

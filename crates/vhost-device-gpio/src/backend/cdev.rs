@@ -5,14 +5,22 @@
 //! Lines are requested from the kernel only as the guest claims them, one
 //! request per line so each can be reconfigured or released on its own, and
 //! each request's fd sits on the device worker's epoll (token = line
-//! number) to deliver edge events without a thread.
+//! number) to deliver edge events without a thread. The chip itself is
+//! opened only for the time of a call: the line fds are all the daemon
+//! holds.
+//!
+//! A chip that goes away (a USB expander unplugged, gpio-sim's `live` set
+//! to 0) fails the guest's requests with the error status; its lines are
+//! let go. If it comes back at the same device node, the guest's next
+//! request claims them again as the guest had set them, edge detection
+//! included, so a driver that keeps waiting for an interrupt gets it.
 
 use std::path::{Path, PathBuf};
 
 use gpiocdev::line::{EdgeDetection, EdgeKind, Value};
 use gpiocdev::request::{Config, Request};
 use gpiocdev::Chip;
-use log::warn;
+use log::{info, warn};
 use vhost_device_common::{EventRegistry, EventSet};
 
 use super::{Direction, Edge, Edges, GpioBackend};
@@ -37,12 +45,16 @@ struct CdevLine {
 /// A host GPIO chip.
 #[derive(Debug)]
 pub struct CdevChip {
-    chip: Chip,
     path: PathBuf,
     num_lines: u16,
     names: Vec<String>,
     lines: Vec<CdevLine>,
     events: Option<EventRegistry>,
+    /// Some lines were let go because their chip went away (see
+    /// `read_events`): the next request claims them again.
+    lost_lines: bool,
+    /// The chip's return was logged.
+    back_logged: bool,
 }
 
 /// Finds the chip whose label is `label`.
@@ -106,11 +118,12 @@ impl CdevChip {
         }
         Ok(CdevChip {
             path: path.to_owned(),
-            chip,
             num_lines,
             names,
             lines: (0..num_lines).map(|_| CdevLine::default()).collect(),
             events: None,
+            lost_lines: false,
+            back_logged: false,
         })
     }
 
@@ -182,14 +195,7 @@ impl CdevChip {
                 slot.request.is_some(),
             )
         };
-        // Edge detection needs an input, claimed or not.
-        let wanted = match (direction, edges) {
-            (Some(Direction::Out), _) => Some(Direction::Out),
-            (Some(Direction::In), _) => Some(Direction::In),
-            (_, Edges::None) => None,
-            (_, _) => Some(Direction::In),
-        };
-        let Some(wanted) = wanted else {
+        let Some(wanted) = wanted(direction, edges) else {
             self.release(line);
             return Ok(());
         };
@@ -218,6 +224,41 @@ impl CdevChip {
         Ok(())
     }
 
+    /// Claims again the lines let go when their chip went away, as the
+    /// guest last set them (direction, output value, edges), if the chip
+    /// is back at the same node with as many lines. While it is gone, that
+    /// costs one failed open per request.
+    fn reclaim_lost_lines(&mut self) {
+        if !self.lost_lines {
+            return;
+        }
+        let back = Chip::from_path(&self.path)
+            .and_then(|chip| chip.info())
+            .is_ok_and(|info| info.num_lines == u32::from(self.num_lines));
+        if !back {
+            return;
+        }
+        self.lost_lines = false;
+        let mut failed = 0;
+        for line in 0..self.num_lines {
+            let lost = self.lines.get(usize::from(line)).is_some_and(|slot| {
+                slot.request.is_none() && wanted(slot.direction, slot.edges).is_some()
+            });
+            if lost && self.apply(line).is_err() {
+                // Tried again on the next request.
+                self.lost_lines = true;
+                failed += 1;
+            }
+        }
+        // Once per return of the chip: the guest's requests bring us here.
+        if !std::mem::replace(&mut self.back_logged, true) {
+            info!(
+                "{}: the chip is back; the guest's lines are claimed again ({failed} failed)",
+                self.path.display()
+            );
+        }
+    }
+
     fn release(&mut self, line: u16) {
         let Some(slot) = self.lines.get_mut(usize::from(line)) else {
             return;
@@ -227,6 +268,17 @@ impl CdevChip {
                 let _ = events.unregister(&request);
             }
         }
+    }
+}
+
+/// What a line must be requested as for the guest's `direction` and
+/// `edges`, if at all. Edge detection needs an input, claimed or not.
+fn wanted(direction: Option<Direction>, edges: Edges) -> Option<Direction> {
+    match (direction, edges) {
+        (Some(Direction::Out), _) => Some(Direction::Out),
+        (Some(Direction::In), _) => Some(Direction::In),
+        (_, Edges::None) => None,
+        (_, _) => Some(Direction::In),
     }
 }
 
@@ -240,11 +292,15 @@ impl GpioBackend for CdevChip {
     }
 
     fn direction(&mut self, line: u16) -> Result<Direction> {
+        self.reclaim_lost_lines();
         if let Some(direction) = self.slot(line)?.direction {
             return Ok(direction);
         }
-        let info = self
-            .chip
+        // Opened for the question only: a chip fd kept open would keep a
+        // chip that went away from being freed, and gpio-sim (or a USB
+        // expander plugged in again) would then get another node.
+        let info = Chip::from_path(&self.path)
+            .map_err(self.line_error(line, "open the chip"))?
             .line_info(u32::from(line))
             .map_err(self.line_error(line, "read line info"))?;
         Ok(match info.direction {
@@ -254,6 +310,7 @@ impl GpioBackend for CdevChip {
     }
 
     fn set_direction(&mut self, line: u16, direction: Direction) -> Result<()> {
+        self.reclaim_lost_lines();
         let slot = self.slot(line)?;
         let previous = (slot.direction, slot.output, slot.edges);
         match direction {
@@ -279,6 +336,7 @@ impl GpioBackend for CdevChip {
     }
 
     fn value(&mut self, line: u16) -> Result<bool> {
+        self.reclaim_lost_lines();
         let offset = u32::from(line);
         if let Some(request) = &self.slot(line)?.request {
             let value = request
@@ -301,14 +359,15 @@ impl GpioBackend for CdevChip {
     }
 
     fn set_value(&mut self, line: u16, value: bool) -> Result<()> {
+        self.reclaim_lost_lines();
         let err = self.line_error(line, "set value");
         let slot = self.slot(line)?;
         slot.output = value;
         if slot.direction == Some(Direction::Out) {
             if slot.request.is_none() {
-                // Released after its chip went away (see `read_events`):
-                // claim it again with the value, which fails while the chip
-                // is gone.
+                // Released after its chip went away (see `read_events`) and
+                // not claimed back: claim it with the value, which fails
+                // while the chip is gone.
                 return self.apply(line);
             }
             if let Some(request) = &slot.request {
@@ -324,6 +383,7 @@ impl GpioBackend for CdevChip {
     }
 
     fn set_edges(&mut self, line: u16, edges: Edges) -> Result<()> {
+        self.reclaim_lost_lines();
         let slot = self.slot(line)?;
         if edges != Edges::None && slot.direction == Some(Direction::Out) {
             return Err(Error::Line {
@@ -386,17 +446,21 @@ impl GpioBackend for CdevChip {
             // The chip went away (ENODEV): its line fds stay readable for
             // ever on the level-triggered epoll, so keeping this one would
             // spin the worker and flood the log. Let the line go; the
-            // guest's next request on it asks the kernel again and gets the
-            // error status.
+            // guest's next request asks the kernel again: the error status
+            // while the chip is gone, and the line claimed again as the
+            // guest set it once the chip is back at the same node.
             warn!(
                 "{}: line {token}: {what}; line released",
                 self.path.display()
             );
             self.release(token);
+            self.lost_lines = true;
+            self.back_logged = false;
         }
     }
 
     fn release_all(&mut self) {
+        self.lost_lines = false;
         for line in 0..self.num_lines {
             self.release(line);
             if let Some(slot) = self.lines.get_mut(usize::from(line)) {
