@@ -34,7 +34,7 @@ use crate::protocol::{
     VirtioI2cInHdr, VirtioI2cOutHdr, VIRTIO_I2C_F_ZERO_LENGTH_REQUEST, VIRTIO_I2C_MSG_ERR,
     VIRTIO_I2C_MSG_OK,
 };
-use crate::transfer::{Job, Transfers};
+use crate::transfer::{Job, Taken, Transfers};
 
 /// The longest group the device holds. A driver can never have more
 /// requests outstanding than its queue has entries, so this is only a
@@ -62,6 +62,11 @@ const KEEP_BUF: usize = 512;
 const KEEP_DONE: usize = 1024;
 /// The event token of the transfer thread's eventfd.
 const TRANSFER_DONE: u16 = 0;
+/// How many times in a row the transfer thread may die (with no job coming
+/// back in between) and be started again. Past that the host adapters are
+/// refused until the next connection: an adapter that panics on every
+/// transfer must not cost a thread per request.
+const MAX_RESTARTS: u32 = 8;
 
 /// The virtio-i2c device of one guest.
 ///
@@ -97,6 +102,11 @@ pub struct I2cDevice {
     /// Bumped when the queue stops or the device resets, so that a job sent
     /// before answers nothing.
     generation: u64,
+    /// Times in a row the transfer thread died.
+    deaths: u32,
+    /// The transfer thread died too often: groups that reach a host adapter
+    /// fail at once, until the next connection.
+    adapters_lost: bool,
     log: RateLimited,
 }
 
@@ -115,6 +125,8 @@ impl I2cDevice {
             busy: false,
             waiting: Vec::new(),
             generation: 0,
+            deaths: 0,
+            adapters_lost: false,
             log: RateLimited::default(),
         }
     }
@@ -217,21 +229,22 @@ impl I2cDevice {
     ) {
         let count = self.msg_count;
         let msgs = self.msgs.get_mut(..count).unwrap_or_default();
-        let completed = if msgs.is_empty() || self.refused {
-            0
-        } else {
-            match self.bus.transfer(msgs) {
-                Ok(()) => count,
-                Err(e) => {
-                    // Slots past the group hold stale data: never reply with them.
-                    let completed = e.completed.min(count);
-                    let n = e.completed;
-                    let e = Error::Transfer(e);
-                    self.log.warn(|| format!("{msgs:?} failed after {n}: {e}"));
-                    completed
+        let completed =
+            if msgs.is_empty() || self.refused || (self.adapters_lost && self.bus.blocks(msgs)) {
+                0
+            } else {
+                match self.bus.transfer(msgs) {
+                    Ok(()) => count,
+                    Err(e) => {
+                        // Slots past the group hold stale data: never reply with them.
+                        let completed = e.completed.min(count);
+                        let n = e.completed;
+                        let e = Error::Transfer(e);
+                        self.log.warn(|| format!("{msgs:?} failed after {n}: {e}"));
+                        completed
+                    }
                 }
-            }
-        };
+            };
         let msgs = self.msgs.get(..completed).unwrap_or_default();
         let held = self.pending.iter().map(|h| (&h.chain, h.has_status));
         for (i, (chain, has_status)) in held.chain(last).enumerate() {
@@ -276,19 +289,60 @@ impl I2cDevice {
                 self.invalid = false;
             }
             Err(job) => {
+                // Dead before the worker heard of it: the group fails.
                 self.msgs = job.msgs;
-                self.log
-                    .warn(|| "the i2c transfer thread is gone: the group fails".into());
-                self.offload = None;
                 self.msg_count = 0;
+                self.transfer_thread_died(self.pending.len());
                 self.run_group(None, mem, done);
             }
         }
     }
 
+    /// The transfer thread died (a panic in an adapter's transfer): the
+    /// group it had, `lost` requests, is gone with it. Starts another
+    /// thread, unless it died too often in a row; then host adapters are
+    /// refused (the group fails) until the next connection.
+    fn transfer_thread_died(&mut self, lost: usize) {
+        self.busy = false;
+        self.deaths = self.deaths.saturating_add(1);
+        let deaths = self.deaths;
+        let restarted = match &mut self.offload {
+            Some(offload) if deaths <= MAX_RESTARTS => offload.restart().map_err(|e| e.to_string()),
+            Some(_) => Err(format!("it died {deaths} times in a row")),
+            None => return,
+        };
+        if let Err(why) = &restarted {
+            self.offload = None;
+            self.adapters_lost = true;
+            warn!("i2c: no transfer thread ({why}): transfers to host adapters fail until the next connection");
+        }
+        self.log.warn(|| {
+            format!(
+                "i2c: the transfer thread died (a panic in an adapter's transfer): \
+                 its group of {lost} request(s) fails{}",
+                if restarted.is_ok() {
+                    "; started again"
+                } else {
+                    ""
+                }
+            )
+        });
+    }
+
+    /// Answers the group of a transfer thread that died: every request
+    /// fails.
+    fn fail_waiting(&mut self, mem: &GuestMem, done: &mut Vec<(u16, u32)>) {
+        for h in &self.waiting {
+            done.push((h.chain.head(), reply(&h.chain, mem, h.has_status, None)));
+        }
+        self.waiting.clear();
+        self.end_group();
+    }
+
     /// Answers the group the transfer thread sent back.
     fn finish_job(&mut self, job: Job, mem: &GuestMem, done: &mut Vec<(u16, u32)>) {
         self.busy = false;
+        self.deaths = 0;
         self.msgs = job.msgs;
         if job.generation != self.generation {
             // Its chains were forgotten with the queue.
@@ -470,6 +524,8 @@ impl VirtioDevice for I2cDevice {
     fn activate(&mut self, events: EventRegistry) -> DeviceResult {
         self.offload = None;
         self.busy = false;
+        self.deaths = 0;
+        self.adapters_lost = false;
         self.forget_waiting();
         if !self.bus.has_blocking() {
             return Ok(());
@@ -508,24 +564,34 @@ impl VirtioDevice for I2cDevice {
         token: u16,
         _events: EventSet,
     ) -> DeviceResult {
-        let job = match &self.offload {
+        let taken = match &self.offload {
             Some(t) if token == TRANSFER_DONE => t.take(),
-            _ => None,
+            _ => Taken::Nothing,
         };
-        let Some(job) = job else {
-            return Ok(());
+        let job = match taken {
+            Taken::Nothing => return Ok(()),
+            Taken::Job(job) => Some(job),
+            Taken::Died => {
+                self.transfer_thread_died(self.waiting.len());
+                None
+            }
         };
         let mut done = std::mem::take(&mut self.done);
         match queues.get(0) {
             Some(mut queue) => {
-                self.finish_job(job, queue.memory(), &mut done);
+                match job {
+                    Some(job) => self.finish_job(job, queue.memory(), &mut done),
+                    None => self.fail_waiting(queue.memory(), &mut done),
+                }
                 self.take_requests(&mut queue, &mut done);
                 self.complete(&mut queue, done);
             }
             None => {
                 // The queue is gone: so are the chains.
                 self.busy = false;
-                self.msgs = job.msgs;
+                if let Some(job) = job {
+                    self.msgs = job.msgs;
+                }
                 self.forget_waiting();
                 self.done = done;
             }

@@ -15,7 +15,7 @@
 //! which serialises transfers in hardware too.
 
 use std::io;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::thread;
 
 use log::debug;
@@ -37,12 +37,38 @@ pub struct Job {
     pub generation: u64,
 }
 
+/// What [`Transfers::take`] found.
+#[derive(Debug)]
+pub enum Taken {
+    /// Nothing came back (yet).
+    Nothing,
+    /// The job that came back.
+    Job(Job),
+    /// The thread is dead (it panicked, in an adapter's transfer, say): the
+    /// job it had, if any, is lost. [`Transfers::restart`] starts another.
+    Died,
+}
+
 /// The handle of a guest's transfer thread.
 #[derive(Debug)]
 pub struct Transfers {
+    bus: BusMap,
     jobs: SyncSender<Job>,
     results: Receiver<Job>,
     ready: EventFd,
+}
+
+/// Signals the worker when the transfer thread unwinds, so that a thread
+/// that died mid-transfer does not leave the guest's queue waiting for a
+/// job that will never come back.
+struct DeathNotice(EventFd);
+
+impl Drop for DeathNotice {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let _ = self.0.write(1);
+        }
+    }
 }
 
 impl Transfers {
@@ -52,33 +78,29 @@ impl Transfers {
     /// The eventfd or the thread could not be made.
     pub fn start(bus: BusMap) -> io::Result<Self> {
         let ready = EventFd::new(EFD_NONBLOCK)?;
-        let signal = ready.try_clone()?;
-        // One job is out at a time; the slot makes sending never wait.
-        let (jobs, inbox) = mpsc::sync_channel::<Job>(1);
-        let (outbox, results) = mpsc::sync_channel::<Job>(1);
-        thread::Builder::new()
-            .name("i2c-transfer".into())
-            .spawn(move || {
-                // Ends when the device drops its handle.
-                while let Ok(mut job) = inbox.recv() {
-                    let msgs = job.msgs.get_mut(..job.count).unwrap_or_default();
-                    job.result = bus.transfer(msgs);
-                    if outbox.send(job).is_err() {
-                        break;
-                    }
-                    // The counter cannot overflow with one job out at a time.
-                    let _ = signal.write(1);
-                }
-                debug!("i2c transfer thread ends");
-            })?;
+        let (jobs, results) = spawn(bus.clone(), &ready)?;
         Ok(Transfers {
+            bus,
             jobs,
             results,
             ready,
         })
     }
 
-    /// The eventfd that becomes readable when a job comes back.
+    /// Starts a new thread in place of a dead one, on the same eventfd (so
+    /// the worker's registration stays).
+    ///
+    /// # Errors
+    /// The thread could not be made.
+    pub fn restart(&mut self) -> io::Result<()> {
+        let (jobs, results) = spawn(self.bus.clone(), &self.ready)?;
+        self.jobs = jobs;
+        self.results = results;
+        Ok(())
+    }
+
+    /// The eventfd that becomes readable when a job comes back or the
+    /// thread dies.
     pub fn ready(&self) -> &EventFd {
         &self.ready
     }
@@ -91,10 +113,44 @@ impl Transfers {
         })
     }
 
-    /// The job that came back, if any. Clears the eventfd first, so that a
-    /// job arriving meanwhile signals again.
-    pub fn take(&self) -> Option<Job> {
+    /// The job that came back, or the news that the thread died. Clears the
+    /// eventfd first, so that a job arriving meanwhile signals again.
+    pub fn take(&self) -> Taken {
         let _ = self.ready.read();
-        self.results.try_recv().ok()
+        match self.results.try_recv() {
+            Ok(job) => Taken::Job(job),
+            Err(TryRecvError::Empty) => Taken::Nothing,
+            Err(TryRecvError::Disconnected) => Taken::Died,
+        }
     }
+}
+
+/// Starts a transfer thread on `bus` that signals `ready`; the channels to
+/// and from it.
+fn spawn(bus: BusMap, ready: &EventFd) -> io::Result<(SyncSender<Job>, Receiver<Job>)> {
+    let signal = ready.try_clone()?;
+    let notice = DeathNotice(ready.try_clone()?);
+    // One job is out at a time; the slot makes sending never wait.
+    let (jobs, inbox) = mpsc::sync_channel::<Job>(1);
+    let (outbox, results) = mpsc::sync_channel::<Job>(1);
+    thread::Builder::new()
+        .name("i2c-transfer".into())
+        .spawn(move || {
+            // Dropped last: on a panic the channels are gone by then, so
+            // the worker's `take` sees the thread dead when it wakes.
+            let _notice = notice;
+            let (inbox, outbox) = (inbox, outbox);
+            // Ends when the device drops its handle.
+            while let Ok(mut job) = inbox.recv() {
+                let msgs = job.msgs.get_mut(..job.count).unwrap_or_default();
+                job.result = bus.transfer(msgs);
+                if outbox.send(job).is_err() {
+                    break;
+                }
+                // The counter cannot overflow with one job out at a time.
+                let _ = signal.write(1);
+            }
+            debug!("i2c transfer thread ends");
+        })?;
+    Ok((jobs, results))
 }

@@ -60,6 +60,9 @@ struct Posted {
     writable: u64,
     /// Where in the available ring it was last published.
     avail_pos: u16,
+    /// The address of its last writable byte (a status byte, in most
+    /// devices).
+    last_writable: Option<u64>,
 }
 
 /// The driver's view of one queue.
@@ -114,6 +117,9 @@ pub struct DeviceHarness<D: VirtioDevice> {
     /// The highest `next_data` so far: what [`SpareMemory`] must zero.
     data_end: u64,
     completed: usize,
+    /// Each used chain's last writable byte, by queue and head, once
+    /// [`DeviceHarness::record_answers`] asked for it.
+    answers: Option<BTreeMap<(usize, u16), Option<u64>>>,
 }
 
 impl<D: VirtioDevice> std::fmt::Debug for DeviceHarness<D> {
@@ -176,6 +182,7 @@ impl<D: VirtioDevice> DeviceHarness<D> {
             data_start,
             data_end: data_start,
             completed: 0,
+            answers: None,
         };
         for index in 0..num_queues {
             harness.setup_queue(index, size)?;
@@ -271,6 +278,7 @@ impl<D: VirtioDevice> DeviceHarness<D> {
         let saved = self.next_data;
         let mut raw = Vec::with_capacity(buffers.len());
         let mut writable = 0u64;
+        let mut last_writable = None;
         for buffer in buffers {
             let (len, write) = match *buffer {
                 Buffer::Readable(data) => (u32::try_from(data.len()).ok()?, false),
@@ -284,6 +292,7 @@ impl<D: VirtioDevice> DeviceHarness<D> {
                 Buffer::Readable(data) => self.mem.write_slice(data, GuestAddress(addr)).ok()?,
                 Buffer::Writable(_) => {
                     writable += u64::from(len);
+                    last_writable = (len > 0).then(|| addr + u64::from(len) - 1);
                     // What the device did not write reads as 0xAA.
                     fill(&self.mem, addr, len as usize, 0xAA).ok()?;
                 }
@@ -350,6 +359,7 @@ impl<D: VirtioDevice> DeviceHarness<D> {
                 descs,
                 writable,
                 avail_pos,
+                last_writable,
             },
         );
         self.publish(queue, head)?;
@@ -502,6 +512,9 @@ impl<D: VirtioDevice> DeviceHarness<D> {
                     "queue {index}: head {head} used with length {len}, its writable buffers hold {}",
                     posted.writable
                 );
+                if let Some(answers) = &mut self.answers {
+                    answers.insert((index, head), posted.last_writable);
+                }
                 q.free.extend(posted.descs);
                 q.used_seen = q.used_seen.wrapping_add(1);
                 self.completed += 1;
@@ -511,6 +524,21 @@ impl<D: VirtioDevice> DeviceHarness<D> {
             // Nothing is held: buffer space can be reused from the start.
             self.next_data = self.data_start;
         }
+    }
+
+    /// Keeps, from now on, where each used chain's last writable byte is,
+    /// for [`DeviceHarness::answer_byte`] (off by default: fuzz targets do
+    /// not need it).
+    pub fn record_answers(&mut self) {
+        self.answers.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// The last writable byte of the chain `head` used last on `queue` (the
+    /// status byte of most request queues), as it is now: read it before
+    /// posting again, which may reuse the buffer space once nothing is held.
+    pub fn answer_byte(&self, queue: usize, head: u16) -> Option<u8> {
+        let addr = (*self.answers.as_ref()?.get(&(queue, head))?)?;
+        self.mem.read_obj(GuestAddress(addr)).ok()
     }
 
     /// Fails if `queue` still has chains the device did not use: for

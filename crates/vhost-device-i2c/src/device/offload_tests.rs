@@ -4,6 +4,7 @@
 //! holds neither the worker nor another guest, and replies keep their order.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use vm_memory::ByteValued;
 use super::*;
 use crate::backend::sim::{Lm75, SimBus};
 use crate::backend::{I2cBus, SharedBus, TransferError};
-use crate::protocol::{VirtioI2cOutHdr, VIRTIO_I2C_FLAGS_M_RD};
+use crate::protocol::{VirtioI2cOutHdr, VIRTIO_I2C_FLAGS_FAIL_NEXT, VIRTIO_I2C_FLAGS_M_RD};
 
 /// The test opens it; a transfer waits until then (at most 10 s, which
 /// counts as a failure).
@@ -30,15 +31,23 @@ impl Gate {
     }
 }
 
-/// A host adapter that records transfers and waits on a gate.
+/// A host adapter that records transfers and waits on a gate; and panics
+/// instead, while `panics` is above 0 (counting it down), as a buggy
+/// adapter would.
 struct SlowAdapter {
     gate: Arc<Gate>,
     log: Arc<Mutex<Vec<I2cMsg>>>,
     timed_out: Arc<Mutex<bool>>,
+    panics: Arc<AtomicUsize>,
 }
 
 impl I2cBus for SlowAdapter {
     fn transfer(&mut self, msgs: &mut [I2cMsg]) -> Result<(), TransferError> {
+        let left = self.panics.load(Ordering::SeqCst);
+        if left > 0 {
+            self.panics.store(left - 1, Ordering::SeqCst);
+            panic!("the test's adapter panics mid-transfer");
+        }
         let open = self.gate.open.lock().unwrap();
         let (open, wait) = self
             .gate
@@ -70,6 +79,7 @@ struct Adapter {
     gate: Arc<Gate>,
     log: Arc<Mutex<Vec<I2cMsg>>>,
     timed_out: Arc<Mutex<bool>>,
+    panics: Arc<AtomicUsize>,
     bus: SharedBus,
 }
 
@@ -77,15 +87,18 @@ fn adapter() -> Adapter {
     let gate = Arc::new(Gate::default());
     let log = Arc::new(Mutex::new(Vec::new()));
     let timed_out = Arc::new(Mutex::new(false));
+    let panics = Arc::new(AtomicUsize::new(0));
     let bus: SharedBus = Arc::new(Mutex::new(SlowAdapter {
         gate: gate.clone(),
         log: log.clone(),
         timed_out: timed_out.clone(),
+        panics: panics.clone(),
     }));
     Adapter {
         gate,
         log,
         timed_out,
+        panics,
         bus,
     }
 }
@@ -105,7 +118,11 @@ fn guest_with(adapter: &Adapter, event_idx: bool) -> DeviceHarness<I2cDevice> {
 }
 
 fn write(h: &mut DeviceHarness<I2cDevice>, addr: u8, data: &[u8]) -> u16 {
-    let hdr = VirtioI2cOutHdr::new(addr, 0);
+    write_flags(h, addr, data, 0)
+}
+
+fn write_flags(h: &mut DeviceHarness<I2cDevice>, addr: u8, data: &[u8], flags: u32) -> u16 {
+    let hdr = VirtioI2cOutHdr::new(addr, flags);
     let bufs = [
         Buffer::Readable(hdr.as_slice()),
         Buffer::Readable(data),
@@ -245,4 +262,62 @@ fn simulated_targets_complete_on_the_worker() {
     a.kick(0);
     assert_eq!(a.completed(), 1);
     assert!(!pending(&a));
+}
+
+#[test]
+fn a_transfer_thread_that_panics_fails_its_group_and_is_started_again() {
+    let buggy = adapter();
+    buggy.gate.open();
+    buggy.panics.store(1, Ordering::SeqCst);
+    let mut a = guest(&buggy);
+    a.record_answers();
+    // A group of two, which the thread dies on; then a lone write and a
+    // read of the simulated chip, which wait in the ring meanwhile.
+    let first = write_flags(&mut a, 0x20, &[1], VIRTIO_I2C_FLAGS_FAIL_NEXT);
+    let second = write(&mut a, 0x20, &[2]);
+    let after = write(&mut a, 0x20, &[3]);
+    let sim = read(&mut a, 0x48, 2);
+    a.kick(0);
+    wait_completed(&mut a, 4);
+    assert!(!pending(&a));
+    let status = |a: &DeviceHarness<I2cDevice>, head| a.answer_byte(0, head).unwrap();
+    assert_eq!(status(&a, first), VIRTIO_I2C_MSG_ERR);
+    assert_eq!(status(&a, second), VIRTIO_I2C_MSG_ERR);
+    // The thread was started again: the next group reached the adapter.
+    assert_eq!(status(&a, after), VIRTIO_I2C_MSG_OK);
+    assert_eq!(status(&a, sim), VIRTIO_I2C_MSG_OK);
+    assert_eq!(*buggy.log.lock().unwrap(), [I2cMsg::write(0x20, &[3])]);
+    a.assert_all_used(0);
+    // And it keeps working.
+    let again = read(&mut a, 0x20, 1);
+    a.kick(0);
+    wait_completed(&mut a, 5);
+    assert_eq!(status(&a, again), VIRTIO_I2C_MSG_OK);
+}
+
+#[test]
+fn an_adapter_that_panics_every_time_is_refused_after_a_few_restarts() {
+    let buggy = adapter();
+    buggy.gate.open();
+    buggy.panics.store(1000, Ordering::SeqCst);
+    let mut a = guest(&buggy);
+    a.record_answers();
+    let rounds = MAX_RESTARTS as usize + 5;
+    for round in 1..=rounds {
+        let head = write(&mut a, 0x20, &[round as u8]);
+        a.kick(0);
+        wait_completed(&mut a, round);
+        assert_eq!(a.answer_byte(0, head), Some(VIRTIO_I2C_MSG_ERR));
+    }
+    // One thread per death up to the limit, then none: the rest failed
+    // without reaching the adapter.
+    let died = 1000 - buggy.panics.load(Ordering::SeqCst);
+    assert_eq!(died, MAX_RESTARTS as usize + 1);
+    assert!(buggy.log.lock().unwrap().is_empty());
+    // The simulated chip still answers.
+    let head = read(&mut a, 0x48, 2);
+    a.kick(0);
+    wait_completed(&mut a, rounds + 1);
+    assert_eq!(a.answer_byte(0, head), Some(VIRTIO_I2C_MSG_OK));
+    a.assert_all_used(0);
 }
