@@ -13,7 +13,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vhost_device_common::testing::{FrontendOptions, TestFrontend};
+use vhost_device_common::testing::{FrontendOptions, RawDesc, TestFrontend};
 use vhost_device_sound::protocol::*;
 
 const GUEST_BIN: &str = "/rig/vhost-device-sound";
@@ -79,6 +79,8 @@ fn in_guest_loopback() {
     );
     let opts = FrontendOptions {
         num_queues: Some(4),
+        // Room for the hand-made rx buffers of `card_unplugged_while_playing`.
+        scratch_size: 256 << 10,
         ..Default::default()
     };
     let mut fe = TestFrontend::connect_retry(&sock, opts, WAIT).unwrap();
@@ -209,18 +211,46 @@ fn sound_handles(pid: u32) -> Vec<String> {
 
 const DRIVER: &str = "/sys/bus/platform/drivers/snd_aloop";
 
-/// The ALSA card goes away under a playing stream, as a USB card that is
-/// unplugged: snd-aloop's device is unbound from its driver, which
-/// disconnects the card while the daemon holds its PCM open. Every tx
-/// buffer is answered (the ones after the unplug with
+/// The ALSA card goes away under a playing and a recording stream, as a
+/// USB card that is unplugged: snd-aloop's device is unbound from its
+/// driver, which disconnects the card while the daemon holds its PCMs open.
+/// Every tx and rx buffer is answered (the ones after the unplug with
 /// VIRTIO_SND_S_IO_ERR), the daemon does not spin, still answers the
 /// control queue, and lets go of the card: the kernel finishes removing a
 /// card only once every handle on it is closed, so the unbind returns while
 /// the daemon runs. Returns snd-aloop's platform device, unbound.
 fn card_unplugged_while_playing(fe: &mut TestFrontend, pid: u32) -> String {
     let started = Instant::now();
-    assert_eq!(set_params_and_prepare(fe, 0), VIRTIO_SND_S_OK);
-    // 20 periods of 50 ms: one second of playback, unplugged after 0.2 s.
+    for stream in [0, 1] {
+        assert_eq!(set_params_and_prepare(fe, stream), VIRTIO_SND_S_OK);
+    }
+    // 20 periods of 50 ms each way: one second of playback and of capture,
+    // unplugged after 0.2 s.
+    // The rx buffers are laid out by hand, so that their status can be
+    // read where the device writes it (after the frames, in its own
+    // descriptor) also when fewer frames come back.
+    let rx = fe.queue(RX_QUEUE).unwrap();
+    let (scratch, scratch_len) = rx.scratch();
+    let stride = u64::from(4 + PERIOD + 8);
+    assert!(scratch_len >= 20 * stride, "the rx queue's scratch area");
+    let mut rx_status = std::collections::HashMap::new();
+    for i in 0..20 {
+        let at = scratch + i * stride;
+        rx.write_guest(at, &1u32.to_le_bytes()).unwrap();
+        let head = rx
+            .add_raw(&[
+                RawDesc::readable(at, 4, Some(1)),
+                RawDesc::writable(at + 4, PERIOD, Some(2)),
+                RawDesc::writable(at + 4 + u64::from(PERIOD), 8, None),
+            ])
+            .unwrap();
+        rx_status.insert(head, at + 4 + u64::from(PERIOD));
+    }
+    rx.kick().unwrap();
+    assert_eq!(
+        control(fe, &words(&[VIRTIO_SND_R_PCM_START, 1])),
+        VIRTIO_SND_S_OK
+    );
     let tx = fe.queue(TX_QUEUE).unwrap();
     let silence = vec![0u8; PERIOD as usize];
     for _ in 0..20 {
@@ -239,7 +269,7 @@ fn card_unplugged_while_playing(fe: &mut TestFrontend, pid: u32) -> String {
         .expect("snd-aloop's platform device");
     std::thread::sleep(Duration::from_millis(200));
     eprintln!(
-        "the daemon's sound handles while playing: {:?}",
+        "the daemon's sound handles while playing and recording: {:?}",
         sound_handles(pid)
     );
     // The removal waits for every handle on the card: on a thread, so that
@@ -260,6 +290,20 @@ fn card_unplugged_while_playing(fe: &mut TestFrontend, pid: u32) -> String {
         statuses.contains(&VIRTIO_SND_S_IO_ERR),
         "no error status after the card went away"
     );
+    let rx = fe.queue(RX_QUEUE).unwrap();
+    let statuses: Vec<u32> = (0..20)
+        .map(|_| {
+            let used = rx.wait_used(WAIT).unwrap();
+            let mut answer = [0u8; 4];
+            rx.read_guest(rx_status[&used.head], &mut answer).unwrap();
+            u32::from_le_bytes(answer)
+        })
+        .collect();
+    eprintln!("rx statuses with the card unplugged: {statuses:x?}");
+    assert!(
+        statuses.contains(&VIRTIO_SND_S_IO_ERR),
+        "no capture error status after the card went away"
+    );
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_millis(500));
     let ticks = cpu_ticks(pid) - before;
@@ -268,9 +312,11 @@ fn card_unplugged_while_playing(fe: &mut TestFrontend, pid: u32) -> String {
         "the daemon spins with its card gone: {ticks} ticks in 0.5 s"
     );
     // The control queue still answers.
-    for code in [VIRTIO_SND_R_PCM_STOP, VIRTIO_SND_R_PCM_RELEASE] {
-        let answer = control(fe, &words(&[code, 0]));
-        assert!(answer == VIRTIO_SND_S_OK || answer == VIRTIO_SND_S_IO_ERR);
+    for stream in [0, 1] {
+        for code in [VIRTIO_SND_R_PCM_STOP, VIRTIO_SND_R_PCM_RELEASE] {
+            let answer = control(fe, &words(&[code, stream]));
+            assert!(answer == VIRTIO_SND_S_OK || answer == VIRTIO_SND_S_IO_ERR);
+        }
     }
     let removed = unplugged.recv_timeout(Duration::from_secs(10));
     let held = sound_handles(pid);
@@ -283,9 +329,11 @@ fn card_unplugged_while_playing(fe: &mut TestFrontend, pid: u32) -> String {
         removed - unplug_began
     );
     // With the card gone, PREPARE fails.
-    assert_eq!(set_params_and_prepare(fe, 0), VIRTIO_SND_S_IO_ERR);
+    for stream in [0, 1] {
+        assert_eq!(set_params_and_prepare(fe, stream), VIRTIO_SND_S_IO_ERR);
+    }
     eprintln!(
-        "card unplugged under a playing stream and removed: {:?}",
+        "card unplugged under playing and recording streams and removed: {:?}",
         started.elapsed()
     );
     device
