@@ -17,6 +17,8 @@
 #[cfg(feature = "test-frontend")]
 pub mod harness;
 #[cfg(feature = "test-frontend")]
+mod host;
+#[cfg(feature = "test-frontend")]
 pub mod program;
 
 use virtio_bindings::bindings::virtio_ring::{

@@ -131,6 +131,7 @@ pub fn fuzz<D: VirtioDevice>(device: D, data: &[u8], rules: &Rules<'_>) {
     let spare = SPARE.with_borrow_mut(Option::take);
     let mut harness = DeviceHarness::with_memory(device, header & 1 != 0, spare)
         .unwrap_or_else(|e| panic!("the harness cannot set up the device: {e}"));
+    harness.mark_unwritten(false);
     run(&mut harness, ops, rules);
     let spare = harness.into_memory();
     SPARE.with_borrow_mut(|slot| *slot = Some(spare));
