@@ -109,6 +109,14 @@ impl Endpoint {
         }
     }
 
+    /// Whether its host device is still there ([`OutputSink::probe`]).
+    pub fn probe(&mut self) -> bool {
+        match self {
+            Endpoint::Out(sink) => sink.probe(),
+            Endpoint::In(source) => source.probe(),
+        }
+    }
+
     /// Whether it lets go of its host device while its stream is released.
     pub fn close_when_released(&self) -> bool {
         match self {

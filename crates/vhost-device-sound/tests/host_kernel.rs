@@ -94,6 +94,7 @@ fn in_guest_loopback() {
     );
     let device = card_unplugged_while_playing(&mut fe, pid);
     card_comes_back(&mut fe, &device);
+    card_unplugged_while_idle(&mut fe, pid, &device);
     fe.disconnect().unwrap();
     // SAFETY: kill() on our own child's pid.
     unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap(), libc::SIGTERM) };
@@ -211,6 +212,19 @@ fn sound_handles(pid: u32) -> Vec<String> {
 
 const DRIVER: &str = "/sys/bus/platform/drivers/snd_aloop";
 
+/// Unbinds snd-aloop's `device` from its driver on a thread: the removal
+/// waits for every handle on the card, so a daemon that holds one fails
+/// the test rather than hangs it. The channel gets the time it finished.
+fn unbind(device: &str) -> std::sync::mpsc::Receiver<Instant> {
+    let (done, finished) = std::sync::mpsc::channel();
+    let device = device.to_owned();
+    std::thread::spawn(move || {
+        std::fs::write(format!("{DRIVER}/unbind"), &device).unwrap();
+        let _ = done.send(Instant::now());
+    });
+    finished
+}
+
 /// The ALSA card goes away under a playing and a recording stream, as a
 /// USB card that is unplugged: snd-aloop's device is unbound from its
 /// driver, which disconnects the card while the daemon holds its PCMs open.
@@ -272,15 +286,8 @@ fn card_unplugged_while_playing(fe: &mut TestFrontend, pid: u32) -> String {
         "the daemon's sound handles while playing and recording: {:?}",
         sound_handles(pid)
     );
-    // The removal waits for every handle on the card: on a thread, so that
-    // a daemon that holds one fails the test rather than hangs it.
-    let (done, unplugged) = std::sync::mpsc::channel();
-    let unbind = device.clone();
     let unplug_began = Instant::now();
-    std::thread::spawn(move || {
-        std::fs::write(format!("{DRIVER}/unbind"), &unbind).unwrap();
-        let _ = done.send(Instant::now());
-    });
+    let unplugged = unbind(&device);
     let tx = fe.queue(TX_QUEUE).unwrap();
     let statuses: Vec<u32> = (0..20)
         .map(|_| status(&tx.wait_used(WAIT).unwrap().data))
@@ -339,13 +346,12 @@ fn card_unplugged_while_playing(fe: &mut TestFrontend, pid: u32) -> String {
     device
 }
 
-/// The card is bound again under the same daemon: the driver's next
-/// PREPARE opens it, and playback reaches the loopback's other end.
-fn card_comes_back(fe: &mut TestFrontend, device: &str) {
+/// Binds snd-aloop's `device` again, then PREPAREs stream 0 until it
+/// works, as a driver retrying (an application retrying its open) until
+/// the card's nodes are there. Returns when the bind returned.
+fn bind_and_prepare(fe: &mut TestFrontend, device: &str) -> Instant {
     std::fs::write(format!("{DRIVER}/bind"), device).unwrap();
     let back = Instant::now();
-    // The driver retries PREPARE (as an application retrying its open)
-    // until the card's nodes are there.
     let deadline = back + Duration::from_secs(10);
     while set_params_and_prepare(fe, 0) != VIRTIO_SND_S_OK {
         assert!(
@@ -355,8 +361,53 @@ fn card_comes_back(fe: &mut TestFrontend, device: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("card back: first PREPARE OK after {:?}", back.elapsed());
+    back
+}
+
+/// The card is bound again under the same daemon: the driver's next
+/// PREPARE opens it, and playback reaches the loopback's other end.
+fn card_comes_back(fe: &mut TestFrontend, device: &str) {
+    let back = bind_and_prepare(fe, device);
     play_and_record(fe);
     eprintln!("card back: played and recorded after {:?}", back.elapsed());
+}
+
+/// The card goes away while the guest has both streams prepared but not
+/// started (between two sounds): nothing touches their PCMs, so the
+/// daemon's once-a-second probe must notice and let go of the card, for
+/// its removal to finish. START then fails; once the card is back, PREPARE
+/// works again.
+fn card_unplugged_while_idle(fe: &mut TestFrontend, pid: u32, device: &str) {
+    for stream in [0, 1] {
+        assert_eq!(set_params_and_prepare(fe, stream), VIRTIO_SND_S_OK);
+    }
+    assert_eq!(sound_handles(pid).len(), 2);
+    let began = Instant::now();
+    let removed = unbind(device).recv_timeout(Duration::from_secs(5));
+    let held = sound_handles(pid);
+    let Ok(removed) = removed else {
+        panic!("the idle card's removal waits for the daemon, which holds {held:?}");
+    };
+    assert_eq!(held, Vec::<String>::new());
+    eprintln!(
+        "idle card removed {:?} after the unplug began",
+        removed - began
+    );
+    assert_eq!(
+        control(fe, &words(&[VIRTIO_SND_R_PCM_START, 0])),
+        VIRTIO_SND_S_IO_ERR
+    );
+    for stream in [0, 1] {
+        assert_eq!(
+            control(fe, &words(&[VIRTIO_SND_R_PCM_RELEASE, stream])),
+            VIRTIO_SND_S_OK
+        );
+    }
+    bind_and_prepare(fe, device);
+    assert_eq!(
+        control(fe, &words(&[VIRTIO_SND_R_PCM_RELEASE, 0])),
+        VIRTIO_SND_S_OK
+    );
 }
 
 #[test]

@@ -12,8 +12,10 @@
 //! or overrun is recovered by re-preparing the PCM.
 //!
 //! A PCM is closed when its stream is released (once the frames it holds
-//! have played) and when its card goes away, so that the daemon holds no
-//! card it is not playing or recording on: other programs can use it, and
+//! have played) and when its card goes away (a call fails with ENODEV, or,
+//! for a prepared or stopped stream, the device's probe once a second
+//! finds it disconnected), so that the daemon holds no card it is not
+//! playing or recording on: other programs can use it, and
 //! an unplugged card can be removed and come back; the next PREPARE opens
 //! it again.
 
@@ -84,6 +86,22 @@ impl Handle {
             }
             host_error(&self.name, &e)
         })
+    }
+
+    /// Whether the PCM's card is still there; closes it if not. A
+    /// disconnected `hw` PCM says so in its state; plugins on top of one
+    /// fail with ENODEV.
+    fn probe(&mut self) -> bool {
+        let Some(pcm) = self.pcm.as_ref() else {
+            return false;
+        };
+        let result = if pcm.state() == State::Disconnected {
+            Err(alsa::Error::new("snd_pcm_state", libc::ENODEV))
+        } else {
+            pcm.avail_update().map(drop)
+        };
+        let _ = self.check(result);
+        self.pcm.is_some()
     }
 
     /// What the PCM holds and has not played or handed over yet, in bytes
@@ -160,6 +178,7 @@ impl OutputSink for AlsaSink {
             // After a stop the PCM ran dry (XRUN); be ready for new frames.
             match pcm.state() {
                 State::XRun | State::Setup => pcm.prepare(),
+                State::Disconnected => Err(alsa::Error::new("snd_pcm_state", libc::ENODEV)),
                 _ => Ok(()),
             }
         };
@@ -210,6 +229,10 @@ impl OutputSink for AlsaSink {
     fn close_when_released(&self) -> bool {
         true
     }
+
+    fn probe(&mut self) -> bool {
+        self.pcm.probe()
+    }
 }
 
 struct AlsaSource {
@@ -221,10 +244,10 @@ impl InputSource for AlsaSource {
     fn start(&mut self) -> Result<(), BackendError> {
         let result = {
             let pcm = self.pcm.get()?;
-            if pcm.state() == State::Running {
-                Ok(())
-            } else {
-                pcm.start()
+            match pcm.state() {
+                State::Running => Ok(()),
+                State::Disconnected => Err(alsa::Error::new("snd_pcm_state", libc::ENODEV)),
+                _ => pcm.start(),
             }
         };
         self.pcm.check(result)
@@ -273,6 +296,10 @@ impl InputSource for AlsaSource {
 
     fn close_when_released(&self) -> bool {
         true
+    }
+
+    fn probe(&mut self) -> bool {
+        self.pcm.probe()
     }
 }
 

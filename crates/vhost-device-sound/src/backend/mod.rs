@@ -108,6 +108,14 @@ pub trait OutputSink: Send {
     fn close_when_released(&self) -> bool {
         false
     }
+
+    /// Checks, without moving frames, that the host device is still there,
+    /// while the stream is prepared or stopped (nothing else would notice);
+    /// one that lost it lets go of it (see [`OutputSink::is_open`]). Called
+    /// about once a second, only when [`OutputSink::close_when_released`].
+    fn probe(&mut self) -> bool {
+        true
+    }
 }
 
 /// Where capture comes from.
@@ -146,6 +154,11 @@ pub trait InputSource: Send {
     /// As [`OutputSink::close_when_released`] (a source is closed at once).
     fn close_when_released(&self) -> bool {
         false
+    }
+
+    /// As [`OutputSink::probe`].
+    fn probe(&mut self) -> bool {
+        true
     }
 }
 

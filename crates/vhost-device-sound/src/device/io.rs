@@ -129,6 +129,14 @@ impl SoundDevice {
             }
             return;
         }
+        if matches!(
+            stream.state,
+            PcmState::ParamsSet | PcmState::Prepared | PcmState::Stopped
+        ) {
+            self.probe_idle(id);
+            self.deliver_events(mem);
+            return;
+        }
         if stream.state != PcmState::Running {
             return;
         }

@@ -24,6 +24,10 @@ use crate::stream::{Endpoint, IoBuf, PcmState};
 const OFFERED_FEATURES: u32 =
     1 << protocol::VIRTIO_SND_PCM_F_EVT_XRUNS | 1 << protocol::VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS;
 
+/// How often a prepared or stopped stream checks that its host device is
+/// still there.
+const IDLE_PROBE: Duration = Duration::from_secs(1);
+
 impl SoundDevice {
     /// The stream a PCM request names, if the request is a valid
     /// transition from its state.
@@ -175,8 +179,44 @@ impl SoundDevice {
         stream.state = PcmState::Prepared;
         stream.pacer = None;
         stream.close_at = None;
+        self.arm_idle_probe(id);
         self.set_host_ok(id, true);
         Ok(())
+    }
+
+    /// Arms the timer of a prepared or stopped stream whose endpoint holds
+    /// a device that can go away (an ALSA card), to notice when it does:
+    /// nothing else touches it until the guest starts or releases the
+    /// stream, and the kernel only finishes removing a card once every
+    /// handle on it is closed.
+    fn arm_idle_probe(&mut self, id: usize) {
+        let exclusive = self
+            .streams
+            .get(id)
+            .and_then(|s| s.endpoint.as_ref())
+            .is_some_and(Endpoint::close_when_released);
+        let at = exclusive.then(|| self.clock.now() + IDLE_PROBE);
+        self.timers.arm(id, at);
+    }
+
+    /// The timer of a prepared or stopped stream: its endpoint's device is
+    /// checked, and the driver is told (its jacks unplugged) if it is gone.
+    pub(super) fn probe_idle(&mut self, id: usize) {
+        let Some(stream) = self.streams.get_mut(id) else {
+            return;
+        };
+        let there = match &mut stream.endpoint {
+            Some(endpoint) if endpoint.close_when_released() => endpoint.probe(),
+            _ => return,
+        };
+        if there {
+            self.arm_idle_probe(id);
+        } else {
+            self.timers.arm(id, None);
+            self.log
+                .warn(|| format!("stream {id}: its host device went away"));
+            self.set_host_ok(id, false);
+        }
     }
 
     fn start(&mut self, id: usize, mem: &GuestMem) -> Result<(), RequestError> {
@@ -237,7 +277,7 @@ impl SoundDevice {
             Some(Endpoint::In(source)) => source.stop(),
             None => Ok(()),
         };
-        self.timers.arm(id, None);
+        self.arm_idle_probe(id);
         if let Err(e) = result {
             self.log.warn(|| format!("stream {id}: stop: {e}"));
         }

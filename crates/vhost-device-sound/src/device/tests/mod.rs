@@ -107,6 +107,8 @@ struct Host {
     exclusive: bool,
     /// Endpoints lost their device (as an ALSA card unplugged).
     gone: bool,
+    /// Times an endpoint was asked whether its device is still there.
+    probes: usize,
     next_sample: u8,
 }
 
@@ -141,6 +143,11 @@ impl OutputSink for FakeSink {
     }
     fn close_when_released(&self) -> bool {
         self.0.lock().unwrap().exclusive
+    }
+    fn probe(&mut self) -> bool {
+        let mut host = self.0.lock().unwrap();
+        host.probes += 1;
+        !host.gone
     }
 }
 

@@ -316,6 +316,61 @@ fn a_released_stream_lets_go_of_an_exclusive_device_once_played() {
 }
 
 #[test]
+fn an_idle_stream_notices_its_exclusive_device_going_away() {
+    let mut r = rig();
+    r.host.0.lock().unwrap().exclusive = true;
+    r.play_setup(3840);
+    // Prepared: checked once a second.
+    let at = r.timers.get(0).expect("a probe timer");
+    assert_eq!(at, r.clock.now() + Duration::from_secs(1));
+    // An early wake-up checks too, harmlessly.
+    r.fire(0);
+    assert_eq!(r.host.0.lock().unwrap().probes, 1);
+    assert!(r.timers.get(0).is_some_and(|next| next > at));
+    // Stopped after playing: checked as well.
+    assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_START, 0)), VIRTIO_SND_S_OK);
+    assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_STOP, 0)), VIRTIO_SND_S_OK);
+    r.fire(0);
+    assert_eq!(r.host.0.lock().unwrap().probes, 2);
+    // The card goes away: the driver is told, the checks stop, and the
+    // next PREPARE opens the device again.
+    r.host.0.lock().unwrap().gone = true;
+    let ev = r.event_buffer();
+    r.fire(0);
+    assert_eq!(
+        status_of(&r.mem.written(&ev)),
+        VIRTIO_SND_EVT_JACK_DISCONNECTED
+    );
+    assert_eq!(r.timers.get(0), None);
+    // The driver releases and prepares the stream again (the card is back).
+    assert_eq!(
+        r.control(&pcm(VIRTIO_SND_R_PCM_RELEASE, 0)),
+        VIRTIO_SND_S_OK
+    );
+    let ev = r.event_buffer();
+    assert_eq!(
+        r.control(&pcm(VIRTIO_SND_R_PCM_PREPARE, 0)),
+        VIRTIO_SND_S_OK
+    );
+    assert_eq!(
+        status_of(&r.mem.written(&ev)),
+        VIRTIO_SND_EVT_JACK_CONNECTED
+    );
+    assert_eq!(r.host.0.lock().unwrap().opens, 2);
+}
+
+#[test]
+fn a_shared_device_is_not_probed() {
+    let mut r = rig();
+    r.play_setup(3840);
+    assert_eq!(r.timers.get(0), None);
+    assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_START, 0)), VIRTIO_SND_S_OK);
+    assert_eq!(r.control(&pcm(VIRTIO_SND_R_PCM_STOP, 0)), VIRTIO_SND_S_OK);
+    assert_eq!(r.timers.get(0), None);
+    assert_eq!(r.host.0.lock().unwrap().probes, 0);
+}
+
+#[test]
 fn a_released_stream_keeps_a_shared_device_for_the_next_prepare() {
     let mut r = rig();
     r.play_setup(3840);
