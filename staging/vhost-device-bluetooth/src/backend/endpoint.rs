@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use vhost_device_common::IoError;
 
@@ -247,8 +247,20 @@ impl Connection {
 /// A user channel bound once at startup, before the sandbox drops
 /// CAP_NET_ADMIN, and handed from one frontend connection's backend to the
 /// next: re-binding would need the capability again.
+///
+/// The handover is ordered: the slot knows whether a backend holds the
+/// socket, and the next one waits (briefly) for it to come back instead of
+/// trying to bind a socket that is still bound, which without the
+/// capability looks like the adapter was lost.
 #[derive(Clone, Debug, Default)]
-pub struct HeldChannel(Arc<Mutex<Option<Parked>>>);
+pub struct HeldChannel(Arc<(Mutex<Slot>, Condvar)>);
+
+#[derive(Debug, Default)]
+struct Slot {
+    parked: Option<Parked>,
+    /// A backend has the socket (it took it, or bound it itself).
+    in_use: bool,
+}
 
 /// A connection between two frontends.
 #[derive(Debug)]
@@ -259,6 +271,18 @@ pub struct Parked {
     pub dirty: bool,
 }
 
+/// What [`HeldChannel::take`] found.
+#[derive(Debug)]
+pub enum Handover {
+    /// The socket, now the caller's.
+    Parked(Parked),
+    /// Nobody has it (the adapter was lost): bind it again, and
+    /// [`HeldChannel::claim`] it.
+    Free,
+    /// Another backend still has it after the wait.
+    Busy,
+}
+
 impl HeldChannel {
     /// Holds a freshly bound `conn`.
     pub fn new(conn: Connection) -> Self {
@@ -267,14 +291,47 @@ impl HeldChannel {
         held
     }
 
-    /// Takes the connection, if it is here.
-    pub fn take(&self) -> Option<Parked> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.0 .0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the connection, waiting up to `wait` for a backend that still
+    /// has it to give it back.
+    pub fn take(&self, wait: Duration) -> Handover {
+        let (_, cond) = &*self.0;
+        let (mut slot, _) = cond
+            .wait_timeout_while(self.slot(), wait, |slot| {
+                slot.parked.is_none() && slot.in_use
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        match slot.parked.take() {
+            Some(parked) => {
+                slot.in_use = true;
+                Handover::Parked(parked)
+            }
+            None if slot.in_use => Handover::Busy,
+            None => Handover::Free,
+        }
+    }
+
+    /// Marks a socket the caller bound itself as held.
+    pub fn claim(&self) {
+        self.slot().in_use = true;
+    }
+
+    /// The holder lost its socket (the adapter went away).
+    pub fn release(&self) {
+        self.slot().in_use = false;
+        self.0 .1.notify_all();
     }
 
     /// Gives the connection back for the next frontend.
     pub fn put(&self, conn: Connection, dirty: bool) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Parked { conn, dirty });
+        let mut slot = self.slot();
+        slot.parked = Some(Parked { conn, dirty });
+        slot.in_use = false;
+        drop(slot);
+        self.0 .1.notify_all();
     }
 }
 

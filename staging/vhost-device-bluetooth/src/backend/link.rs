@@ -21,7 +21,11 @@
 //! HCI_Reset sent on the same socket, and whatever the controller sent
 //! before that reset's Command Complete (the old guest's traffic) is
 //! dropped. While such an adapter is gone, the guest's commands fail at
-//! once with Hardware Failure rather than time out.
+//! once with Hardware Failure rather than time out. The handover is
+//! ordered: a new frontend's backend that finds the socket still with the
+//! previous one (being torn down) waits for it, up to [`HANDOVER_WAIT`],
+//! rather than bind it again (which fails while it is bound, and without
+//! CAP_NET_ADMIN looks like a lost adapter); past that, its timer retries.
 
 use std::collections::VecDeque;
 use std::io;
@@ -31,7 +35,7 @@ use vhost_device_common::IoError;
 use vhost_device_common::{EventRegistry, EventSet, RateLimited};
 use vmm_sys_util::timerfd::TimerFd;
 
-use super::endpoint::{Connection, Endpoint, HeldChannel};
+use super::endpoint::{Connection, Endpoint, Handover, HeldChannel};
 use super::HciBackend;
 use crate::error::{Error, Result};
 use crate::packet::{Framer, Kind, Packet, MAX_PACKET};
@@ -58,6 +62,9 @@ const HCI_RESET: u16 = 0x0c03;
 const RESET_WAIT: Duration = Duration::from_secs(2);
 /// Most stale packets read off a reused socket before resetting it.
 const DRAIN_LIMIT: usize = 1024;
+/// How long a new frontend's backend waits, when it starts, for the
+/// previous one (still being torn down) to hand the user channel over.
+const HANDOVER_WAIT: Duration = Duration::from_secs(1);
 
 /// The backend of `--backend unix:|tcp:|serial:|hci:`.
 #[derive(Debug)]
@@ -131,9 +138,27 @@ impl Link {
         self.conn.is_some()
     }
 
-    fn connect(&mut self, rx: &mut Rx) {
-        let opened = match self.held.as_ref().and_then(HeldChannel::take) {
-            Some(parked) => Ok((parked.conn, parked.dirty)),
+    /// Connects, waiting up to `handover` for a user channel that the
+    /// previous frontend's backend still has.
+    fn connect(&mut self, rx: &mut Rx, handover: Duration) {
+        let opened = match self.held.as_ref().map(|held| held.take(handover)) {
+            Some(Handover::Parked(parked)) => Ok((parked.conn, parked.dirty)),
+            Some(Handover::Busy) => {
+                // Not lost: the previous frontend's backend has not let go
+                // yet. No bind (it would fail), no error; the timer retries.
+                log::info!(
+                    "controller {}: still held by the previous connection; waiting",
+                    self.endpoint
+                );
+                self.arm_timer();
+                return;
+            }
+            Some(Handover::Free) => self.endpoint.connect().map(|conn| {
+                if let Some(held) = &self.held {
+                    held.claim();
+                }
+                (conn, false)
+            }),
             None => self.endpoint.connect().map(|conn| (conn, false)),
         };
         match opened {
@@ -160,7 +185,6 @@ impl Link {
                          to allow it); guest commands fail with Hardware Failure until then"
                     );
                 }
-                // The previous frontend's backend may still hand the socket back.
                 self.arm_timer();
             }
             Err(e) => {
@@ -189,7 +213,9 @@ impl Link {
         }
         self.log
             .warn(|| format!("controller {}: {why}; reconnecting", self.endpoint));
-        self.conn = None;
+        if let (Some(held), Some(_)) = (&self.held, self.conn.take()) {
+            held.release();
+        }
         self.interest = None;
         self.framer.clear();
         self.out.clear();
@@ -367,7 +393,7 @@ impl HciBackend for Link {
         self.registry = Some(events);
         // Nothing can reach the guest before its first RX buffer anyway.
         let mut rx = Rx::new(1);
-        self.connect(&mut rx);
+        self.connect(&mut rx, HANDOVER_WAIT);
         Ok(())
     }
 
@@ -397,7 +423,7 @@ impl HciBackend for Link {
             TIMER => {
                 let _ = self.timer.wait();
                 if self.conn.is_none() {
-                    self.connect(rx);
+                    self.connect(rx, Duration::ZERO);
                 }
             }
             LINK => {
@@ -437,5 +463,102 @@ impl Drop for Link {
             let _ = registry.unregister(&conn);
         }
         held.put(conn, self.dirty || self.resetting.is_some());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::fd::{AsFd, AsRawFd as _};
+    use std::os::unix::net::UnixListener;
+    use std::thread;
+
+    use vmm_sys_util::epoll::Epoll;
+
+    use super::*;
+
+    /// A connected Unix socket stands in for a bound user channel: the
+    /// handover does not look at what the socket is.
+    fn channel(dir: &tempfile::TempDir) -> (HeldChannel, std::os::unix::net::UnixStream) {
+        let path = dir.path().join("hci");
+        let listener = UnixListener::bind(&path).unwrap();
+        let conn = Endpoint::Unix(path).connect().unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        (HeldChannel::new(conn), peer)
+    }
+
+    /// `hci:N` of an adapter that is not there, so that a bind never
+    /// succeeds: a backend is connected only by a handover.
+    fn backend(held: &HeldChannel) -> Link {
+        Link::with_held(
+            Endpoint::Hci(0xfffe),
+            Duration::from_millis(5),
+            Some(held.clone()),
+        )
+        .unwrap()
+    }
+
+    fn registry(epoll: &Epoll) -> EventRegistry {
+        // SAFETY: the epoll outlives the borrow, which is duplicated.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(epoll.as_raw_fd()) };
+        EventRegistry::new(fd.as_fd(), 2).unwrap()
+    }
+
+    #[test]
+    fn the_next_backend_waits_for_the_previous_to_hand_the_channel_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (held, _peer) = channel(&dir);
+        let epoll = Epoll::new().unwrap();
+        let mut first = backend(&held);
+        first.activate(registry(&epoll)).unwrap();
+        assert!(first.connected());
+        // The next frontend's device starts while the previous one is
+        // still being torn down.
+        let mut second = backend(&held);
+        let teardown = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            drop(first);
+        });
+        let started = Instant::now();
+        second.activate(registry(&epoll)).unwrap();
+        assert!(second.connected(), "no handover");
+        assert!(started.elapsed() < HANDOVER_WAIT);
+        teardown.join().unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_does_not_let_go_is_retried_not_reported_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (held, _peer) = channel(&dir);
+        let epoll = Epoll::new().unwrap();
+        let mut first = backend(&held);
+        first.activate(registry(&epoll)).unwrap();
+        let mut second = backend(&held);
+        second.activate(registry(&epoll)).unwrap();
+        assert!(!second.connected());
+        // No bind was tried: the capability error stays untold.
+        assert!(!second.told_no_cap);
+        drop(first);
+        let mut rx = Rx::new(4);
+        thread::sleep(Duration::from_millis(10));
+        second.ready(TIMER, &mut rx).unwrap();
+        assert!(second.connected(), "the timer's retry took it over");
+    }
+
+    #[test]
+    fn a_lost_channel_is_free_for_the_next_bind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (held, peer) = channel(&dir);
+        let epoll = Epoll::new().unwrap();
+        let mut first = backend(&held);
+        first.activate(registry(&epoll)).unwrap();
+        drop(peer);
+        first.ready(LINK, &mut Rx::new(4)).unwrap();
+        assert!(!first.connected());
+        // Nobody has it: the next backend binds at once, without waiting.
+        let started = Instant::now();
+        assert!(matches!(held.take(HANDOVER_WAIT), Handover::Free));
+        assert!(started.elapsed() < HANDOVER_WAIT / 2);
     }
 }
