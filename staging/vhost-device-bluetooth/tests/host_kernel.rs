@@ -6,7 +6,11 @@
 //! and the test frontend plays the guest. Packets cross the kernel's
 //! Bluetooth core both ways. The channel is bound once: a second frontend
 //! gets the same controller back through HCI_Reset, from a daemon that kept
-//! no capability, and a lost adapter fails the guest's commands at once.
+//! no capability, and so does the guest after a device reset; a lost
+//! adapter fails the guest's commands at once. Without CAP_NET_ADMIN it
+//! stays lost when it comes back (one clear log line); with
+//! `--modcaps +net_admin` the daemon binds the new adapter and the guest
+//! works again.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -16,13 +20,15 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{command, options, Driver, WAIT};
 use vhost_device_bluetooth::backend::endpoint::Endpoint;
 use vhost_device_bluetooth::Error;
-use vhost_device_common::testing::{capability_sets, DaemonProcess};
+use vhost_device_common::testing::{
+    running_with_capabilities, threads_beyond_capabilities, DaemonProcess,
+};
 
 /// Where the scenario puts the daemon binary in the guest.
 const GUEST_BIN: &str = "/rig/vhost-device-bluetooth";
@@ -65,7 +71,27 @@ fn adapters() -> Vec<u16> {
 
 /// Creates a raw (unconfigured) controller: the kernel runs no init
 /// sequence on it, so the first packets on /dev/vhci are the daemon's.
+/// Returns once its user channel can be bound.
 fn create_controller() -> (File, u16) {
+    let (vhci, index) = new_controller();
+    // Registration powers the controller on once; the user channel is
+    // refused (EBUSY) until that is over.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match Endpoint::Hci(index).connect() {
+            Ok(_) => break,
+            Err(Error::AdapterBusy(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("hci{index}: {e}"),
+        }
+    }
+    (vhci, index)
+}
+
+/// Creates a raw controller and returns its index at once (a daemon may be
+/// trying to bind it meanwhile).
+fn new_controller() -> (File, u16) {
     let mut vhci = OpenOptions::new()
         .read(true)
         .write(true)
@@ -92,19 +118,139 @@ fn create_controller() -> (File, u16) {
             }
         }
     };
-    // Registration powers the controller on once; the user channel is
-    // refused (EBUSY) until that is over.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match Endpoint::Hci(index).connect() {
-            Ok(_) => break,
-            Err(Error::AdapterBusy(_)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("hci{index}: {e}"),
-        }
-    }
     (vhci, index)
+}
+
+/// Removes the controller (closing /dev/vhci) and waits until sysfs has
+/// no `hci<index>`.
+fn remove_controller(vhci: File, index: u16) {
+    drop(vhci);
+    let deadline = Instant::now() + WAIT;
+    while adapters().contains(&index) {
+        assert!(Instant::now() < deadline, "hci{index} stayed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The daemon on `backend`, logging to a file in `dir` (read with
+/// [`log_of`]).
+fn start_daemon(dir: &tempfile::TempDir, name: &str, args: &[&str]) -> DaemonProcess {
+    let sock = dir.path().join(format!("{name}.sock"));
+    let log = File::create(dir.path().join(format!("{name}.log"))).unwrap();
+    let mut command = Command::new(GUEST_BIN);
+    command
+        .arg("--socket-path")
+        .arg(&sock)
+        .args(args)
+        .stderr(Stdio::from(log));
+    DaemonProcess::spawn(command, vec![sock]).unwrap()
+}
+
+fn log_of(dir: &tempfile::TempDir, name: &str) -> String {
+    std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap()
+}
+
+/// Sends a command until the guest gets an answer (the daemon may need a
+/// moment to notice the adapter went away); the answer.
+fn answer_to_a_command(d: &mut Driver) -> Vec<u8> {
+    (0..5)
+        .find_map(|_| {
+            d.send(&command(0x1009, &[]));
+            d.recv_within(Duration::from_secs(1))
+        })
+        .expect("no answer to a command")
+}
+
+/// What a guest gets for a command while the adapter is lost.
+const REFUSED: [u8; 7] = [4, 0x0f, 4, 0x03, 1, 0x09, 0x10];
+/// Command Complete of Read BD_ADDR, as the tests' controller answers it.
+const BD_ADDR_REPLY: [u8; 13] = [4, 0x0e, 10, 1, 0x09, 0x10, 0, 1, 2, 3, 4, 5, 6];
+
+/// A command from the guest reaches the controller, and its answer the
+/// guest.
+fn round_trip(d: &mut Driver, vhci: &mut File) {
+    d.send(&command(0x1009, &[]));
+    assert_eq!(vhci_read(vhci, WAIT).unwrap(), command(0x1009, &[]));
+    vhci.write_all(&BD_ADDR_REPLY).unwrap();
+    assert_eq!(d.recv(), BD_ADDR_REPLY);
+}
+
+/// The driver resets the device on a live connection (as QEMU passes a
+/// virtio reset on: queues stopped and set up again) and probes again: its
+/// own HCI_Reset reaches the controller over the same user channel, and
+/// the controller works for it.
+fn device_reset_keeps_the_controller(d: &mut Driver, vhci: &mut File) {
+    d.fe.reset_device().unwrap();
+    d.post_rx();
+    d.send(&command(0x0c03, &[]));
+    assert_eq!(vhci_read(vhci, WAIT).unwrap(), command(0x0c03, &[]));
+    let complete = [4, 0x0e, 4, 1, 0x03, 0x0c, 0];
+    vhci.write_all(&complete).unwrap();
+    assert_eq!(d.recv(), complete);
+    round_trip(d, vhci);
+}
+
+/// Without CAP_NET_ADMIN, an adapter that comes back under the same index
+/// cannot be bound again: the guest keeps getting Hardware Failure, and the
+/// log says why, once.
+fn comes_back_without_net_admin(d: &mut Driver, dir: &tempfile::TempDir, index: u16) -> File {
+    let (vhci, again) = create_controller();
+    assert_eq!(again, index, "hci_vhci gave the new adapter another index");
+    // Several of the daemon's retries (--reconnect-ms 100).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(answer_to_a_command(d), REFUSED);
+    let log = log_of(dir, "bt");
+    let told = log
+        .lines()
+        .filter(|l| l.contains("needs CAP_NET_ADMIN") && l.contains("--modcaps +net_admin"))
+        .count();
+    assert_eq!(told, 1, "{log}");
+    vhci
+}
+
+/// With `--modcaps +net_admin` the daemon binds an adapter that comes back:
+/// the guest gets a Hardware Error event (Linux starts over on it), then
+/// its commands reach the new controller.
+fn comes_back_with_net_admin(dir: &tempfile::TempDir, vhci: File, index: u16) {
+    let backend = format!("hci:{index}");
+    let daemon = start_daemon(
+        dir,
+        "bt-admin",
+        &[
+            "--backend",
+            &backend,
+            "--modcaps",
+            "+net_admin",
+            "--reconnect-ms",
+            "100",
+        ],
+    );
+    let mut d = Driver::new(daemon.connect(0, options()).unwrap());
+    let mut vhci = vhci;
+    round_trip(&mut d, &mut vhci);
+    let (wrong, _) = threads_beyond_capabilities(daemon.pid(), 1 << 12).unwrap();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+
+    remove_controller(vhci, index);
+    assert_eq!(answer_to_a_command(&mut d), REFUSED);
+    let (mut vhci, again) = new_controller();
+    assert_eq!(again, index, "hci_vhci gave the new adapter another index");
+    let deadline = Instant::now() + WAIT;
+    let event = loop {
+        if let Some(p) = d.recv_within(Duration::from_millis(200)) {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not bind hci{index} again"
+        );
+    };
+    assert_eq!(event, [4, 0x10, 1, 0], "Hardware Error");
+    round_trip(&mut d, &mut vhci);
+    drop(d);
+    assert!(daemon.stop().unwrap().success());
+    let log = log_of(dir, "bt-admin");
+    assert!(!log.contains("needs CAP_NET_ADMIN"), "{log}");
 }
 
 fn in_guest() {
@@ -126,15 +272,18 @@ fn in_guest() {
     drop(held);
 
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("bt.sock");
-    let daemon = DaemonProcess::start(GUEST_BIN, &sock, 1, &["--backend", &backend]).unwrap();
+    let daemon = start_daemon(
+        &dir,
+        "bt",
+        &["--backend", &backend, "--reconnect-ms", "100"],
+    );
     let mut d = Driver::new(daemon.connect(0, options()).unwrap());
 
     // Guest → controller: the command reaches /dev/vhci as it was sent.
     d.send(&command(0x1009, &[]));
     assert_eq!(vhci_read(&mut vhci, WAIT).unwrap(), command(0x1009, &[]));
     // Controller → guest.
-    let reply = [4, 0x0e, 10, 1, 0x09, 0x10, 0, 1, 2, 3, 4, 5, 6];
+    let reply = BD_ADDR_REPLY;
     vhci.write_all(&reply).unwrap();
     assert_eq!(d.recv(), reply);
     // An ACL packet larger than the guest's 1000-byte buffer (/dev/vhci
@@ -175,33 +324,20 @@ fn in_guest() {
     );
 
     // Nothing kept: binding happened before the sandbox.
-    let ours = capability_sets(std::process::id()).unwrap();
     assert!(
-        ours.iter()
-            .any(|(name, bits)| name == "CapEff" && *bits != 0),
+        running_with_capabilities(),
         "the test needs capabilities to see them dropped: run as root"
     );
-    let sets = capability_sets(daemon.pid()).unwrap();
-    assert!(sets.len() >= 3, "{sets:?}");
-    for (name, bits) in sets {
-        if matches!(name.as_str(), "CapEff" | "CapPrm" | "CapBnd") {
-            assert_eq!(bits, 0, "{name}");
-        }
-    }
+    let (wrong, threads) = threads_beyond_capabilities(daemon.pid(), 0).unwrap();
+    assert!(threads >= 3, "{threads} threads");
+    assert!(wrong.is_empty(), "{wrong:#?}");
+
+    device_reset_keeps_the_controller(&mut d, &mut vhci);
 
     // The adapter goes away: the daemon lives, and the guest's commands
     // fail with Hardware Failure instead of timing out.
-    drop(vhci);
-    let deadline = Instant::now() + WAIT;
-    while adapters().contains(&index) {
-        assert!(Instant::now() < deadline, "hci{index} stayed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let refused = (0..5).find_map(|_| {
-        d.send(&command(0x1009, &[]));
-        d.recv_within(Duration::from_secs(1))
-    });
-    assert_eq!(refused.unwrap(), [4, 0x0f, 4, 0x03, 1, 0x09, 0x10]);
+    remove_controller(vhci, index);
+    assert_eq!(answer_to_a_command(&mut d), REFUSED);
     let before = daemon.cpu_ticks().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let ticks = daemon.cpu_ticks().unwrap() - before;
@@ -210,8 +346,11 @@ fn in_guest() {
         "the daemon spins without its adapter: {ticks} ticks in 0.5 s"
     );
 
+    let vhci = comes_back_without_net_admin(&mut d, &dir, index);
     drop(d);
     assert!(daemon.stop().unwrap().success());
+
+    comes_back_with_net_admin(&dir, vhci, index);
 }
 
 #[test]

@@ -535,6 +535,37 @@ impl TestFrontend {
         Ok(base)
     }
 
+    /// The driver reset the device, as the frontend passes it on: every
+    /// queue stopped (SET_VRING_ENABLE(0) with protocol features, and
+    /// GET_VRING_BASE), RESET_DEVICE when that protocol feature was acked,
+    /// then every queue set up afresh with empty rings.
+    pub fn reset_device(&mut self) -> Result<(), FrontendError> {
+        let enable = self.acked_features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0;
+        for i in 0..self.queues.len() {
+            if enable {
+                self.frontend
+                    .set_vring_enable(i, false)
+                    .map_err(FrontendError::vhost(format!("SET_VRING_ENABLE({i}, 0)")))?;
+            }
+            self.frontend
+                .get_vring_base(i)
+                .map_err(FrontendError::vhost(format!("GET_VRING_BASE({i})")))?;
+        }
+        if self
+            .protocol_features
+            .contains(VhostUserProtocolFeatures::RESET_DEVICE)
+        {
+            self.frontend
+                .reset_device()
+                .map_err(FrontendError::vhost("RESET_DEVICE".to_owned()))?;
+        }
+        for q in &mut self.queues {
+            q.reset()?;
+            Self::setup_queue(&mut self.frontend, q, &self.mem, enable)?;
+        }
+        Ok(())
+    }
+
     /// Closes the connection abruptly without sending anything, as when the
     /// VMM is killed.
     pub fn abort(mut self) {
