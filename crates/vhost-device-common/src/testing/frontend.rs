@@ -490,6 +490,14 @@ impl TestFrontend {
     /// then close. Returns each queue's next avail index as the backend
     /// reported it.
     pub fn disconnect(mut self) -> Result<Vec<u32>, FrontendError> {
+        let bases = self.stop_queues()?;
+        self.close();
+        Ok(bases)
+    }
+
+    /// SET_VRING_ENABLE(0) (when protocol features are in use) and
+    /// GET_VRING_BASE for every queue; each queue's next avail index.
+    fn stop_queues(&mut self) -> Result<Vec<u32>, FrontendError> {
         let enable = self.acked_features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0;
         let mut bases = Vec::with_capacity(self.queues.len());
         for i in 0..self.queues.len() {
@@ -504,7 +512,6 @@ impl TestFrontend {
                 .map_err(FrontendError::vhost(format!("GET_VRING_BASE({i})")))?;
             bases.push(base);
         }
-        self.close();
         Ok(bases)
     }
 
@@ -540,17 +547,8 @@ impl TestFrontend {
     /// GET_VRING_BASE), RESET_DEVICE when that protocol feature was acked,
     /// then every queue set up afresh with empty rings.
     pub fn reset_device(&mut self) -> Result<(), FrontendError> {
+        self.stop_queues()?;
         let enable = self.acked_features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0;
-        for i in 0..self.queues.len() {
-            if enable {
-                self.frontend
-                    .set_vring_enable(i, false)
-                    .map_err(FrontendError::vhost(format!("SET_VRING_ENABLE({i}, 0)")))?;
-            }
-            self.frontend
-                .get_vring_base(i)
-                .map_err(FrontendError::vhost(format!("GET_VRING_BASE({i})")))?;
-        }
         if self
             .protocol_features
             .contains(VhostUserProtocolFeatures::RESET_DEVICE)

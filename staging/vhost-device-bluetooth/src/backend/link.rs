@@ -23,7 +23,7 @@
 //! dropped. While such an adapter is gone, the guest's commands fail at
 //! once with Hardware Failure rather than time out. The handover is
 //! ordered: a new frontend's backend that finds the socket still with the
-//! previous one (being torn down) waits for it, up to [`HANDOVER_WAIT`],
+//! previous one (being torn down) waits for it, up to a second,
 //! rather than bind it again (which fails while it is bound, and without
 //! CAP_NET_ADMIN looks like a lost adapter); past that, its timer retries.
 
