@@ -19,6 +19,8 @@
 
 use std::time::Duration;
 
+use vhost_device_common::testing::default_seccomp_mode;
+use vhost_device_common::SeccompMode;
 use vhost_device_rig::{Backend, Image, Scenario};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-gpu");
@@ -112,9 +114,23 @@ fn guest_virgl_gles_triangle_on_the_scanout() {
     eprintln!("daemon ran {submits} SUBMIT_3D commands");
     // QEMU's exit ended the connection: virglrenderer was put away on its
     // own thread (an EGL error or libepoxy's abort would show here).
-    for bad in ["EGL_BAD_ACCESS", "Assertion"] {
+    for bad in [
+        "EGL_BAD_ACCESS",
+        "Assertion",
+        "seccomp: forbidden system call",
+    ] {
         assert!(!log.contains(bad), "{bad} in the daemon's log\n{report}");
     }
+    // virglrenderer and Mesa ran under the virgl mode's seccomp list, in
+    // kill mode unless the environment chose otherwise.
+    let installed = match default_seccomp_mode() {
+        SeccompMode::None => "seccomp: no filter".to_owned(),
+        mode => format!("seccomp: allow-list installed (--seccomp {mode:?})"),
+    };
+    assert!(
+        log.contains(&installed),
+        "no {installed:?} in the daemon's log\n{report}"
+    );
 
     // The screendump shows the picture the right way up: the triangle's
     // apex at the top, its wide base below.

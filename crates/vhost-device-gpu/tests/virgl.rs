@@ -18,7 +18,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
-use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend};
+use vhost_device_common::testing::{
+    default_seccomp_mode, wait_for_seccomp, DaemonProcess, FrontendOptions, TestFrontend,
+};
 use vm_memory::{Bytes, GuestAddress};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-gpu");
@@ -138,6 +140,12 @@ fn start(extra: &[&str]) -> (tempfile::TempDir, DaemonProcess, TestFrontend) {
     )
     .unwrap();
     let fe = daemon.connect(0, FrontendOptions::default()).unwrap();
+    // virglrenderer and Mesa run under the virgl mode's seccomp list, in
+    // kill mode by default: a call outside it would kill the daemon.
+    assert_eq!(
+        wait_for_seccomp(daemon.pid(), T).unwrap(),
+        default_seccomp_mode()
+    );
     (dir, daemon, fe)
 }
 

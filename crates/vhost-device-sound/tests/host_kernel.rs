@@ -6,6 +6,9 @@
 //! end of the same cable, driven by the test frontend; what it records
 //! must contain what it played, sample for sample. Then the card is
 //! unplugged under a playing stream and bound again, under the same daemon.
+//! A second daemon goes through alsa-lib's dmix and dsnoop plugins on the
+//! same cable. Both run with the alsa backend's default sandbox:
+//! seccomp in kill mode, which the test reads from `/proc`.
 
 #![cfg(feature = "alsa-backend")]
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -13,7 +16,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vhost_device_common::testing::{FrontendOptions, RawDesc, TestFrontend};
+use vhost_device_common::testing::{wait_for_seccomp, FrontendOptions, RawDesc, TestFrontend};
+use vhost_device_common::SeccompMode;
 use vhost_device_sound::protocol::*;
 
 const GUEST_BIN: &str = "/rig/vhost-device-sound";
@@ -56,21 +60,18 @@ fn signal(bytes: usize) -> Vec<u8> {
         .collect()
 }
 
-fn in_guest_loopback() {
+/// The daemon on a fresh socket, playing into `output` and recording
+/// `input`, with the sandbox's defaults (seccomp `kill`), and a frontend
+/// on it.
+fn start_daemon(output: &str, input: &str) -> (tempfile::TempDir, Child, TestFrontend) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("snd.sock");
-    let mut child = Child(
+    let child = Child(
         Command::new(GUEST_BIN)
             .arg("--socket-path")
             .arg(&sock)
-            .args([
-                "--backend",
-                "alsa",
-                "--alsa-output",
-                "hw:Loopback,0,0",
-                "--alsa-input",
-                "hw:Loopback,1,0",
-            ])
+            .args(["--backend", "alsa", "--alsa-output", output])
+            .args(["--alsa-input", input])
             .env("RUST_LOG", "debug")
             .env("LD_LIBRARY_PATH", "/rig/lib")
             .stderr(Stdio::inherit())
@@ -83,9 +84,57 @@ fn in_guest_loopback() {
         scratch_size: 256 << 10,
         ..Default::default()
     };
-    let mut fe = TestFrontend::connect_retry(&sock, opts, WAIT).unwrap();
+    let fe = TestFrontend::connect_retry(&sock, opts, WAIT).unwrap();
+    (dir, child, fe)
+}
+
+/// The daemon answered a request, so its sandbox is in place: the seccomp
+/// filter must be there, in kill mode (the alsa backend's default), not
+/// `none` or `log`.
+fn assert_seccomp_kill(child: &Child) {
+    let mode = wait_for_seccomp(child.0.id(), WAIT).unwrap();
+    assert_eq!(mode, SeccompMode::Kill, "the daemon's seccomp mode");
+}
+
+/// Stops the daemon with SIGTERM; it must exit 0 (a call outside its
+/// allow-list would have killed it with SIGSYS instead).
+fn stop(mut child: Child) {
+    // SAFETY: kill() on our own child's pid.
+    unsafe { libc::kill(libc::pid_t::try_from(child.0.id()).unwrap(), libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "the daemon ended with {status}");
+}
+
+/// The daemon through alsa-lib's plugins, as a desktop without a sound
+/// server has them: dmix mixes the output into the card (shared memory and
+/// semaphores between its clients), dsnoop shares the capture side; both
+/// with the card's native format, which the daemon asks for anyway.
+fn in_guest_dmix_and_dsnoop() {
+    const SLAVE: &str = "FORMAT=S16_LE,RATE=48000";
+    // alsa-lib's configuration gives dmix's IPC objects to the group
+    // `audio`, which every distribution has but the rig's guest does not
+    // (the guest's root is a fresh tmpfs each boot).
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    if !groups.lines().any(|l| l.starts_with("audio:")) {
+        let mut groups = groups;
+        groups.push_str("audio:x:29:\n");
+        std::fs::write("/etc/group", groups).unwrap();
+    }
+    let (_dir, child, mut fe) = start_daemon(
+        &format!("dmix:CARD=Loopback,DEV=0,{SLAVE},CHANNELS=2"),
+        &format!("dsnoop:CARD=Loopback,DEV=1,{SLAVE}"),
+    );
+    play_and_record(&mut fe, assert_mostly_there);
+    assert_seccomp_kill(&child);
+    fe.disconnect().unwrap();
+    stop(child);
+}
+
+fn in_guest_loopback() {
+    let (_dir, child, mut fe) = start_daemon("hw:Loopback,0,0", "hw:Loopback,1,0");
     let pid = child.0.id();
-    play_and_record(&mut fe);
+    play_and_record(&mut fe, assert_exact);
+    assert_seccomp_kill(&child);
     // Both streams are released: the daemon holds no card.
     assert_eq!(
         sound_handles(pid),
@@ -96,9 +145,10 @@ fn in_guest_loopback() {
     card_comes_back(&mut fe, &device);
     card_unplugged_while_idle(&mut fe, pid, &device);
     fe.disconnect().unwrap();
-    // SAFETY: kill() on our own child's pid.
-    unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap(), libc::SIGTERM) };
-    assert!(child.0.wait().unwrap().success());
+    stop(child);
+    // Last: the cable keeps what dmix played last, the same signal, which
+    // would pass for the next recording's start.
+    in_guest_dmix_and_dsnoop();
 }
 
 fn set_params_and_prepare(fe: &mut TestFrontend, stream: u32) -> u32 {
@@ -109,9 +159,9 @@ fn set_params_and_prepare(fe: &mut TestFrontend, stream: u32) -> u32 {
 }
 
 /// Plays one second of signal on stream 0 into the loopback and records
-/// stream 1, its other end, for up to two; the recording must hold the
-/// signal sample for sample. Both streams are released at the end.
-fn play_and_record(fe: &mut TestFrontend) {
+/// stream 1, its other end, for up to two; `check` compares the played and
+/// the recorded bytes. Both streams are released at the end.
+fn play_and_record(fe: &mut TestFrontend, check: fn(&[u8], &[u8])) {
     for stream in [0, 1] {
         assert_eq!(set_params_and_prepare(fe, stream), VIRTIO_SND_S_OK);
     }
@@ -161,8 +211,22 @@ fn play_and_record(fe: &mut TestFrontend) {
     }
     let periods: Vec<&[u8]> = played.chunks(PERIOD as usize).collect();
     assert_eq!(next, periods.len(), "not all of the signal was played");
-    // The signal starts after some silence (the cable's latency); from
-    // there on every sample must match.
+    check(&played, &recorded);
+    for stream in [0, 1] {
+        assert_eq!(
+            control(fe, &words(&[VIRTIO_SND_R_PCM_STOP, stream])),
+            VIRTIO_SND_S_OK
+        );
+        assert_eq!(
+            control(fe, &words(&[VIRTIO_SND_R_PCM_RELEASE, stream])),
+            VIRTIO_SND_S_OK
+        );
+    }
+}
+
+/// The signal starts after some silence (the cable's latency); from there
+/// on every sample must match.
+fn assert_exact(played: &[u8], recorded: &[u8]) {
     let start = (0..recorded.len() - 4)
         .step_by(4)
         .find(|&i| recorded[i..i + 4] == played[..4])
@@ -178,16 +242,30 @@ fn play_and_record(fe: &mut TestFrontend) {
         got[..len] == played[..len],
         "the loopback capture differs from the playback"
     );
-    for stream in [0, 1] {
-        assert_eq!(
-            control(fe, &words(&[VIRTIO_SND_R_PCM_STOP, stream])),
-            VIRTIO_SND_S_OK
-        );
-        assert_eq!(
-            control(fe, &words(&[VIRTIO_SND_R_PCM_RELEASE, stream])),
-            VIRTIO_SND_S_OK
-        );
-    }
+}
+
+/// Most of the signal came back: at least 80 % of its 25 ms pieces are
+/// somewhere in the recording, unchanged. dmix and dsnoop run on their own
+/// clock and drop or repeat a period where they fall behind, which the
+/// loaded TCG guest makes them do.
+fn assert_mostly_there(played: &[u8], recorded: &[u8]) {
+    let pieces: Vec<&[u8]> = played.chunks_exact(4800).collect();
+    let found = pieces
+        .iter()
+        .filter(|piece| {
+            (0..recorded.len().saturating_sub(piece.len()))
+                .step_by(4)
+                .any(|i| {
+                    recorded[i..i + 8] == piece[..8] && recorded[i..i + piece.len()] == ***piece
+                })
+        })
+        .count();
+    eprintln!("{found} of {} pieces of the signal came back", pieces.len());
+    assert!(
+        found * 5 >= pieces.len() * 4,
+        "only {found} of {} pieces of the signal came back",
+        pieces.len()
+    );
 }
 
 /// The process's CPU ticks (user + system) from `/proc/PID/stat`.
@@ -368,7 +446,7 @@ fn bind_and_prepare(fe: &mut TestFrontend, device: &str) -> Instant {
 /// PREPARE opens it, and playback reaches the loopback's other end.
 fn card_comes_back(fe: &mut TestFrontend, device: &str) {
     let back = bind_and_prepare(fe, device);
-    play_and_record(fe);
+    play_and_record(fe, assert_exact);
     eprintln!("card back: played and recorded after {:?}", back.elapsed());
 }
 

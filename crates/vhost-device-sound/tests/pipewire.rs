@@ -5,7 +5,8 @@
 //! `pipewire-bin` packages). The daemon under test serves one output and
 //! one input stream to the test frontend; its nodes must appear in the
 //! graph, what it plays must reach `pw-record` sample for sample, and what
-//! `pw-play` plays into its input node must come back to the guest.
+//! `pw-play` plays into its input node must come back to the guest. The
+//! daemon runs with its default sandbox, seccomp in kill mode.
 
 #![cfg(feature = "pw-backend")]
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -14,7 +15,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use vhost_device_common::testing::{FrontendOptions, TestFrontend};
+use vhost_device_common::testing::{
+    default_seccomp_mode, wait_for_seccomp, FrontendOptions, TestFrontend,
+};
 use vhost_device_sound::backend::wav::{read_file, WavWriter};
 use vhost_device_sound::format::SampleFormat;
 use vhost_device_sound::protocol::*;
@@ -289,7 +292,7 @@ fn pipewire_nodes_appear_and_pass_audio_both_ways() {
     let pw = PipeWire::start();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("snd.sock");
-    let _daemon = Proc(
+    let daemon = Proc(
         pw.command(BIN)
             .arg("--socket-path")
             .arg(&sock)
@@ -308,6 +311,7 @@ fn pipewire_nodes_appear_and_pass_audio_both_ways() {
                 "vds-src",
             ])
             .env("RUST_LOG", "debug")
+            .envs(realtime_client_config())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap(),
@@ -326,6 +330,12 @@ fn pipewire_nodes_appear_and_pass_audio_both_ways() {
             VIRTIO_SND_S_OK
         );
     }
+    // The backend runs under its seccomp list by default (kill mode): a
+    // call of PipeWire's client outside it would have killed the daemon.
+    assert_eq!(
+        wait_for_seccomp(daemon.0.id(), WAIT).unwrap(),
+        default_seccomp_mode()
+    );
     // Both nodes are in the graph, linked to their targets by the session
     // manager.
     pw.wait_node("vds-test-output0");
@@ -439,4 +449,17 @@ fn pipewire_nodes_appear_and_pass_audio_both_ways() {
         );
     }
     fe.disconnect().unwrap();
+}
+
+/// PipeWire 1.0 and later load the realtime module (`module-rt`) from the
+/// client configuration every stream uses; Debian 12's 0.3.65 only from
+/// `client-rt.conf`. The daemon under test takes that one where it exists,
+/// so that the module's calls (its own scheduling, resource limits, RTKit
+/// over D-Bus) run under the seccomp filter as they do for newer users.
+fn realtime_client_config() -> Vec<(&'static str, &'static str)> {
+    if Path::new("/usr/share/pipewire/client-rt.conf").exists() {
+        vec![("PIPEWIRE_CONFIG_NAME", "client-rt.conf")]
+    } else {
+        Vec::new()
+    }
 }

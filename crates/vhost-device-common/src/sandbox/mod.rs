@@ -97,14 +97,14 @@ impl SandboxPolicy {
         self
     }
 
-    /// The same, for a backend whose host library loads code the host's
-    /// configuration chooses (ALSA and PipeWire plugins, Mesa drivers):
-    /// no system-call list can foresee its calls, so `--seccomp` defaults to
-    /// `none`; and no list of paths its files, so Landlock lets it read the
-    /// whole file system (still not write to it, beyond the paths added).
+    /// The same, for a backend whose host library loads code and data the
+    /// host's configuration chooses (ALSA and PipeWire plugins, Mesa
+    /// drivers): no list of paths can foresee its files, so Landlock lets it
+    /// read the whole file system (still not write to it, beyond the paths
+    /// added and shared memory). The seccomp default is left as it is: the
+    /// device's list holds what the library calls (see its README).
     #[must_use]
     pub fn host_library(mut self) -> Self {
-        self.seccomp.default_mode = SeccompMode::None;
         self.paths.push(FsRule::new("/", FsAccess::Read));
         self.paths
             .push(FsRule::new("/dev/shm", FsAccess::ReadWrite));
@@ -169,7 +169,11 @@ mod tests {
 
     #[test]
     fn the_device_defaults_apply_without_the_flags() {
-        let mut policy = SandboxPolicy::new(SeccompPolicy::default()).host_library();
+        let mut policy = SandboxPolicy::new(SeccompPolicy {
+            extra: &[],
+            default_mode: SeccompMode::None,
+        })
+        .host_library();
         policy.landlock_default = LandlockMode::None;
         let args = SandboxArgs::default();
         assert_eq!(args.seccomp_mode(&policy), SeccompMode::None);

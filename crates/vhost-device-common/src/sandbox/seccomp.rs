@@ -48,9 +48,10 @@ pub enum SeccompMode {
 pub struct SeccompPolicy {
     /// System calls beyond the core's list (`libc::SYS_*`).
     pub extra: &'static [libc::c_long],
-    /// The mode when `--seccomp` is not given. A device whose host library
-    /// makes calls that cannot be listed says `None` here, and why in its
-    /// README.
+    /// The mode when `--seccomp` is not given: `Kill` for every device
+    /// today, the host-library backends included (their lists name what
+    /// alsa-lib, PipeWire and Mesa call). A device that cannot list its
+    /// calls would say `None` here, and why in its README.
     pub default_mode: SeccompMode,
 }
 
@@ -338,6 +339,41 @@ const NAMES: &[(libc::c_long, &str)] = &[
     (libc::SYS_setuid, "setuid"),
     (libc::SYS_sched_setaffinity, "sched_setaffinity"),
     (libc::SYS_sysinfo, "sysinfo"),
+    // What the host-library backends' lists add (sound's alsa and
+    // pipewire, gpu's virgl), so that a user's setup that needs one more
+    // such call is named in the message.
+    (libc::SYS_mlock, "mlock"),
+    (libc::SYS_munlock, "munlock"),
+    (libc::SYS_shmget, "shmget"),
+    (libc::SYS_shmat, "shmat"),
+    (libc::SYS_shmdt, "shmdt"),
+    (libc::SYS_shmctl, "shmctl"),
+    (libc::SYS_semget, "semget"),
+    (libc::SYS_semop, "semop"),
+    (libc::SYS_semtimedop, "semtimedop"),
+    (libc::SYS_semctl, "semctl"),
+    (libc::SYS_sched_setscheduler, "sched_setscheduler"),
+    (libc::SYS_sched_getscheduler, "sched_getscheduler"),
+    (libc::SYS_sched_getparam, "sched_getparam"),
+    (libc::SYS_sched_get_priority_max, "sched_get_priority_max"),
+    (libc::SYS_sched_get_priority_min, "sched_get_priority_min"),
+    (libc::SYS_setpriority, "setpriority"),
+    (libc::SYS_getpriority, "getpriority"),
+    (libc::SYS_prlimit64, "prlimit64"),
+    (libc::SYS_getresuid, "getresuid"),
+    (libc::SYS_getresgid, "getresgid"),
+    (libc::SYS_kcmp, "kcmp"),
+    (libc::SYS_flock, "flock"),
+    (libc::SYS_statfs, "statfs"),
+    (libc::SYS_fstatfs, "fstatfs"),
+    (libc::SYS_inotify_init1, "inotify_init1"),
+    (libc::SYS_inotify_add_watch, "inotify_add_watch"),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_dup2, "dup2"),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_mkdir, "mkdir"),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_rename, "rename"),
 ];
 
 /// The SIGSYS handler of kill mode. Only async-signal-safe calls, all on

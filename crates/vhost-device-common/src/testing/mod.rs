@@ -65,8 +65,8 @@ pub use self::error::FrontendError;
 pub use self::frontend::TestFrontend;
 pub use self::options::{supported_protocol_features, FrontendOptions, UNSUPPORTED_FEATURES};
 pub use self::process::{
-    capability_sets, running_with_capabilities, threads_beyond_capabilities, DaemonProcess,
-    PROCESS_WAIT,
+    capability_sets, default_seccomp_mode, running_with_capabilities, seccomp_mode,
+    threads_beyond_capabilities, wait_for_seccomp, DaemonProcess, PROCESS_WAIT,
 };
 pub use self::queue::{RawDesc, TestQueue, Used};
 pub use self::ring::{VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};

@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{FrontendError, FrontendOptions, TestFrontend};
+use crate::SeccompMode;
 
 /// How long [`DaemonProcess`] waits for sockets to appear and for the
 /// process to exit.
@@ -80,6 +81,55 @@ pub fn running_with_capabilities() -> bool {
         sets.iter()
             .any(|(name, bits)| name == "CapEff" && *bits != 0)
     })
+}
+
+/// The `--seccomp` mode process `pid` runs in, read from `/proc`: `None`
+/// when `/proc/PID/status` shows no filter (`Seccomp: 0`), `Log` when a
+/// filter is in place and the daemon's `seccomp-log` thread serves it,
+/// `Kill` when a filter is in place without that thread. The filter is
+/// installed right after the sockets are bound, so a test asks once the
+/// daemon has answered a request (or waits with [`wait_for_seccomp`]).
+pub fn seccomp_mode(pid: u32) -> io::Result<SeccompMode> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .map(str::trim)
+        .ok_or_else(|| io::Error::other("no Seccomp field in /proc/PID/status"))?;
+    if field == "0" {
+        return Ok(SeccompMode::None);
+    }
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let comm = std::fs::read_to_string(task?.path().join("comm"))?;
+        if comm.trim() == "seccomp-log" {
+            return Ok(SeccompMode::Log);
+        }
+    }
+    Ok(SeccompMode::Kill)
+}
+
+/// The mode a daemon a test starts without `--seccomp` runs in: the one
+/// `VHOST_DEVICE_SECCOMP` names (CI steps that cannot install a filter set
+/// it, e.g. under qemu-user), else `kill`, every device's default.
+pub fn default_seccomp_mode() -> SeccompMode {
+    match std::env::var("VHOST_DEVICE_SECCOMP").as_deref() {
+        Ok("none") => SeccompMode::None,
+        Ok("log") => SeccompMode::Log,
+        _ => SeccompMode::Kill,
+    }
+}
+
+/// [`seccomp_mode`] once process `pid` has a filter, or `None` if it has
+/// none after `timeout`.
+pub fn wait_for_seccomp(pid: u32, timeout: Duration) -> io::Result<SeccompMode> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mode = seccomp_mode(pid)?;
+        if mode != SeccompMode::None || Instant::now() >= deadline {
+            return Ok(mode);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A running daemon process.

@@ -39,6 +39,7 @@ mod display;
 mod fences;
 mod resources;
 mod state;
+mod syscalls;
 mod three_d;
 
 pub use crate::protocol::{MAX_BACKING_ENTRIES, MAX_SUBMIT_SIZE};
@@ -98,19 +99,24 @@ pub struct GpuConfig {
 }
 
 impl GpuConfig {
-    /// What the daemon needs once set up. 2D renders in our own code and
-    /// uses no file: seccomp `kill`, Landlock with no path. With virgl,
-    /// rutabaga loads the host's Mesa driver, whose calls and files depend
-    /// on the driver: seccomp `none`, and Landlock keeps the file system
+    /// What the daemon needs once set up; seccomp defaults to `kill` in
+    /// both modes. 2D renders in our own code and uses no file: no call
+    /// beyond the core's, Landlock with no path. With virgl, rutabaga loads
+    /// the host's Mesa driver: its calls are on the mode's list
+    /// (`device/syscalls.rs`), and Landlock keeps the file system
     /// read-only, with the render nodes (`/dev/dri`) and shared memory
     /// writable ([`SandboxPolicy::host_library`]).
     pub fn sandbox_policy(&self) -> SandboxPolicy {
         let policy = SandboxPolicy::of::<GpuDevice>();
         match self.mode {
             GpuMode::TwoD => policy,
-            GpuMode::Virgl => policy
-                .host_library()
-                .with_path("/dev/dri", FsAccess::Device),
+            GpuMode::Virgl => {
+                let mut policy = policy
+                    .host_library()
+                    .with_path("/dev/dri", FsAccess::Device);
+                policy.seccomp.extra = syscalls::VIRGL;
+                policy
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::format::PcmParams;
 
 pub mod null;
 mod spec;
+mod syscalls;
 pub mod wav;
 
 pub use spec::BackendSpec;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use vhost_device_common::{FsAccess, SandboxPolicy, SeccompPolicy};
 
 use super::null::NullBackend;
+use super::syscalls;
 use super::wav::WavBackend;
 use super::{AudioBackend, BackendError};
 
@@ -47,22 +48,14 @@ pub enum BackendSpec {
     },
 }
 
-/// What PipeWire's client adds to the system calls: it connects to the
-/// daemon's socket and locks its buffers.
-const PIPEWIRE_CALLS: &[libc::c_long] = &[
-    libc::SYS_socket,
-    libc::SYS_connect,
-    libc::SYS_mlock,
-    libc::SYS_munlock,
-];
-
 impl BackendSpec {
-    /// What the daemon needs once set up. null and wav are host-library
-    /// free: seccomp `kill`, and Landlock allows only the WAV directory
-    /// (output files are created for each connection) and the input files.
-    /// alsa-lib and PipeWire load plugins the host's configuration chooses:
-    /// seccomp `none`, and Landlock keeps the file system read-only, with
-    /// the sound device nodes and shared memory writable
+    /// What the daemon needs once set up; seccomp defaults to `kill` for
+    /// every backend. null and wav make no call beyond the core's, and
+    /// Landlock allows only the WAV directory (output files are created for
+    /// each connection) and the input files. alsa-lib and PipeWire load
+    /// plugins the host's configuration chooses: each adds its list of
+    /// calls (`backend/syscalls.rs`), and Landlock keeps the file system
+    /// read-only, with the sound device nodes and shared memory writable
     /// ([`SandboxPolicy::host_library`]).
     pub fn sandbox_policy(&self, seccomp: SeccompPolicy) -> SandboxPolicy {
         let policy = SandboxPolicy::new(seccomp);
@@ -72,12 +65,16 @@ impl BackendSpec {
                 policy.with_path(dir, FsAccess::ReadWrite),
                 |policy, input| policy.with_path(input, FsAccess::Read),
             ),
-            BackendSpec::Alsa { .. } => policy
-                .host_library()
-                .with_path("/dev/snd", FsAccess::Device),
+            BackendSpec::Alsa { .. } => {
+                let mut policy = policy
+                    .host_library()
+                    .with_path("/dev/snd", FsAccess::Device);
+                policy.seccomp.extra = syscalls::ALSA;
+                policy
+            }
             BackendSpec::Pipewire { .. } => {
                 let mut policy = policy.host_library();
-                policy.seccomp.extra = PIPEWIRE_CALLS;
+                policy.seccomp.extra = syscalls::PIPEWIRE;
                 policy
             }
         }
@@ -125,6 +122,40 @@ impl BackendSpec {
             .map(|b| Box::new(b) as Box<dyn AudioBackend>),
             #[allow(unreachable_patterns)]
             _ => Err(BackendError::NotBuilt),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vhost_device_common::{SandboxArgs, SeccompMode};
+
+    #[test]
+    fn every_backend_defaults_to_kill() {
+        let specs = [
+            BackendSpec::Null,
+            BackendSpec::Wav {
+                dir: "/tmp".into(),
+                inputs: Vec::new(),
+                looped: false,
+                max_bytes: 0,
+            },
+            BackendSpec::Alsa {
+                outputs: Vec::new(),
+                inputs: Vec::new(),
+            },
+            BackendSpec::Pipewire {
+                node_name: "vds".into(),
+                outputs: Vec::new(),
+                inputs: Vec::new(),
+                latency: 0,
+            },
+        ];
+        for spec in specs {
+            let policy = spec.sandbox_policy(SeccompPolicy::default());
+            let mode = SandboxArgs::default().seccomp_mode(&policy);
+            assert_eq!(mode, SeccompMode::Kill, "{spec:?}");
         }
     }
 }
