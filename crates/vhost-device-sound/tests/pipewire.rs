@@ -6,12 +6,14 @@
 //! one input stream to the test frontend; its nodes must appear in the
 //! graph, what it plays must reach `pw-record` sample for sample, and what
 //! `pw-play` plays into its input node must come back to the guest. The
-//! daemon runs with its default sandbox, seccomp in kill mode.
+//! same again with the alsa backend on alsa-lib's `pipewire` PCM
+//! (`pipewire-alsa`). The daemon runs with its default sandbox, seccomp in
+//! kill mode.
 
 #![cfg(feature = "pw-backend")]
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -290,37 +292,82 @@ fn wait_file(path: &Path) {
 #[test]
 fn pipewire_nodes_appear_and_pass_audio_both_ways() {
     let pw = PipeWire::start();
+    let (_dir, sock, daemon) = start_daemon(
+        &pw,
+        &[
+            "--backend",
+            "pipewire",
+            "--pw-node-name",
+            "vds-test",
+            "--pw-latency",
+            "2048",
+            "--pw-output-target",
+            "vds-sink",
+            "--pw-input-target",
+            "vds-src",
+        ],
+    );
+    pass_audio_both_ways(&pw, &daemon, &sock, ("vds-test-output0", "vds-test-input0"));
+}
+
+/// The alsa backend through alsa-lib's `pipewire` PCM (Debian's
+/// `pipewire-alsa`), a desktop's ALSA `default`: the plugin is a PipeWire
+/// client inside alsa-lib, so this runs the alsa backend's seccomp list
+/// against a real PipeWire daemon, in kill mode.
+#[cfg(feature = "alsa-backend")]
+#[test]
+fn alsa_through_the_pipewire_plugin_passes_audio_both_ways() {
+    assert!(
+        Path::new("/usr/share/alsa/alsa.conf.d/50-pipewire.conf").exists(),
+        "alsa-lib's pipewire PCM (Debian package pipewire-alsa)"
+    );
+    let pw = PipeWire::start();
+    let (_dir, sock, daemon) = start_daemon(
+        &pw,
+        &[
+            "--backend",
+            "alsa",
+            "--alsa-output",
+            "pipewire:NODE=vds-sink",
+            "--alsa-input",
+            "pipewire:NODE=vds-src",
+        ],
+    );
+    // The names PipeWire 0.3's plugin gives its nodes (1.x names them
+    // alsa_playback.PROGRAM and alsa_capture.PROGRAM).
+    pass_audio_both_ways(&pw, &daemon, &sock, ("ALSA Playback", "ALSA Capture"));
+}
+
+/// The daemon under test with `args`, a client of `pw`, on a socket in a
+/// fresh directory.
+fn start_daemon(pw: &PipeWire, args: &[&str]) -> (tempfile::TempDir, PathBuf, Proc) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("snd.sock");
     let daemon = Proc(
         pw.command(BIN)
             .arg("--socket-path")
             .arg(&sock)
-            .args([
-                "--backend",
-                "pipewire",
-                "--pw-node-name",
-                "vds-test",
-                "--pw-latency",
-                "2048",
-            ])
-            .args([
-                "--pw-output-target",
-                "vds-sink",
-                "--pw-input-target",
-                "vds-src",
-            ])
+            .args(args)
             .env("RUST_LOG", "debug")
             .envs(realtime_client_config())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap(),
     );
+    (dir, sock, daemon)
+}
+
+/// Drives `daemon`, whose output and input stream appear in the graph as
+/// the nodes `output` and `input`, targeting `vds-sink` and `vds-src`:
+/// what it plays must reach `pw-record` sample for sample, and what
+/// `pw-play` plays into its input node must come back to the guest.
+fn pass_audio_both_ways(pw: &PipeWire, daemon: &Proc, sock: &Path, (output, input): (&str, &str)) {
+    let dir = tempfile::tempdir().unwrap();
     let opts = FrontendOptions {
         num_queues: Some(4),
         ..Default::default()
     };
-    let mut fe = TestFrontend::connect_retry(&sock, opts, WAIT).unwrap();
+    let mut fe = TestFrontend::connect_retry(sock, opts, WAIT).unwrap();
     for stream in [0, 1] {
         let mut req = words(&[VIRTIO_SND_R_PCM_SET_PARAMS, stream, 4 * PERIOD, PERIOD, 0]);
         req.extend_from_slice(&[2, VIRTIO_SND_PCM_FMT_S16, 7, 0]);
@@ -338,10 +385,10 @@ fn pipewire_nodes_appear_and_pass_audio_both_ways() {
     );
     // Both nodes are in the graph, linked to their targets by the session
     // manager.
-    pw.wait_node("vds-test-output0");
-    pw.wait_node("vds-test-input0");
-    pw.wait_link("vds-test-output0", "vds-sink");
-    pw.wait_link("vds-src", "vds-test-input0");
+    pw.wait_node(output);
+    pw.wait_node(input);
+    pw.wait_link(output, "vds-sink");
+    pw.wait_link("vds-src", input);
 
     // Playback: pw-record records the sink the guest plays into.
     let recorded = dir.path().join("recorded.wav");

@@ -8,9 +8,11 @@
 //! How the lists were found: the daemon ran in `--seccomp log` mode in the
 //! tests that drive each backend for real, and every call it logged is
 //! here (`host_kernel_alsa_loopback`: hw, dmix and dsnoop on snd-aloop;
-//! `pipewire_nodes_appear_and_pass_audio_both_ways` against a real PipeWire
-//! daemon, with its realtime module). Calls marked "not seen in the tests"
-//! are on paths users reach that the tests do not take; each says which.
+//! `pipewire_nodes_appear_and_pass_audio_both_ways` and
+//! `alsa_through_the_pipewire_plugin_passes_audio_both_ways` against a real
+//! PipeWire daemon, with its realtime module). Calls marked "not seen in
+//! the tests" are on paths users reach that the tests do not take; each
+//! says which.
 
 /// PipeWire's client (libpipewire and the SPA plugins it loads).
 pub(super) const PIPEWIRE: &[libc::c_long] = &[
@@ -19,7 +21,8 @@ pub(super) const PIPEWIRE: &[libc::c_long] = &[
     // restarts makes the same calls.
     libc::SYS_socket,
     libc::SYS_connect,
-    // Seen: buffers shared with the daemon are locked in memory.
+    // Seen: buffers shared with the daemon are locked in memory (and
+    // unlocked as they go).
     libc::SYS_mlock,
     libc::SYS_munlock,
     // Seen with the realtime module (`module-rt`, loaded by every client
@@ -45,11 +48,15 @@ pub(super) const PIPEWIRE: &[libc::c_long] = &[
 /// alsa-lib: its configuration, the `hw` and `plug` PCMs, the dmix and
 /// dsnoop plugins, and the plugins that route ALSA to a sound server (the
 /// `pipewire` and `pulse` PCMs of a desktop's default device), which make
-/// the PipeWire client's calls (not seen in the tests, which have no sound
-/// server in the guest). dmix and dsnoop (seen) need some of those too:
-/// they give their shared memory to the group `audio` (alsa-lib's default
-/// configuration), whose lookup asks nscd or systemd-userdb over a Unix
-/// socket first, and lock their shared ring.
+/// the PipeWire client's calls. Seen through the `pipewire` PCM
+/// (`alsa_through_the_pipewire_plugin_passes_audio_both_ways`; the plugin
+/// loads the realtime module): socket, connect, mlock and the realtime
+/// module's calls. Seen with dmix and dsnoop: socket and connect again (they
+/// give their shared memory to the group `audio`, alsa-lib's default, whose
+/// lookup asks nscd or systemd-userdb over a Unix socket first), mlock (the
+/// shared ring), and the System V calls below. The `pulse` PCM is a
+/// PulseAudio client, not run by the tests; with PipeWire's pulse server
+/// it needs the same kinds of calls.
 pub(super) const ALSA: &[libc::c_long] =
     &concat::<{ PIPEWIRE.len() + DIRECT.len() }>(PIPEWIRE, DIRECT);
 
