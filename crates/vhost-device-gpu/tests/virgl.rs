@@ -326,6 +326,43 @@ fn virglrenderer_a_new_connection_renders_and_the_daemon_stops_cleanly() {
 
 #[test]
 #[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
+fn virglrenderer_writes_mesas_shader_cache_under_the_filter() {
+    // Without Landlock (`--landlock none`, or a kernel without it) Mesa
+    // creates and writes its shader cache, from threads it gives a low
+    // priority: those calls are on the virgl list, so the daemon renders
+    // in kill mode and the cache appears.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let sock = dir.path().join("gpu.sock");
+    let mut command = std::process::Command::new(BIN);
+    command
+        .arg("--socket-path")
+        .arg(&sock)
+        .args(["--gpu-mode", "virgl", "--headless", "--landlock", "none"])
+        .env("XDG_CACHE_HOME", &cache)
+        .env_remove("MESA_SHADER_CACHE_DIR")
+        .env_remove("MESA_SHADER_CACHE_DISABLE");
+    let daemon = DaemonProcess::spawn(command, vec![sock]).unwrap();
+    let mut fe = daemon.connect(0, FrontendOptions::default()).unwrap();
+    assert_eq!(
+        wait_for_seccomp(daemon.pid(), T).unwrap(),
+        default_seccomp_mode()
+    );
+    assert_all(
+        &clear_and_read(&mut fe, 1, [0.2, 0.4, 0.6, 1.0]),
+        [153, 102, 51, 255],
+    );
+    fe.disconnect().unwrap();
+    assert!(
+        cache.join("mesa_shader_cache").is_dir(),
+        "Mesa made no shader cache"
+    );
+    let status = daemon.stop().unwrap();
+    assert!(status.success(), "daemon exit {status:?}");
+}
+
+#[test]
+#[ignore = "needs virglrenderer >= 1.3 and a virgl_renderer build: rust-vmm-ci/steps/virgl.sh runs it"]
 fn virglrenderer_serves_one_guest_at_a_time() {
     // Two guests of one daemon: virglrenderer is the process's, so the
     // second gets an error until the first has gone, then renders.

@@ -9,10 +9,11 @@
 //! How the list was found: the daemon ran in `--seccomp log` mode in the
 //! six `virglrenderer_*` tests (`tests/virgl.rs`) and in
 //! `guest_virgl_gles_triangle_on_the_scanout` (a guest's GL through QEMU),
-//! both on Mesa's llvmpipe, the second with a fresh shader cache
-//! directory; every call it logged is here. Calls marked "not seen in the
-//! tests" are what hardware drivers and a writable shader cache add; each
-//! says which.
+//! both on Mesa's llvmpipe, with the default Landlock (the shader cache
+//! read-only) and again with `--landlock none` and a fresh cache directory
+//! (Mesa then writes its shader cache, as on a kernel without Landlock);
+//! every call it logged is here. Calls marked "not seen in the tests" are
+//! what hardware drivers add; each says which.
 
 /// The virgl mode's calls beyond the core's.
 pub(super) const VIRGL: &[libc::c_long] = &[
@@ -21,41 +22,42 @@ pub(super) const VIRGL: &[libc::c_long] = &[
     #[cfg(target_arch = "x86_64")]
     libc::SYS_dup2,
     // Seen: glibc's user lookup (Mesa finds the home directory of its shader
-    // cache) asks nscd, or systemd-userdb, over a Unix socket first. EGL on a
-    // display server's platform (X11, Wayland) connects the same way.
+    // cache when XDG_CACHE_HOME is unset) asks nscd, or systemd-userdb,
+    // over a Unix socket first. EGL on a display server's platform (X11,
+    // Wayland) connects the same way.
     libc::SYS_socket,
     libc::SYS_connect,
     // Seen: Mesa sizes its caches and memory heaps by the machine's memory.
     libc::SYS_sysinfo,
-    // Seen with a fresh cache directory: Mesa creates its shader cache
-    // (Landlock refuses it unless the directory is writable, and Mesa
-    // then runs without the cache).
+    // Seen: Mesa creates its shader cache directories (Landlock refuses
+    // them by default, and Mesa then runs without the cache); with a
+    // writable cache it locks its index and renames each entry into place.
     #[cfg(target_arch = "x86_64")]
     libc::SYS_mkdir,
     libc::SYS_mkdirat,
-    // Not seen in the tests: the shader cache with a writable directory
-    // (`--landlock none`) locks, renames and watches its files, and checks
-    // the free space of their file system.
     libc::SYS_flock,
     #[cfg(target_arch = "x86_64")]
     libc::SYS_rename,
     #[cfg(target_arch = "x86_64")]
     libc::SYS_renameat,
     libc::SYS_renameat2,
+    // Seen: Mesa's queue threads (the shader cache's writer, the driver's
+    // compiler threads) lower their priority (SCHED_IDLE or SCHED_BATCH, and
+    // a nice level) and are pinned next to the caller's cache.
+    libc::SYS_sched_setscheduler,
+    libc::SYS_setpriority,
+    libc::SYS_sched_setaffinity,
+    // Not seen in the tests: reading back those settings, and the cache's
+    // checks on its file system and its files (inotify for a
+    // multi-process cache).
+    libc::SYS_sched_getscheduler,
+    libc::SYS_sched_getparam,
+    libc::SYS_getpriority,
+    libc::SYS_statfs,
+    libc::SYS_fstatfs,
     libc::SYS_inotify_init1,
     libc::SYS_inotify_add_watch,
     libc::SYS_inotify_rm_watch,
-    libc::SYS_statfs,
-    libc::SYS_fstatfs,
-    // Not seen in the tests (llvmpipe): hardware drivers' thread queues run
-    // at a low priority (SCHED_BATCH or SCHED_IDLE, or a nice level), and
-    // radeonsi pins its threads next to the caller's cache.
-    libc::SYS_sched_setscheduler,
-    libc::SYS_sched_getscheduler,
-    libc::SYS_sched_getparam,
-    libc::SYS_sched_setaffinity,
-    libc::SYS_setpriority,
-    libc::SYS_getpriority,
     // Not seen in the tests: amdgpu's winsys tells whether two fds are the
     // same device file (radeonsi).
     libc::SYS_kcmp,
