@@ -19,7 +19,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
 use vhost_device_common::testing::{
-    default_seccomp_mode, wait_for_seccomp, DaemonProcess, FrontendOptions, TestFrontend,
+    default_seccomp_mode, wait_for_default_seccomp, DaemonProcess, FrontendOptions, TestFrontend,
 };
 use vm_memory::{Bytes, GuestAddress};
 
@@ -143,7 +143,7 @@ fn start(extra: &[&str]) -> (tempfile::TempDir, DaemonProcess, TestFrontend) {
     // virglrenderer and Mesa run under the virgl mode's seccomp list, in
     // kill mode by default: a call outside it would kill the daemon.
     assert_eq!(
-        wait_for_seccomp(daemon.pid(), T).unwrap(),
+        wait_for_default_seccomp(daemon.pid(), T).unwrap(),
         default_seccomp_mode()
     );
     (dir, daemon, fe)
@@ -345,7 +345,7 @@ fn virglrenderer_writes_mesas_shader_cache_under_the_filter() {
     let daemon = DaemonProcess::spawn(command, vec![sock]).unwrap();
     let mut fe = daemon.connect(0, FrontendOptions::default()).unwrap();
     assert_eq!(
-        wait_for_seccomp(daemon.pid(), T).unwrap(),
+        wait_for_default_seccomp(daemon.pid(), T).unwrap(),
         default_seccomp_mode()
     );
     assert_all(

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use vhost_device_common::testing::{
-    default_seccomp_mode, wait_for_seccomp, FrontendOptions, TestFrontend,
+    default_seccomp_mode, wait_for_default_seccomp, FrontendOptions, TestFrontend,
 };
 use vhost_device_sound::backend::wav::{read_file, WavWriter};
 use vhost_device_sound::format::SampleFormat;
@@ -380,7 +380,7 @@ fn pass_audio_both_ways(pw: &PipeWire, daemon: &Proc, sock: &Path, (output, inpu
     // The backend runs under its seccomp list by default (kill mode): a
     // call of PipeWire's client outside it would have killed the daemon.
     assert_eq!(
-        wait_for_seccomp(daemon.0.id(), WAIT).unwrap(),
+        wait_for_default_seccomp(daemon.0.id(), WAIT).unwrap(),
         default_seccomp_mode()
     );
     // Both nodes are in the graph, linked to their targets by the session

@@ -66,7 +66,8 @@ pub use self::frontend::TestFrontend;
 pub use self::options::{supported_protocol_features, FrontendOptions, UNSUPPORTED_FEATURES};
 pub use self::process::{
     capability_sets, default_seccomp_mode, running_with_capabilities, seccomp_mode,
-    threads_beyond_capabilities, wait_for_seccomp, DaemonProcess, PROCESS_WAIT,
+    threads_beyond_capabilities, wait_for_default_seccomp, wait_for_seccomp, DaemonProcess,
+    PROCESS_WAIT,
 };
 pub use self::queue::{RawDesc, TestQueue, Used};
 pub use self::ring::{VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};

@@ -132,6 +132,21 @@ pub fn wait_for_seccomp(pid: u32, timeout: Duration) -> io::Result<SeccompMode> 
     }
 }
 
+/// [`seccomp_mode`] of process `pid` once it is [`default_seccomp_mode`],
+/// or whatever it is after `timeout`: a test compares the result with the
+/// default, and does not wait for a filter the environment turned off.
+pub fn wait_for_default_seccomp(pid: u32, timeout: Duration) -> io::Result<SeccompMode> {
+    let want = default_seccomp_mode();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mode = seccomp_mode(pid)?;
+        if mode == want || Instant::now() >= deadline {
+            return Ok(mode);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A running daemon process.
 #[derive(Debug)]
 pub struct DaemonProcess {
