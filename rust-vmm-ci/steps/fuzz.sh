@@ -30,7 +30,8 @@ cd "$REPO_ROOT/fuzz"
 
 cargo fuzz build --sanitizer none --release
 host="$(rustc -vV | sed -n 's/^host: //p')"
-bin="target/$host/release"
+# cargo-fuzz honours CARGO_TARGET_DIR (a developer's own target dir).
+bin="${CARGO_TARGET_DIR:-target}/$host/release"
 mapfile -t targets < <(cargo fuzz list)
 each=$((FUZZ_SECONDS / ${#targets[@]}))
 if [ "$each" -lt 1 ]; then
