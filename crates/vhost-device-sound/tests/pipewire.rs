@@ -125,12 +125,21 @@ impl PipeWire {
     }
 
     fn wait_node(&self, name: &str) {
+        self.wait_node_any(&[name]);
+    }
+
+    /// Waits for a node under one of `names` (PipeWire versions name some
+    /// nodes differently) and returns the name found.
+    fn wait_node_any<'a>(&self, names: &[&'a str]) -> &'a str {
         let deadline = Instant::now() + WAIT;
-        while !self.nodes().contains(&format!("\"{name}\"")) {
+        loop {
+            let nodes = self.nodes();
+            if let Some(name) = names.iter().find(|n| nodes.contains(&format!("\"{n}\""))) {
+                return name;
+            }
             assert!(
                 Instant::now() < deadline,
-                "node {name} never appeared:\n{}",
-                self.nodes()
+                "no node {names:?} appeared:\n{nodes}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -307,7 +316,12 @@ fn pipewire_nodes_appear_and_pass_audio_both_ways() {
             "vds-src",
         ],
     );
-    pass_audio_both_ways(&pw, &daemon, &sock, ("vds-test-output0", "vds-test-input0"));
+    pass_audio_both_ways(
+        &pw,
+        &daemon,
+        &sock,
+        (&["vds-test-output0"], &["vds-test-input0"]),
+    );
 }
 
 /// The alsa backend through alsa-lib's `pipewire` PCM (Debian's
@@ -333,9 +347,17 @@ fn alsa_through_the_pipewire_plugin_passes_audio_both_ways() {
             "pipewire:NODE=vds-src",
         ],
     );
-    // The names PipeWire 0.3's plugin gives its nodes (1.x names them
-    // alsa_playback.PROGRAM and alsa_capture.PROGRAM).
-    pass_audio_both_ways(&pw, &daemon, &sock, ("ALSA Playback", "ALSA Capture"));
+    // The names PipeWire 0.3's plugin gives its nodes, and those of 1.x
+    // (the MSRV step's trixie root has 1.4).
+    pass_audio_both_ways(
+        &pw,
+        &daemon,
+        &sock,
+        (
+            &["ALSA Playback", "alsa_playback.vhost-device-sound"],
+            &["ALSA Capture", "alsa_capture.vhost-device-sound"],
+        ),
+    );
 }
 
 /// The daemon under test with `args`, a client of `pw`, on a socket in a
@@ -361,7 +383,12 @@ fn start_daemon(pw: &PipeWire, args: &[&str]) -> (tempfile::TempDir, PathBuf, Pr
 /// the nodes `output` and `input`, targeting `vds-sink` and `vds-src`:
 /// what it plays must reach `pw-record` sample for sample, and what
 /// `pw-play` plays into its input node must come back to the guest.
-fn pass_audio_both_ways(pw: &PipeWire, daemon: &Proc, sock: &Path, (output, input): (&str, &str)) {
+fn pass_audio_both_ways(
+    pw: &PipeWire,
+    daemon: &Proc,
+    sock: &Path,
+    (outputs, inputs): (&[&str], &[&str]),
+) {
     let dir = tempfile::tempdir().unwrap();
     let opts = FrontendOptions {
         num_queues: Some(4),
@@ -385,8 +412,8 @@ fn pass_audio_both_ways(pw: &PipeWire, daemon: &Proc, sock: &Path, (output, inpu
     );
     // Both nodes are in the graph, linked to their targets by the session
     // manager.
-    pw.wait_node(output);
-    pw.wait_node(input);
+    let output = pw.wait_node_any(outputs);
+    let input = pw.wait_node_any(inputs);
     pw.wait_link(output, "vds-sink");
     pw.wait_link("vds-src", input);
 

@@ -43,6 +43,9 @@ pub(super) const PIPEWIRE: &[libc::c_long] = &[
     // thread.
     libc::SYS_setpriority,
     libc::SYS_getpriority,
+    // PipeWire 1.x checks the file system of the memory it maps.
+    libc::SYS_statfs,
+    libc::SYS_fstatfs,
 ];
 
 /// alsa-lib: its configuration, the `hw` and `plug` PCMs, the dmix and
@@ -99,6 +102,6 @@ mod tests {
         for call in PIPEWIRE.iter().chain(DIRECT) {
             assert!(ALSA.contains(call), "{call} is not on the alsa list");
         }
-        assert_eq!(ALSA.len(), 22);
+        assert_eq!(ALSA.len(), 24);
     }
 }
