@@ -12,7 +12,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -159,6 +159,12 @@ struct Shared<D> {
     busy_poll_us: AtomicU64,
     /// Per queue: the heads the device holds, and whether it is broken.
     tracks: Box<[QueueTrack]>,
+    /// The frontend's last memory table was refused. vhost-user-backend has
+    /// already mapped it (see [`regions_within_their_files`]), and a queue
+    /// stop clears the queues' broken marks, so while this is set no device
+    /// code runs on the worker at all: one touch of such a region is a
+    /// SIGBUS that ends every guest of the daemon.
+    memory_refused: AtomicBool,
 }
 
 /// Adapts a [`VirtioDevice`] to `vhost-user-backend`. Clones share the device.
@@ -207,6 +213,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             stop: EventFd::new(EFD_NONBLOCK | libc::EFD_CLOEXEC)?,
             busy_poll_us: AtomicU64::new(0),
             tracks,
+            memory_refused: AtomicBool::new(false),
         };
         Ok(DeviceBackend {
             shared: Arc::new(shared),
@@ -253,6 +260,9 @@ impl<D: VirtioDevice> DeviceBackend<D> {
         vrings: &[Vring],
         f: impl FnOnce(&mut D, &mut Queues<'_>) -> DeviceResult,
     ) {
+        if self.shared.memory_refused.load(Ordering::Acquire) {
+            return;
+        }
         let guard = self.shared.mem.memory();
         let notify_on_empty = self.shared.acked_features.load(Ordering::Relaxed)
             & (1 << VIRTIO_F_NOTIFY_ON_EMPTY)
@@ -340,14 +350,16 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
         // The daemon updates the GuestMemoryAtomic this adapter shares; this
         // only checks what the frontend handed over.
         if let Err(e) = regions_within_their_files(&mem.memory()) {
-            // The connection ends on the error; until then no queue may
-            // touch the region.
+            // The connection ends on the error; until then (and until a
+            // table that passes) no queue may touch the region.
+            self.shared.memory_refused.store(true, Ordering::Release);
             for track in &*self.shared.tracks {
                 track.set_broken();
             }
             warn!("refusing the frontend's memory table: {e}");
             return Err(e);
         }
+        self.shared.memory_refused.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -473,5 +485,24 @@ mod tests {
         regions_within_their_files(&memory_over_a_file(0x11000, 0x1000, 0x10000)).unwrap();
         let anonymous = GuestMem::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
         regions_within_their_files(&anonymous).unwrap();
+    }
+
+    #[test]
+    #[cfg(feature = "test-frontend")]
+    fn no_device_code_runs_while_a_refused_memory_table_is_mapped() {
+        // Found by the vhost_user fuzz target (a SIGBUS in the worker): the
+        // table is refused, but it is mapped already; a queue stop clears
+        // the queue's broken mark, and a kick then touched its rings past
+        // the file's end. Without the guard this test dies of SIGBUS.
+        use vhost_user_backend::VringT;
+        let atomic = GuestMemoryAtomic::new(memory_over_a_file(0x1000, 0, 0x10000));
+        let backend = DeviceBackend::new(crate::echo::Echo::new(0), atomic.clone()).unwrap();
+        assert!(backend.update_memory(atomic.clone()).is_err());
+        backend.stop_vring(0).unwrap();
+        let vring = Vring::new(atomic, 4).unwrap();
+        vring.set_queue_size(4);
+        vring.set_queue_info(0x8000, 0x9000, 0xa000).unwrap();
+        vring.set_queue_ready(true);
+        backend.handle_event(0, EventSet::IN, &[vring], 0).unwrap();
     }
 }

@@ -455,6 +455,10 @@ impl<'a> Queue<'a> {
     /// descriptors and lets the worker come back later.
     pub fn drain(&mut self, mut f: impl FnMut(DescChain, &GuestMem) -> Option<u32>) -> usize {
         let mut count = 0;
+        // A broken queue's rings are not touched, not even its flags.
+        if self.track.is_broken() {
+            return count;
+        }
         // Without busy polling, the step that finds the ring empty also
         // re-enables kicks; with it, the poll comes first.
         let enable_when_empty = self.busy_poll.is_zero();
