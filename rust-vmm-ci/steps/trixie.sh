@@ -52,6 +52,10 @@ TRIXIE_ARM64_PACKAGES=(
 	# aarch64 daemon's pw_stream_new fails under qemu-user.
 	libpipewire-0.3-modules
 	libspa-0.2-modules
+	# alsa-lib's pipewire PCM, which the sound test of the alsa backend
+	# through PipeWire loads in the aarch64 daemon (without it PREPARE
+	# fails with S_IO_ERR under qemu-user).
+	pipewire-alsa
 )
 
 # The crates' own Debian packages: installed natively (tools their
