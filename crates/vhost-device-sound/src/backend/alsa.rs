@@ -96,7 +96,7 @@ impl Handle {
             return false;
         };
         let result = if pcm.state() == State::Disconnected {
-            Err(alsa::Error::new("snd_pcm_state", libc::ENODEV))
+            Err(disconnected())
         } else {
             pcm.avail_update().map(drop)
         };
@@ -111,6 +111,12 @@ impl Handle {
         let frames = usize::try_from(delay.unwrap_or(0).max(0)).unwrap_or(0);
         u32::try_from(frames * frame_bytes).unwrap_or(0)
     }
+}
+
+/// What a call on a PCM whose state is `Disconnected` would have failed
+/// with, so that [`Handle::check`] closes it like any other ENODEV.
+fn disconnected() -> alsa::Error {
+    alsa::Error::new("snd_pcm_state", libc::ENODEV)
 }
 
 fn alsa_format(format: SampleFormat) -> Format {
@@ -178,7 +184,7 @@ impl OutputSink for AlsaSink {
             // After a stop the PCM ran dry (XRUN); be ready for new frames.
             match pcm.state() {
                 State::XRun | State::Setup => pcm.prepare(),
-                State::Disconnected => Err(alsa::Error::new("snd_pcm_state", libc::ENODEV)),
+                State::Disconnected => Err(disconnected()),
                 _ => Ok(()),
             }
         };
@@ -246,7 +252,7 @@ impl InputSource for AlsaSource {
             let pcm = self.pcm.get()?;
             match pcm.state() {
                 State::Running => Ok(()),
-                State::Disconnected => Err(alsa::Error::new("snd_pcm_state", libc::ENODEV)),
+                State::Disconnected => Err(disconnected()),
                 _ => pcm.start(),
             }
         };
