@@ -61,6 +61,9 @@ struct Posted {
     writable: u64,
     /// Where in the available ring it was last published.
     avail_pos: u16,
+    /// Where a hostile driver published it again while the device held
+    /// it (see [`DeviceHarness::publish`]).
+    copies: Vec<u16>,
     /// The address of its last writable byte (a status byte, in most
     /// devices).
     last_writable: Option<u64>,
@@ -124,6 +127,8 @@ pub struct DeviceHarness<D: VirtioDevice> {
     /// The highest `next_data` so far: what [`SpareMemory`] must zero.
     data_end: u64,
     completed: usize,
+    /// Each queue's next available index before the current callback.
+    avail_before: Vec<u16>,
     /// Each used chain's last writable byte, by queue and head, once
     /// [`DeviceHarness::record_answers`] asked for it.
     answers: Option<BTreeMap<(usize, u16), Option<u64>>>,
@@ -198,6 +203,7 @@ impl<D: VirtioDevice> DeviceHarness<D> {
             data_start,
             data_end: data_start,
             completed: 0,
+            avail_before: Vec::with_capacity(num_queues),
             answers: None,
         };
         for index in 0..num_queues {
@@ -388,22 +394,36 @@ impl<D: VirtioDevice> DeviceHarness<D> {
                 descs,
                 writable,
                 avail_pos,
+                copies: Vec::new(),
                 last_writable,
             },
         );
-        self.publish(queue, head)?;
+        self.write_avail(queue, head)?;
         Some(head)
     }
 
-    /// Makes `head` available on `queue` (again, for a head the device
-    /// holds: what a hostile driver does).
+    /// Makes `head` available on `queue` again, as a hostile driver does
+    /// with a head the device holds.
+    ///
+    /// What the copy means depends on when the device takes it from the
+    /// ring: while it still holds the head, the copy is a guest error it
+    /// must drop; once it used the head, the copy is indistinguishable from
+    /// the driver posting the chain anew, and the device may take it and
+    /// use the head again (see [`DeviceHarness::collect`]).
     pub fn publish(&mut self, queue: usize, head: u16) -> Option<()> {
+        let q = self.queues.get_mut(queue)?;
+        if let Some(posted) = q.posted.get_mut(&head) {
+            posted.avail_pos = q.avail_idx;
+            posted.copies.push(q.avail_idx);
+        }
+        self.write_avail(queue, head)
+    }
+
+    /// Puts `head` in the next slot of `queue`'s available ring.
+    fn write_avail(&mut self, queue: usize, head: u16) -> Option<()> {
         let page = BASE + RING_PAGE * queue as u64;
         let q = self.queues.get_mut(queue)?;
         let slot = u64::from(q.avail_idx % q.size);
-        if let Some(posted) = q.posted.get_mut(&head) {
-            posted.avail_pos = q.avail_idx;
-        }
         self.host.write(page + AVAIL + 4 + 2 * slot, head)?;
         q.avail_idx = q.avail_idx.wrapping_add(1);
         self.host.write(page + AVAIL + 2, q.avail_idx)
@@ -451,6 +471,9 @@ impl<D: VirtioDevice> DeviceHarness<D> {
     }
 
     fn dispatch(&mut self, token: u16, events: EventSet) {
+        self.avail_before.clear();
+        self.avail_before
+            .extend(self.vrings.iter().map(|v| v.queue_next_avail()));
         let result = self.backend.handle_event(token, events, &self.vrings, 0);
         assert!(
             result.is_ok(),
@@ -529,7 +552,7 @@ impl<D: VirtioDevice> DeviceHarness<D> {
                 let id: u32 = self.host.read(at).unwrap_or(u32::MAX);
                 let len: u32 = self.host.read(at + 4).unwrap_or(u32::MAX);
                 let head = u16::try_from(id).unwrap_or(u16::MAX);
-                let posted = q.posted.remove(&head).unwrap_or_else(|| {
+                let mut posted = q.posted.remove(&head).unwrap_or_else(|| {
                     panic!("queue {index}: the device used head {id}, which the driver does not owe it")
                 });
                 assert!(
@@ -540,8 +563,19 @@ impl<D: VirtioDevice> DeviceHarness<D> {
                 if let Some(answers) = &mut self.answers {
                     answers.insert((index, head), posted.last_writable);
                 }
-                for desc in posted.descs {
-                    q.free |= 1u64.checked_shl(u32::from(desc)).unwrap_or(0);
+                // A copy the device took before this callback was taken
+                // while it held the head, and dropped. One it had not
+                // taken yet is, now that the head is used, the chain
+                // posted anew (see `publish`): it stays owed.
+                let before = self.avail_before.get(index).copied().unwrap_or(q.avail_idx);
+                posted.copies.retain(|&at| at.wrapping_sub(before) < 0x8000);
+                if posted.copies.is_empty() {
+                    for desc in posted.descs {
+                        q.free |= 1u64.checked_shl(u32::from(desc)).unwrap_or(0);
+                    }
+                } else {
+                    posted.copies.remove(0);
+                    q.posted.insert(head, posted);
                 }
                 q.used_seen = q.used_seen.wrapping_add(1);
                 self.completed += 1;
@@ -676,6 +710,68 @@ mod tests {
         // Completing `held` once is fine; a second completion would panic.
         h.kick(0);
         h.assert_all_used(0);
+    }
+
+    /// Holds one chain of queue 0 at a time, as an RX queue does: each
+    /// chain on queue 1 takes one from queue 0 if none is held, and uses
+    /// the held one otherwise.
+    #[derive(Default)]
+    struct Pull {
+        held: Option<u16>,
+    }
+
+    impl VirtioDevice for Pull {
+        fn num_queues(&self) -> usize {
+            2
+        }
+        fn process_queue(&mut self, queues: &mut Queues<'_>, index: usize) -> DeviceResult {
+            if index != 1 {
+                return Ok(());
+            }
+            let mut commands = 0;
+            if let Some(mut queue) = queues.get(1) {
+                commands = queue.drain(|_, _| Some(0));
+            }
+            let Some(mut buffers) = queues.get(0) else {
+                return Ok(());
+            };
+            for _ in 0..commands {
+                match self.held.take() {
+                    Some(head) => buffers.complete(head, 0),
+                    None => self.held = buffers.pop().map(|c| c.head()),
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// A copy of a held head that the device takes only after it used the
+    /// head is a new posting, which the device may use again; one it took
+    /// while holding the head is dropped, and a second use would be caught.
+    #[test]
+    fn a_copy_taken_after_the_head_was_used_is_owed_again() {
+        for same_callback in [false, true] {
+            let mut h = DeviceHarness::new(Pull::default(), true).unwrap();
+            let buffer = h.post(0, &[Buffer::Writable(8)], false).unwrap();
+            let command = |h: &mut DeviceHarness<Pull>| {
+                h.post(1, &[Buffer::Readable(b"c")], false).unwrap();
+                h.kick(1);
+            };
+            command(&mut h);
+            assert_eq!(h.held_head(0, 0), Some(buffer));
+            h.publish(0, buffer).unwrap();
+            if same_callback {
+                // Used, then the copy taken, in one callback.
+                h.post(1, &[Buffer::Readable(b"c")], false).unwrap();
+                command(&mut h);
+            } else {
+                command(&mut h);
+                assert_eq!(h.outstanding(0), 1, "the copy waits in the ring");
+                command(&mut h);
+            }
+            command(&mut h);
+            assert_eq!((h.outstanding(0), h.completed()), (0, 6));
+        }
     }
 
     #[test]
