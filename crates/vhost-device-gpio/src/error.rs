@@ -86,6 +86,15 @@ pub enum Error {
         #[source]
         source: gpiocdev::Error,
     },
+    /// The guest's chip is not where it was: gone, another chip at its
+    /// node, or its label not found on exactly one chip.
+    #[error("{chip}: {reason}")]
+    ChipMissing {
+        /// The chip's path or label.
+        chip: String,
+        /// What was found instead.
+        reason: String,
+    },
     /// A request for a line the chip does not have.
     #[error("line {line} is out of range (the chip has {ngpio} lines)")]
     LineOutOfRange {

@@ -105,7 +105,12 @@ pub fn parse_device_list(list: &str) -> Result<Vec<ChipSpec>> {
 /// A guest's chip, resolved at startup.
 #[derive(Debug)]
 enum GuestChip {
-    Real(PathBuf),
+    /// A real chip, at its node at startup; `label` if the user named it by
+    /// label, to be followed to another node.
+    Real {
+        path: PathBuf,
+        label: Option<String>,
+    },
     Sim(Arc<SimWorld>),
 }
 
@@ -175,7 +180,11 @@ impl GpioConfig {
                 });
             }
             real.push((canonical, entry));
-            guests.push(GuestChip::Real(path));
+            let label = match spec {
+                ChipSpec::Label(label) => Some(label.clone()),
+                _ => None,
+            };
+            guests.push(GuestChip::Real { path, label });
         }
         Ok(GpioConfig { guests, controls })
     }
@@ -192,7 +201,7 @@ impl GpioConfig {
     pub fn sandbox_policy(&self) -> SandboxPolicy {
         let mut dirs: Vec<PathBuf> = Vec::new();
         for guest in &self.guests {
-            if let GuestChip::Real(path) = guest {
+            if let GuestChip::Real { path, .. } = guest {
                 let node = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
                 let dir = node
                     .parent()
@@ -215,10 +224,15 @@ impl GpioConfig {
         policy
     }
 
-    /// Builds guest `index`'s device, afresh for each connection.
+    /// Builds guest `index`'s device, afresh for each connection. A chip
+    /// named by label is looked for again if it is no longer at its node.
     pub fn build_device(&self, index: usize) -> Result<Device> {
         let backend: Box<dyn GpioBackend> = match self.guests.get(index) {
-            Some(GuestChip::Real(path)) => Box::new(CdevChip::open(path)?),
+            Some(GuestChip::Real {
+                path,
+                label: Some(label),
+            }) => Box::new(CdevChip::open_label(label, path)?),
+            Some(GuestChip::Real { path, label: None }) => Box::new(CdevChip::open(path)?),
             Some(GuestChip::Sim(world)) => Box::new(SimChip::new(world.clone())),
             None => return Err(Error::NoChip(index)),
         };

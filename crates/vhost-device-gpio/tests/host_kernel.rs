@@ -24,6 +24,12 @@ use vhost_device_gpio::protocol::{
 use vhost_device_gpio::GpioDevice;
 use vm_memory::ByteValued;
 
+#[path = "host_kernel/recovery.rs"]
+mod recovery;
+
+/// gpio-sim's configfs directory.
+const GPIO_SIM: &str = "/sys/kernel/config/gpio-sim";
+/// The chip SETUP makes, in it.
 const CONFIGFS: &str = "/sys/kernel/config/gpio-sim/vdg";
 
 /// The guest-side setup: a gpio-sim chip with four named lines, labelled so
@@ -46,7 +52,7 @@ fn read(path: &Path) -> String {
         .to_owned()
 }
 
-/// gpio-sim's sysfs directory for `line`.
+/// gpio-sim's sysfs directory for `line` of SETUP's chip.
 fn sim_line(line: u16) -> PathBuf {
     let dev = read(&Path::new(CONFIGFS).join("dev_name"));
     let chip = read(&Path::new(CONFIGFS).join("bank0/chip_name"));
@@ -368,152 +374,6 @@ fn in_guest_daemon() {
     assert!(child.wait().unwrap().success());
 }
 
-/// The host side goes away under a running guest, and comes back:
-/// gpio-sim's chip is removed (configfs `live` = 0) while the guest holds
-/// an output line and waits for an edge interrupt on another. Requests then
-/// fail with VIRTIO_GPIO_STATUS_ERR, the daemon neither dies nor spins (the
-/// removed chip's line fds report hang-up for ever on the worker's epoll),
-/// and it still answers GET_CONFIG. Then the chip is made live again, at
-/// the same `/dev` node (a new file, so the daemon's Landlock rule must
-/// cover it): the guest's next request claims its lines again as it had
-/// set them, values and directions work, and the edge interrupt it kept
-/// waiting for arrives.
-fn in_guest_chip_goes_away_and_comes_back() {
-    use std::process::Command;
-    use std::time::Instant;
-    use vhost_device_common::testing::{DaemonProcess, FrontendOptions, TestFrontend};
-    use vhost_device_gpio::protocol::{VIRTIO_GPIO_MSG_GET_DIRECTION, VIRTIO_GPIO_STATUS_ERR};
-
-    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
-    // only returns the ABI version.
-    let abi = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            1u32,
-        )
-    };
-    eprintln!("guest kernel Landlock ABI: {abi}");
-    assert!(
-        abi >= 5,
-        "the guest kernel has no Landlock with device ioctls: the test would not exercise the daemon's ruleset"
-    );
-    let started = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("gpio.sock");
-    let node = find_by_label("vdg-bank").unwrap();
-    let mut command = Command::new(GUEST_BIN);
-    command
-        .arg("--socket-path")
-        .arg(&sock)
-        .args(["--device-list", "label=vdg-bank"])
-        // Its log says whether and how Landlock applied.
-        .env("RUST_LOG", "info");
-    let daemon = DaemonProcess::spawn(command, vec![sock.clone()]).unwrap();
-    let opts = FrontendOptions {
-        num_queues: Some(2),
-        ..Default::default()
-    };
-    let wait = Duration::from_secs(5);
-    let mut fe = TestFrontend::connect_retry(&sock, opts, wait).unwrap();
-    let ok = [VIRTIO_GPIO_STATUS_OK, 0];
-    let err = [VIRTIO_GPIO_STATUS_ERR, 0];
-    pull(1, false);
-    assert_eq!(req(&mut fe, VIRTIO_GPIO_MSG_SET_DIRECTION, 0, 1), ok);
-    assert_eq!(req(&mut fe, VIRTIO_GPIO_MSG_SET_VALUE, 0, 1), ok);
-    assert_eq!(req(&mut fe, VIRTIO_GPIO_MSG_SET_DIRECTION, 1, 2), ok);
-    assert_eq!(
-        req(
-            &mut fe,
-            VIRTIO_GPIO_MSG_SET_IRQ_TYPE,
-            1,
-            IrqType::EdgeRising as u32
-        ),
-        ok
-    );
-    let q = fe.queue(1).unwrap();
-    let waiting = q.add(&[&1u16.to_le_bytes()], &[1]).unwrap();
-    q.kick().unwrap();
-
-    std::fs::write(Path::new(CONFIGFS).join("live"), "0").unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let before = daemon.cpu_ticks().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let ticks = daemon.cpu_ticks().unwrap() - before;
-    assert!(
-        ticks <= 5,
-        "the daemon spins with its chip gone: {ticks} ticks in 0.5 s"
-    );
-    assert_eq!(
-        req(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 0, 0),
-        err,
-        "a line of a removed chip"
-    );
-    assert_eq!(req(&mut fe, VIRTIO_GPIO_MSG_SET_VALUE, 0, 0), err);
-    assert_eq!(fe.get_config(0, 8).unwrap().len(), 8);
-    assert!(
-        fe.queue(1).unwrap().try_used().unwrap().is_none(),
-        "the interrupt the guest waits for came with the chip gone"
-    );
-    eprintln!("chip removed under the daemon: {:?}", started.elapsed());
-
-    // The chip comes back. gpio-sim takes the lowest free chip number, so
-    // it is the same node, as a new file.
-    std::fs::write(Path::new(CONFIGFS).join("live"), "1").unwrap();
-    let back = Instant::now();
-    assert_eq!(
-        find_by_label("vdg-bank").unwrap(),
-        node,
-        "gpio-sim gave the chip another node"
-    );
-    // The guest's output was last set to 0 while the chip was gone: the
-    // first request claims the lines again as the guest set them.
-    assert_eq!(req(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 0, 0), ok);
-    let recovered = back.elapsed();
-    assert_eq!(sim_value(0), "0");
-    assert_eq!(req(&mut fe, VIRTIO_GPIO_MSG_SET_VALUE, 0, 1), ok);
-    assert_eq!(sim_value(0), "1");
-    assert_eq!(
-        req(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 0, 0),
-        [VIRTIO_GPIO_STATUS_OK, 1]
-    );
-    assert_eq!(
-        req(&mut fe, VIRTIO_GPIO_MSG_GET_DIRECTION, 0, 0),
-        [VIRTIO_GPIO_STATUS_OK, 1]
-    );
-    assert_eq!(
-        req(&mut fe, VIRTIO_GPIO_MSG_GET_DIRECTION, 1, 0),
-        [VIRTIO_GPIO_STATUS_OK, 2]
-    );
-    // The edge the guest kept waiting for, on its buffer posted before.
-    pull(1, true);
-    let used = fe.queue(1).unwrap().wait_used(wait).unwrap();
-    assert_eq!(
-        (used.head, used.data),
-        (waiting, vec![VIRTIO_GPIO_IRQ_STATUS_VALID])
-    );
-    // An unclaimed line reads through the chip's new fd, and a new claim
-    // works.
-    pull(2, true);
-    assert_eq!(
-        req(&mut fe, VIRTIO_GPIO_MSG_GET_VALUE, 2, 0),
-        [VIRTIO_GPIO_STATUS_OK, 1]
-    );
-    assert_eq!(
-        req(&mut fe, VIRTIO_GPIO_MSG_GET_DIRECTION, 3, 0),
-        [VIRTIO_GPIO_STATUS_OK, 2]
-    );
-    assert_eq!(req(&mut fe, VIRTIO_GPIO_MSG_SET_DIRECTION, 3, 1), ok);
-    assert_eq!(sim_value(3), "0");
-    eprintln!(
-        "chip back: first request OK after {recovered:?}, edge interrupt after {:?}",
-        back.elapsed()
-    );
-    fe.disconnect().unwrap();
-    assert!(daemon.stop().unwrap().success());
-}
-
 #[test]
 #[ignore = "guest rig: run via rust-vmm-ci/guest/run-tests.sh or cargo test -- --ignored after provisioning"]
 fn host_kernel_gpiocdev_backend() {
@@ -521,7 +381,9 @@ fn host_kernel_gpiocdev_backend() {
         in_guest_backend();
         in_guest_device_level_irq();
         in_guest_daemon();
-        in_guest_chip_goes_away_and_comes_back();
+        recovery::in_guest_chip_goes_away_and_comes_back();
+        recovery::in_guest_label_followed_to_another_node();
+        recovery::in_guest_path_chip_not_mistaken_for_another();
         return;
     }
     vhost_device_rig::Scenario::host_test(

@@ -11,11 +11,14 @@
 //!
 //! A chip that goes away (a USB expander unplugged, gpio-sim's `live` set
 //! to 0) fails the guest's requests with the error status; its lines are
-//! let go. If it comes back at the same device node, the guest's next
-//! request claims them again as the guest had set them, edge detection
-//! included, so a driver that keeps waiting for an interrupt gets it.
+//! let go. When it comes back, the guest's next request claims them again
+//! as the guest had set them, edge detection included, so a driver that
+//! keeps waiting for an interrupt gets it. It must come back as the same
+//! chip (label and number of lines, see [`super::locate`]): at the same
+//! node, or, for a chip the user named by label, at any node.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use gpiocdev::line::{EdgeDetection, EdgeKind, Value};
 use gpiocdev::request::{Config, Request};
@@ -23,6 +26,7 @@ use gpiocdev::Chip;
 use log::{info, warn};
 use vhost_device_common::{EventRegistry, EventSet};
 
+use super::locate::{self, ChipIdentity, ScanGate, CHIP_DIR};
 use super::{Direction, Edge, Edges, GpioBackend};
 use crate::error::{Error, Result};
 
@@ -45,7 +49,14 @@ struct CdevLine {
 /// A host GPIO chip.
 #[derive(Debug)]
 pub struct CdevChip {
+    /// Where the chip is now.
     path: PathBuf,
+    /// What it was when opened: a chip at `path` that differs is not it.
+    identity: ChipIdentity,
+    /// The user named the chip by label: it is followed to another node.
+    follow_label: bool,
+    /// Limits the searches for a followed chip that is away.
+    scan: ScanGate,
     num_lines: u16,
     names: Vec<String>,
     lines: Vec<CdevLine>,
@@ -85,21 +96,51 @@ pub fn find_by_label(label: &str) -> Result<PathBuf> {
 }
 
 impl CdevChip {
-    /// Opens the chip at `path` and reads its line names.
+    /// Opens the chip at `path` and reads its line names. If it goes away,
+    /// only a chip with the same label and number of lines at the same node
+    /// is taken for it.
     pub fn open(path: &Path) -> Result<Self> {
+        let chip = Chip::from_path(path).map_err(|source| Error::Chip {
+            chip: path.display().to_string(),
+            what: "open".into(),
+            source,
+        })?;
+        Self::with_chip(path, &chip, false)
+    }
+
+    /// Opens the chip labelled `label`: at `node`, where it was last seen,
+    /// if it is still there, else on the one probed node that carries the
+    /// label (see [`locate`]; `/dev` is not listed, so this works in the
+    /// sandbox). If it goes away, it is followed to wherever it comes back.
+    pub fn open_label(label: &str, node: &Path) -> Result<Self> {
+        if let Ok(chip) = Chip::from_path(node) {
+            if ChipIdentity::of(&chip).is_ok_and(|id| id.label == label) {
+                return Self::with_chip(node, &chip, true);
+            }
+        }
+        let found = locate::probe_label(Path::new(CHIP_DIR), label, None);
+        let path = locate::only_one(found, label, None)?;
+        let chip = Chip::from_path(&path).map_err(|source| Error::Chip {
+            chip: path.display().to_string(),
+            what: "open".into(),
+            source,
+        })?;
+        Self::with_chip(&path, &chip, true)
+    }
+
+    fn with_chip(path: &Path, chip: &Chip, follow_label: bool) -> Result<Self> {
         let chip_error = |what: &str| {
             let chip = path.display().to_string();
             let what = what.to_owned();
             move |source| Error::Chip { chip, what, source }
         };
-        let chip = Chip::from_path(path).map_err(chip_error("open"))?;
-        let info = chip.info().map_err(chip_error("read chip info"))?;
-        let num_lines = u16::try_from(info.num_lines).map_err(|_| Error::Line {
+        let identity = ChipIdentity::of(chip).map_err(chip_error("read chip info"))?;
+        let num_lines = u16::try_from(identity.num_lines).map_err(|_| Error::Line {
             line: u16::MAX,
             reason: format!(
                 "{} has {} lines, more than virtio-gpio can address",
                 path.display(),
-                info.num_lines
+                identity.num_lines
             ),
         })?;
         if num_lines == 0 {
@@ -118,6 +159,9 @@ impl CdevChip {
         }
         Ok(CdevChip {
             path: path.to_owned(),
+            identity,
+            follow_label,
+            scan: ScanGate::default(),
             num_lines,
             names,
             lines: (0..num_lines).map(|_| CdevLine::default()).collect(),
@@ -127,7 +171,7 @@ impl CdevChip {
         })
     }
 
-    /// The chip's path.
+    /// The chip's path: where it was opened, or where it was followed to.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -183,9 +227,63 @@ impl CdevChip {
         cfg
     }
 
+    /// Opens the guest's chip: at its node if it is there, else, for a chip
+    /// followed by label, wherever the label went (searched at most once
+    /// per [`locate::SCAN_INTERVAL`]). Lines still held on the old node
+    /// belong to a chip that is gone: they are let go, to be claimed again.
+    fn locate(&mut self) -> Result<Chip> {
+        let at_node = match self.identity.open_at(&self.path) {
+            Ok(chip) => {
+                self.scan.reset();
+                return Ok(chip);
+            }
+            Err(e) => e,
+        };
+        if !self.follow_label || !self.scan.pass(Instant::now()) {
+            return Err(at_node);
+        }
+        let label = &self.identity.label;
+        let found = locate::probe_label(Path::new(CHIP_DIR), label, Some(self.identity.num_lines));
+        let path = locate::only_one(found, label, Some(self.identity.num_lines))?;
+        let chip = self.identity.open_at(&path)?;
+        if path == self.path {
+            return Ok(chip);
+        }
+        // Once per move: the next search is for the next time it goes away.
+        info!(
+            "{}: the chip labelled '{label}' is at {} now; following it",
+            self.path.display(),
+            path.display()
+        );
+        self.scan.reset();
+        self.path = path;
+        for line in 0..self.num_lines {
+            if self
+                .lines
+                .get(usize::from(line))
+                .is_some_and(|slot| slot.request.is_some())
+            {
+                self.release(line);
+                self.lost_lines = true;
+                self.back_logged = false;
+            }
+        }
+        Ok(chip)
+    }
+
     /// Brings the kernel request for `line` in line with what the guest
-    /// asked: requests, reconfigures or releases it.
+    /// asked: requests, reconfigures or releases it. A new request is made
+    /// only on the guest's chip (see [`CdevChip::locate`]).
     fn apply(&mut self, line: u16) -> Result<()> {
+        let slot = self.slot(line)?;
+        if slot.request.is_none() && wanted(slot.direction, slot.edges).is_some() {
+            self.locate()?;
+        }
+        self.apply_located(line)
+    }
+
+    /// [`CdevChip::apply`] once the chip is known to be at `self.path`.
+    fn apply_located(&mut self, line: u16) -> Result<()> {
         let (direction, output, edges, requested) = {
             let slot = self.slot(line)?;
             (
@@ -225,17 +323,12 @@ impl CdevChip {
     }
 
     /// Claims again the lines let go when their chip went away, as the
-    /// guest last set them (direction, output value, edges), if the chip
-    /// is back at the same node with as many lines. While it is gone, that
-    /// costs one failed open per request.
+    /// guest last set them (direction, output value, edges), once the chip
+    /// is back (see [`CdevChip::locate`]). While it is gone, that costs one
+    /// failed open per request, and for a chip followed by label a search
+    /// at most once a second.
     fn reclaim_lost_lines(&mut self) {
-        if !self.lost_lines {
-            return;
-        }
-        let back = Chip::from_path(&self.path)
-            .and_then(|chip| chip.info())
-            .is_ok_and(|info| info.num_lines == u32::from(self.num_lines));
-        if !back {
+        if !self.lost_lines || self.locate().is_err() {
             return;
         }
         self.lost_lines = false;
@@ -244,7 +337,7 @@ impl CdevChip {
             let lost = self.lines.get(usize::from(line)).is_some_and(|slot| {
                 slot.request.is_none() && wanted(slot.direction, slot.edges).is_some()
             });
-            if lost && self.apply(line).is_err() {
+            if lost && self.apply_located(line).is_err() {
                 // Tried again on the next request.
                 self.lost_lines = true;
                 failed += 1;
@@ -299,8 +392,8 @@ impl GpioBackend for CdevChip {
         // Opened for the question only: a chip fd kept open would keep a
         // chip that went away from being freed, and gpio-sim (or a USB
         // expander plugged in again) would then get another node.
-        let info = Chip::from_path(&self.path)
-            .map_err(self.line_error(line, "open the chip"))?
+        let info = self
+            .locate()?
             .line_info(u32::from(line))
             .map_err(self.line_error(line, "read line info"))?;
         Ok(match info.direction {
@@ -344,7 +437,9 @@ impl GpioBackend for CdevChip {
                 .map_err(self.line_error(line, "read value"))?;
             return Ok(value == Value::Active);
         }
-        // An unclaimed line: borrow it as it is just for the read.
+        // An unclaimed line: borrow it as it is just for the read, from the
+        // guest's chip only.
+        self.locate()?;
         let request = Request::builder()
             .on_chip(self.path.clone())
             .with_line(offset)
@@ -448,7 +543,7 @@ impl GpioBackend for CdevChip {
             // spin the worker and flood the log. Let the line go; the
             // guest's next request asks the kernel again: the error status
             // while the chip is gone, and the line claimed again as the
-            // guest set it once the chip is back at the same node.
+            // guest set it once the chip is back.
             warn!(
                 "{}: line {token}: {what}; line released",
                 self.path.display()

@@ -10,6 +10,7 @@
 //! backends only report edges.
 
 pub mod cdev;
+pub mod locate;
 pub mod sim;
 
 use vhost_device_common::EventRegistry;
