@@ -42,7 +42,8 @@ pub enum ChipSpec {
     Number(u32),
     /// A GPIO character device path.
     Path(PathBuf),
-    /// The chip with this label.
+    /// The chip with this label, followed to another node if it goes away
+    /// and comes back elsewhere.
     Label(String),
     /// A simulated chip with this many lines.
     Sim(u16),
@@ -195,7 +196,9 @@ impl GpioConfig {
     ///
     /// The chips are opened for each connection, and again when one comes
     /// back after it went away; a node created again is a new file, which a
-    /// rule on the old node would not cover. gpiocdev opens chips
+    /// rule on the old node would not cover, and a chip named by label is
+    /// looked for by opening `/dev/gpiochip0` to `/dev/gpiochip63` in turn
+    /// (the rule does not let the daemon list `/dev`). gpiocdev opens chips
     /// read-only and does everything else with ioctls, so nothing under
     /// `/dev` can be written.
     pub fn sandbox_policy(&self) -> SandboxPolicy {

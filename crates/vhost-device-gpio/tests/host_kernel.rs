@@ -154,6 +154,25 @@ fn req(
         .data
 }
 
+/// The daemon behind `fe` serves SETUP's chip: its 4 lines and their
+/// names.
+fn serves_setups_chip(fe: &mut vhost_device_common::testing::TestFrontend) {
+    let config = fe.get_config(0, 8).unwrap();
+    assert_eq!(&config[..2], &[4, 0]);
+    let names = b"vdg-0\0vdg-1\0vdg-2\0vdg-3\0";
+    let used = fe
+        .queue(0)
+        .unwrap()
+        .request(
+            &[&request(VIRTIO_GPIO_MSG_GET_LINE_NAMES, 0, 0)],
+            &[1 + names.len() as u32],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(used.data[0], VIRTIO_GPIO_STATUS_OK);
+    assert_eq!(&used.data[1..], names);
+}
+
 /// Sets `line`'s interrupt trigger through the device; the reply must be OK.
 fn set_irq_type(dev: &mut GpioDevice<CdevChip>, g: &mut ChainBuilder, line: u16, trigger: IrqType) {
     let req = request(VIRTIO_GPIO_MSG_SET_IRQ_TYPE, line, trigger as u32);
@@ -248,20 +267,7 @@ fn in_guest_daemon() {
     };
     let wait = Duration::from_secs(5);
     let mut fe = TestFrontend::connect_retry(&sock, opts, wait).unwrap();
-    let config = fe.get_config(0, 8).unwrap();
-    assert_eq!(&config[..2], &[4, 0]);
-    let names = b"vdg-0\0vdg-1\0vdg-2\0vdg-3\0";
-    let used = fe
-        .queue(0)
-        .unwrap()
-        .request(
-            &[&request(VIRTIO_GPIO_MSG_GET_LINE_NAMES, 0, 0)],
-            &[1 + names.len() as u32],
-            wait,
-        )
-        .unwrap();
-    assert_eq!(used.data[0], VIRTIO_GPIO_STATUS_OK);
-    assert_eq!(&used.data[1..], names);
+    serves_setups_chip(&mut fe);
     // Output seen in gpio-sim's sysfs; input read from its pull.
     assert_eq!(
         req(&mut fe, VIRTIO_GPIO_MSG_SET_VALUE, 0, 1),
