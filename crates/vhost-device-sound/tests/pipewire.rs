@@ -18,7 +18,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use vhost_device_common::testing::{
-    default_seccomp_mode, wait_for_default_seccomp, FrontendOptions, TestFrontend,
+    default_seccomp_mode, wait_for_default_seccomp, DaemonProcess, FrontendOptions, TestFrontend,
 };
 use vhost_device_sound::backend::wav::{read_file, WavWriter};
 use vhost_device_sound::format::SampleFormat;
@@ -362,20 +362,18 @@ fn alsa_through_the_pipewire_plugin_passes_audio_both_ways() {
 
 /// The daemon under test with `args`, a client of `pw`, on a socket in a
 /// fresh directory.
-fn start_daemon(pw: &PipeWire, args: &[&str]) -> (tempfile::TempDir, PathBuf, Proc) {
+fn start_daemon(pw: &PipeWire, args: &[&str]) -> (tempfile::TempDir, PathBuf, DaemonProcess) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("snd.sock");
-    let daemon = Proc(
-        pw.command(BIN)
-            .arg("--socket-path")
-            .arg(&sock)
-            .args(args)
-            .env("RUST_LOG", "debug")
-            .envs(realtime_client_config())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
+    let mut command = pw.command(BIN);
+    command
+        .arg("--socket-path")
+        .arg(&sock)
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .envs(realtime_client_config())
+        .stderr(Stdio::inherit());
+    let daemon = DaemonProcess::spawn(command, vec![sock.clone()]).unwrap();
     (dir, sock, daemon)
 }
 
@@ -385,7 +383,7 @@ fn start_daemon(pw: &PipeWire, args: &[&str]) -> (tempfile::TempDir, PathBuf, Pr
 /// `pw-play` plays into its input node must come back to the guest.
 fn pass_audio_both_ways(
     pw: &PipeWire,
-    daemon: &Proc,
+    daemon: &DaemonProcess,
     sock: &Path,
     (outputs, inputs): (&[&str], &[&str]),
 ) {
@@ -407,7 +405,7 @@ fn pass_audio_both_ways(
     // The backend runs under its seccomp list by default (kill mode): a
     // call of PipeWire's client outside it would have killed the daemon.
     assert_eq!(
-        wait_for_default_seccomp(daemon.0.id(), WAIT).unwrap(),
+        wait_for_default_seccomp(daemon.pid(), WAIT).unwrap(),
         default_seccomp_mode()
     );
     // Both nodes are in the graph, linked to their targets by the session

@@ -166,9 +166,10 @@ const CORE_X86_64: &[libc::c_long] = &[
 #[cfg(not(target_arch = "x86_64"))]
 const CORE_X86_64: &[libc::c_long] = &[];
 
-/// What the profile runtime of an instrumented build (coverage, PGO) does
-/// when the process exits: create the profile's directory and lock the
-/// file. Only allowed when LLVM_PROFILE_FILE names one.
+/// What LLVM's profile runtime does when the process exits: create the
+/// profile's directory and lock the file. Allowed only in a coverage build
+/// (`cargo llvm-cov` sets `--cfg coverage`) that writes a profile (when
+/// LLVM_PROFILE_FILE names one); never in any other build.
 const PROFILE: &[libc::c_long] = &[
     libc::SYS_flock,
     libc::SYS_mkdirat,
@@ -206,7 +207,7 @@ pub(super) fn install(mode: SeccompMode, policy: &SeccompPolicy) -> Result<()> {
 /// The BPF program: the core's calls and `extra` allowed, `action` for the
 /// rest.
 fn build(extra: &[libc::c_long], action: SeccompAction) -> Result<BpfProgram> {
-    let profile = if std::env::var_os("LLVM_PROFILE_FILE").is_some() {
+    let profile = if cfg!(coverage) && std::env::var_os("LLVM_PROFILE_FILE").is_some() {
         PROFILE
     } else {
         &[]

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! A daemon binary under test: started on sockets in a directory the test
-//! owns, observed through /proc, stopped with a signal, and killed if the
-//! test ends first.
+//! owns, observed through /proc, and stopped with SIGTERM, by the test or
+//! when it is dropped.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -306,11 +306,17 @@ impl DaemonProcess {
     }
 }
 
+/// A daemon the test did not stop is stopped as a service manager would,
+/// with SIGTERM, and killed only if it has not exited within
+/// [`PROCESS_WAIT`]. It then exits through `main`, so it removes its socket
+/// files and, in an instrumented build, LLVM's profile runtime writes the
+/// profile from its exit handler: SIGKILL skipped that, and the coverage
+/// step counted nothing such a daemon ran.
 impl Drop for DaemonProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if self.child.is_some() {
+            let _ = self.signal(libc::SIGTERM);
+            let _ = self.wait(PROCESS_WAIT);
         }
     }
 }
