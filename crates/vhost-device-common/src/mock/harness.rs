@@ -409,7 +409,7 @@ impl<D: VirtioDevice> DeviceHarness<D> {
     /// ring: while it still holds the head, the copy is a guest error it
     /// must drop; once it used the head, the copy is indistinguishable from
     /// the driver posting the chain anew, and the device may take it and
-    /// use the head again (see [`DeviceHarness::collect`]).
+    /// use the head again (see `collect`).
     pub fn publish(&mut self, queue: usize, head: u16) -> Option<()> {
         let q = self.queues.get_mut(queue)?;
         if let Some(posted) = q.posted.get_mut(&head) {
