@@ -12,7 +12,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -159,12 +159,14 @@ struct Shared<D> {
     busy_poll_us: AtomicU64,
     /// Per queue: the heads the device holds, and whether it is broken.
     tracks: Box<[QueueTrack]>,
-    /// The frontend's last memory table was refused. vhost-user-backend has
-    /// already mapped it (see [`regions_within_their_files`]), and a queue
-    /// stop clears the queues' broken marks, so while this is set no device
-    /// code runs on the worker at all: one touch of such a region is a
-    /// SIGBUS that ends every guest of the daemon.
-    memory_refused: AtomicBool,
+    /// The last guest memory snapshot checked by
+    /// [`regions_within_their_files`], and whether it passed. A region past
+    /// the end of its file is a SIGBUS on first touch, which ends every
+    /// guest of the daemon; vhost-user-backend swaps a new table in before
+    /// `update_memory` can refuse it, so the worker checks every snapshot it
+    /// is about to use. Holding the `Arc` makes a pointer match mean the same
+    /// table, not a freed table's address reused.
+    checked_mem: Mutex<Option<(Arc<GuestMem>, bool)>>,
 }
 
 /// Adapts a [`VirtioDevice`] to `vhost-user-backend`. Clones share the device.
@@ -213,7 +215,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             stop: EventFd::new(EFD_NONBLOCK | libc::EFD_CLOEXEC)?,
             busy_poll_us: AtomicU64::new(0),
             tracks,
-            memory_refused: AtomicBool::new(false),
+            checked_mem: Mutex::new(None),
         };
         Ok(DeviceBackend {
             shared: Arc::new(shared),
@@ -255,15 +257,40 @@ impl<D: VirtioDevice> DeviceBackend<D> {
         }
     }
 
+    /// The guest memory the worker may touch now: the current snapshot, if
+    /// every region lies within its file. Checked once per snapshot; while
+    /// it fails (until a table that passes) no device code runs at all. A
+    /// queue stop clears the queues' broken marks, so those alone would not
+    /// keep the worker away from a refused table.
+    fn checked_memory(&self) -> Option<Arc<GuestMem>> {
+        let mem = self.shared.mem.memory().into_inner();
+        let mut checked = self
+            .shared
+            .checked_mem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seen, ok)) = &*checked {
+            if Arc::ptr_eq(seen, &mem) {
+                return ok.then_some(mem);
+            }
+        }
+        let verdict = regions_within_their_files(&mem);
+        if let Err(e) = &verdict {
+            warn!("refusing the frontend's memory table: {e}");
+        }
+        let ok = verdict.is_ok();
+        *checked = Some((mem.clone(), ok));
+        ok.then_some(mem)
+    }
+
     fn with_queues(
         &self,
         vrings: &[Vring],
         f: impl FnOnce(&mut D, &mut Queues<'_>) -> DeviceResult,
     ) {
-        if self.shared.memory_refused.load(Ordering::Acquire) {
+        let Some(guard) = self.checked_memory() else {
             return;
-        }
-        let guard = self.shared.mem.memory();
+        };
         let notify_on_empty = self.shared.acked_features.load(Ordering::Relaxed)
             & (1 << VIRTIO_F_NOTIFY_ON_EMPTY)
             != 0;
@@ -346,20 +373,20 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
         Ok(())
     }
 
-    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMem>) -> io::Result<()> {
-        // The daemon updates the GuestMemoryAtomic this adapter shares; this
-        // only checks what the frontend handed over.
-        if let Err(e) = regions_within_their_files(&mem.memory()) {
-            // The connection ends on the error; until then (and until a
-            // table that passes) no queue may touch the region.
-            self.shared.memory_refused.store(true, Ordering::Release);
+    fn update_memory(&self, _mem: GuestMemoryAtomic<GuestMem>) -> io::Result<()> {
+        // The daemon updates the GuestMemoryAtomic this adapter shares, and
+        // the worker checks each snapshot before it touches one (see
+        // `checked_memory`, which this primes). The error ends the
+        // connection.
+        if self.checked_memory().is_none() {
             for track in &*self.shared.tracks {
                 track.set_broken();
             }
-            warn!("refusing the frontend's memory table: {e}");
-            return Err(e);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a memory region lies past the end of its file",
+            ));
         }
-        self.shared.memory_refused.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -504,5 +531,30 @@ mod tests {
         vring.set_queue_info(0x8000, 0x9000, 0xa000).unwrap();
         vring.set_queue_ready(true);
         backend.handle_event(0, EventSet::IN, &[vring], 0).unwrap();
+    }
+
+    #[test]
+    #[cfg(feature = "test-frontend")]
+    fn the_worker_checks_a_table_swapped_in_before_update_memory() {
+        // Found by the vhost_user fuzz target (a SIGBUS 1 run in 4):
+        // vhost-user-backend replaces the table and only then calls
+        // `update_memory`, so a kick handled in between touched the new
+        // table unchecked. This is that window: swapped in, not yet
+        // refused. Without the worker's own check this test dies of SIGBUS.
+        use vhost_user_backend::VringT;
+        let good = GuestMemoryAtomic::new(memory_over_a_file(0x10000, 0, 0x10000));
+        let backend = DeviceBackend::new(crate::echo::Echo::new(0), good.clone()).unwrap();
+        let vring = Vring::new(good.clone(), 4).unwrap();
+        vring.set_queue_size(4);
+        vring.set_queue_info(0x8000, 0x9000, 0xa000).unwrap();
+        vring.set_queue_ready(true);
+        backend
+            .handle_event(0, EventSet::IN, std::slice::from_ref(&vring), 0)
+            .unwrap();
+        good.lock()
+            .unwrap()
+            .replace(memory_over_a_file(0x1000, 0, 0x10000));
+        backend.handle_event(0, EventSet::IN, &[vring], 0).unwrap();
+        assert!(backend.update_memory(good).is_err());
     }
 }
