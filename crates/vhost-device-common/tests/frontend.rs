@@ -488,15 +488,16 @@ fn event_idx_on_and_off() {
     }
 }
 
-/// Whether an eventfd holds a count nobody has read yet.
-fn kick_pending(fd: std::os::fd::RawFd) -> bool {
+/// Whether `fd` (an eventfd) holds a count nobody has read yet, waiting up
+/// to `timeout_ms` for one.
+fn readable_within(fd: std::os::fd::RawFd, timeout_ms: libc::c_int) -> bool {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd, zero timeout.
-    unsafe { libc::poll(&raw mut pfd, 1, 0) > 0 }
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&raw mut pfd, 1, timeout_ms) > 0 }
 }
 
 #[test]
@@ -514,7 +515,7 @@ fn event_idx_batches_kicks() {
     // And let the worker read the warm-up's kick: under load it may have
     // taken the warm-up chain on an earlier wake-up, with the kick still
     // unread, which would count as a second kick below.
-    while kick_pending(q.kick_fd()) {
+    while readable_within(q.kick_fd(), 0) {
         assert!(Instant::now() < deadline);
         thread::yield_now();
     }
@@ -866,14 +867,7 @@ fn own_polling_with_call_fd() {
         q.kick().unwrap();
         // What a load generator with its own poll loop would do.
         while !q.try_used_into(&mut used).unwrap() {
-            let mut pfd = libc::pollfd {
-                fd: q.call_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&raw mut pfd, 1, 5000) };
-            assert!(r > 0, "no call within 5 s");
+            assert!(readable_within(q.call_fd(), 5000), "no call within 5 s");
             let mut buf = [0u8; 8];
             // SAFETY: reading 8 bytes from an eventfd into an 8-byte buffer.
             unsafe { libc::read(q.call_fd(), buf.as_mut_ptr().cast(), 8) };
